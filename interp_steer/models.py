@@ -12,7 +12,6 @@ import importlib.util
 import json
 import os
 import tempfile
-import types
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 from interp_steer._io import atomic_dir, write_json
+from interp_steer.fast import patch_fast_forward
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 # Bump when the conversion below changes, so stale caches are not reused.
@@ -205,8 +205,12 @@ def load_model(
     name: str = DEFAULT_MODEL,
     device: str | None = None,
     dtype: torch.dtype = torch.float32,
+    fast: bool = True,
 ) -> HookedTransformer:
-    """Load an embedded model (converted once, then cached) or a TransformerLens official model."""
+    """Load an embedded model (converted once, then cached) or a TransformerLens official model.
+
+    ``fast`` applies `patch_fast_forward` (same maths, no per-forward weight copies).
+    """
     if name in EMBEDDED:
         source = gguf_path(name)
         path = cache_dir() / "models" / f"{name}-{_cache_key(name, source)}"
@@ -216,7 +220,7 @@ def load_model(
         model = _load_cached(path, device, dtype)
     else:
         model = _load_official(name, device, dtype)
-    return patch_fast_forward(model)
+    return patch_fast_forward(model) if fast else model
 
 
 def _load_official(name: str, device: str | None, dtype: torch.dtype) -> HookedTransformer:
@@ -229,40 +233,6 @@ def _load_official(name: str, device: str | None, dtype: torch.dtype) -> HookedT
             f"could not load {name!r} through TransformerLens ({type(e).__name__}: {e}). "
             f"Models that work offline: {sorted(EMBEDDED)}."
         ) from e
-
-
-# --- speed: TL 3.9 copies every MLP/unembed weight on every forward (W.T.contiguous()).
-
-
-def _gated_mlp_forward(self, x):
-    if self.cfg.is_layer_norm_activation():
-        return type(self).forward(self, x)
-    pre_act = self.hook_pre(x @ self.W_gate)
-    pre_linear = self.hook_pre_linear(x @ self.W_in)
-    post_act = self.hook_post(self.act_fn(pre_act) * pre_linear + self.b_in)
-    return torch.addmm(self.b_out, post_act.flatten(0, -2), self.W_out).view(
-        *post_act.shape[:-1], -1
-    )
-
-
-def _unembed_forward(self, residual):
-    return self.hook_out(self.hook_in(residual) @ self.W_U + self.b_U)
-
-
-def patch_fast_forward(model: HookedTransformer) -> HookedTransformer:
-    """Replace TL's copy-per-forward gated MLP and unembed with copy-free matmuls, in place.
-
-    Same maths, same hooks in the same order; only the weight copy is gone.
-    """
-    from transformer_lens.components import Unembed
-    from transformer_lens.components.mlps.gated_mlp import GatedMLP
-
-    for mod in model.modules():
-        if type(mod) is GatedMLP:
-            mod.forward = types.MethodType(_gated_mlp_forward, mod)
-        elif type(mod) is Unembed:
-            mod.forward = types.MethodType(_unembed_forward, mod)
-    return model
 
 
 def chat(model: HookedTransformer, user: str, system: str | None = None) -> str:

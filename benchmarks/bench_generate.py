@@ -1,0 +1,88 @@
+"""Steered generation throughput: interp_steer vs HF generate (unsteered) vs stock TL generate.
+
+All three run in this process on the same dequantized SmolLM2 weights, the same prompts,
+batch and token count (greedy, EOS ignored so every row makes exactly N tokens).
+Run: python -m benchmarks.bench_generate [--batches 1 16] [--new-tokens 40]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import warnings
+
+import torch
+
+from interp_steer import SteeringVector, generate, load_model
+from interp_steer.models import gguf_path
+
+PROMPTS = [
+    "Tell me about your favourite season.",
+    "How do I bake bread?",
+    "Describe the ocean in two sentences.",
+    "What should I do this weekend?",
+]
+
+
+def _best(fn, repeats: int) -> float:
+    fn()  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--batches", type=int, nargs="+", default=[1, 16])
+    ap.add_argument("--new-tokens", type=int, default=40)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--skip-tl", action="store_true", help="skip the slow stock TL baseline")
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    warnings.filterwarnings("ignore")
+
+    from transformers import AutoModelForCausalLM
+
+    src = gguf_path("smollm2-135m-instruct")
+    hf = AutoModelForCausalLM.from_pretrained(src.parent, gguf_file=src.name).eval()
+    model = load_model("smollm2-135m-instruct")
+    stock = load_model("smollm2-135m-instruct", fast=False)  # TL 3.9 as shipped
+    tok = model.tokenizer
+    vec = SteeringVector(torch.randn(model.cfg.d_model) * 10, "blocks.10.hook_resid_pre")
+    n = args.new_tokens
+    print(f"torch threads={torch.get_num_threads()}  new_tokens={n}  model=SmolLM2-135M")
+    print(f"{'batch':>5} {'ours steered':>14} {'HF unsteered':>14} {'TL stock':>12} "
+          f"{'ours/HF':>8} {'TL/HF':>7}")
+    for b in args.batches:
+        prompts = [PROMPTS[i % len(PROMPTS)] for i in range(b)]
+        from interp_steer.generation import format_prompts
+
+        texts = format_prompts(model, prompts, chat=True)
+        enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+
+        def ours(prompts=prompts, b=b):
+            generate(model, prompts, vec, [4.0] * b, max_new_tokens=n, stop_at_eos=False)
+
+        def hf_gen(enc=enc):
+            with torch.inference_mode():
+                hf.generate(**enc, max_new_tokens=n, min_new_tokens=n, do_sample=False,
+                            pad_token_id=tok.pad_token_id)
+
+        def tl_gen(texts=texts):
+            stock.generate(texts if b > 1 else texts[0], max_new_tokens=n, do_sample=False,
+                           stop_at_eos=False, verbose=False)
+
+        t_ours = _best(ours, args.repeats)
+        t_hf = _best(hf_gen, args.repeats)
+        t_tl = float("nan") if args.skip_tl else _best(tl_gen, 1)
+        tps = lambda t, b=b: b * n / t  # noqa: E731
+        print(f"{b:>5} {tps(t_ours):>10.1f} t/s {tps(t_hf):>10.1f} t/s {tps(t_tl):>8.1f} t/s "
+              f"{t_hf / t_ours:>8.2f} {t_hf / t_tl:>7.2f}")
+    print("ratios are throughput relative to HF generate (>1 = faster than HF)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,151 @@
+"""Tokenizing with left padding, and batched activation extraction at hook points."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from jaxtyping import Bool, Float, Int
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from interp_steer.vectors import check_hook
+
+
+@dataclass
+class Batch:
+    """Left-padded tokens. Row b's real tokens occupy columns ``pad[b]:``."""
+
+    tokens: Int[Tensor, "batch pos"]
+    mask: Bool[Tensor, "batch pos"]
+    lengths: Int[Tensor, "batch"]
+
+    @property
+    def pad(self) -> Int[Tensor, "batch"]:
+        return self.tokens.shape[1] - self.lengths
+
+
+def encode(model, text: str) -> list[int]:
+    """Token ids of one text exactly as ``model.to_tokens`` gives them (BOS per model default)."""
+    tok = model.tokenizer
+    ids = tok(text, add_special_tokens=False).input_ids
+    bos = tok.bos_token_id
+    # A chat-formatted text may already start with BOS; never add a second one.
+    if model.cfg.default_prepend_bos and bos is not None and (not ids or ids[0] != bos):
+        ids = [bos] + ids
+    return ids
+
+
+def pad_left(model, seqs: Sequence[Sequence[int]]) -> Batch:
+    if len(seqs) == 0:
+        raise ValueError("empty batch: no texts given")
+    if any(len(s) == 0 for s in seqs):
+        raise ValueError("a text tokenized to zero tokens")
+    tok = model.tokenizer
+    pad_id = tok.pad_token_id if tok is not None and tok.pad_token_id is not None else 0
+    n = max(len(s) for s in seqs)
+    tokens = torch.full((len(seqs), n), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), n), dtype=torch.bool)
+    for i, s in enumerate(seqs):
+        tokens[i, n - len(s) :] = torch.tensor(list(s), dtype=torch.long)
+        mask[i, n - len(s) :] = True
+    lengths = mask.sum(1)
+    return Batch(tokens.to(model.cfg.device), mask.to(model.cfg.device), lengths.to(model.cfg.device))
+
+
+def tokenize(model, texts: Sequence[str]) -> Batch:
+    if isinstance(texts, str):
+        texts = [texts]
+    if model.tokenizer is None:
+        raise ValueError("model has no tokenizer; pass token ids instead")
+    return pad_left(model, [encode(model, t) for t in texts])
+
+
+def forward_kwargs(batch: Batch) -> dict:
+    """Keyword arguments that make a TL forward respect the left padding."""
+    # Always pass the mask: TL would otherwise guess padding from pad-token ids, and some
+    # tokenizers (SmolLM2) use a pad id that also occurs inside chat text.
+    return {"attention_mask": batch.mask.long(), "padding_side": "left"}
+
+
+def _stop_layer(model, hooks: Sequence[str]) -> int | None:
+    layers = []
+    for h in hooks:
+        if not h.startswith("blocks."):
+            return None  # e.g. ln_final / unembed hooks need the whole model
+        layers.append(int(h.split(".")[1]))
+    return max(layers) + 1 if max(layers) + 1 < model.cfg.n_layers else None
+
+
+Aggregation = str | Sequence[int]
+
+
+def aggregate(
+    acts: Float[Tensor, "batch pos d"],
+    batch: Batch,
+    aggregation: Aggregation = "last",
+    starts: Int[Tensor, "batch"] | None = None,
+) -> Float[Tensor, "batch d"]:
+    """Reduce over positions. ``starts`` (per row, in unpadded positions) marks a completion.
+
+    - ``"last"``: the last real token.
+    - ``"mean"``: mean over real tokens, or over the completion when ``starts`` is given.
+    - a list of ints: mean over those unpadded positions (negative = from the end).
+    """
+    b, p, _ = acts.shape
+    if isinstance(aggregation, str) and aggregation == "last":
+        return acts[:, -1]
+    pos = torch.arange(p, device=acts.device)[None] - batch.pad[:, None]  # unpadded index
+    if isinstance(aggregation, str):
+        if aggregation != "mean":
+            raise ValueError(f"unknown aggregation {aggregation!r}: use 'last', 'mean' or ints")
+        sel = batch.mask.clone()
+        if starts is not None:
+            sel &= pos >= starts.to(acts.device)[:, None]
+    else:
+        idx = torch.tensor(list(aggregation), device=acts.device)
+        if idx.numel() == 0:
+            raise ValueError("explicit positions list is empty")
+        want = torch.where(idx[None] < 0, batch.lengths[:, None] + idx[None], idx[None])
+        if ((want < 0) | (want >= batch.lengths[:, None])).any():
+            raise IndexError(f"positions {list(aggregation)} out of range for some text")
+        sel = (pos[:, :, None] == want[:, None, :]).any(-1)
+    if not sel.any(1).all():
+        raise ValueError("aggregation selected no token for some text (empty completion?)")
+    w = sel.to(acts.dtype)
+    return (acts * w[..., None]).sum(1) / w.sum(1, keepdim=True)
+
+
+@torch.no_grad()
+def get_activations(
+    model,
+    texts: Sequence[str],
+    hooks: str | Sequence[str],
+    aggregation: Aggregation = "last",
+    completion_starts: Sequence[int] | None = None,
+    batch_size: int = 16,
+    progress: bool = True,
+) -> dict[str, Float[Tensor, "n d"]]:
+    """Aggregated activations of ``texts`` at every hook, one cached forward per batch."""
+    hooks = [hooks] if isinstance(hooks, str) else list(hooks)
+    if len(texts) == 0:
+        raise ValueError("no texts given")
+    for h in hooks:
+        check_hook(model, h)
+    names = set(hooks)
+    stop = _stop_layer(model, hooks)
+    out: dict[str, list[Tensor]] = {h: [] for h in hooks}
+    starts_all = None if completion_starts is None else torch.tensor(list(completion_starts))
+    for i in tqdm(range(0, len(texts), batch_size), desc="activations", disable=not progress):
+        batch = tokenize(model, texts[i : i + batch_size])
+        _, cache = model.run_with_cache(
+            batch.tokens,
+            names_filter=lambda n: n in names,
+            stop_at_layer=stop,
+            **forward_kwargs(batch),
+        )
+        starts = None if starts_all is None else starts_all[i : i + batch_size]
+        for h in hooks:
+            out[h].append(aggregate(cache[h].float(), batch, aggregation, starts).cpu())
+    return {h: torch.cat(v) for h, v in out.items()}

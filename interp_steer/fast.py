@@ -1,0 +1,271 @@
+"""Copy-free forward passes for TransformerLens 3.9 modules, patched per model instance.
+
+TL 3.9 rebuilds weight layouts on every forward: the gated MLP and unembed run
+``W.T.contiguous()``, attention rearranges W_Q/W_K/W_V/W_O into fresh tensors, and the
+pattern is formed explicitly. Profiling SmolLM2 generation put those copies at over half of
+each decode step. The replacements below do the same maths and fire the same hooks:
+
+- gated MLP / unembed: plain matmuls against the stored weights (no copy).
+- attention Q/K/V: one GEMM against a packed [(q|k|v) heads*d_head, d_model] weight that is
+  rebuilt only when a weight's version counter changes (so in-place edits are seen).
+- transformer block: ln1 once instead of three times (TL normalises q, k, v inputs apart).
+- attention core: ``F.scaled_dot_product_attention`` whenever nothing listens on
+  ``hook_attn_scores`` or ``hook_pattern`` (run_with_cache on those hooks, or a user hook,
+  falls back to TL's explicit path, so the hooks still see real patterns). Model variants
+  we do not cover (soft-capping, local windows, QK-norm, ALiBi, ...) always use TL's path.
+"""
+
+from __future__ import annotations
+
+import types
+
+import torch
+import torch.nn.functional as F  # noqa: N812
+from transformer_lens import HookedTransformer
+
+
+def _versioned(self, name: str, params: tuple, build):
+    """``build()`` cached on the modules' parameter versions; rebuilt after in-place edits."""
+    if torch.is_grad_enabled() and any(p.requires_grad for p in params):
+        return build()  # keep autograd through the weights
+    key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in params)
+    cached = self.__dict__.get(name)
+    if cached is None or cached[0] != key:
+        with torch.no_grad():
+            cached = (key, build())
+        self.__dict__[name] = cached
+    return cached[1]
+
+
+def _gated_mlp_forward(self, x):
+    if self.cfg.is_layer_norm_activation():
+        return type(self).forward(self, x)
+    def build():
+        # F.linear's [out, in] layout (what HF streams, measured faster for small batches);
+        # biases that are exactly zero (Llama-style) are dropped to save two adds per layer.
+        w_gate, w_in, w_out = (w.T.contiguous() for w in (self.W_gate, self.W_in, self.W_out))
+        b_in = None if not self.b_in.any() else self.b_in
+        b_out = None if not self.b_out.any() else self.b_out
+        return w_gate, w_in, w_out, b_in, b_out
+
+    w_gate, w_in, w_out, b_in, b_out = _versioned(
+        self, "_fast_mlp", (self.W_gate, self.W_in, self.W_out, self.b_in, self.b_out), build
+    )
+    pre_act = self.hook_pre(F.linear(x, w_gate))
+    pre_linear = self.hook_pre_linear(F.linear(x, w_in))
+    post = self.act_fn(pre_act) * pre_linear
+    post_act = self.hook_post(post if b_in is None else post + b_in)
+    return F.linear(post_act, w_out, b_out)
+
+
+def _unembed_forward(self, residual):
+    return self.hook_out(self.hook_in(residual) @ self.W_U + self.b_U)
+
+
+def _attn_weights(self):
+    """Packed QKV weight/bias, the W_O matrix, and the number of K/V heads."""
+    grouped = hasattr(self, "_W_K") and not self.cfg.ungroup_grouped_query_attention
+    wk, bk = (self._W_K, self._b_K) if grouped else (self.W_K, self.b_K)
+    wv, bv = (self._W_V, self._b_V) if grouped else (self.W_V, self.b_V)
+
+    def build():
+        def pack(w):  # [heads, d_model, d_head] -> [(heads d_head), d_model], F.linear layout
+            return w.permute(0, 2, 1).reshape(-1, w.shape[1])
+
+        w = torch.cat([pack(self.W_Q), pack(wk), pack(wv)])
+        b = torch.cat([self.b_Q.reshape(-1), bk.reshape(-1), bv.reshape(-1)])
+        w_o = self.W_O.reshape(-1, self.W_O.shape[-1]).T.contiguous()  # [d_model, heads*d_head]
+        return w, (None if not b.any() else b), w_o, wk.shape[0]
+
+    return _versioned(self, "_fast_attn", (self.W_Q, self.b_Q, wk, bk, wv, bv, self.W_O), build)
+
+
+def _fast_qkv(self, query_input, key_input, value_input):
+    if (
+        self.cfg.use_split_qkv_input
+        or self.cfg.use_attn_in
+        or getattr(self.cfg, "load_in_4bit", False)
+        or query_input.ndim != 3
+        or not (query_input is key_input is value_input)
+    ):
+        return type(self).calculate_qkv_matrices(self, query_input, key_input, value_input)
+    w, b, _, n_kv = _attn_weights(self)
+    bsz, pos, _ = query_input.shape
+    h, dh = self.cfg.n_heads, self.cfg.d_head
+    qkv = F.linear(query_input, w, b)
+    q, k, v = qkv.split([h * dh, n_kv * dh, n_kv * dh], dim=-1)
+    q = self.hook_q(q.view(bsz, pos, h, dh))
+    k = self.hook_k(k.view(bsz, pos, n_kv, dh))
+    v = self.hook_v(v.view(bsz, pos, n_kv, dh))
+    return q, k, v
+
+
+def _plain_attention(cfg) -> bool:
+    return (
+        cfg.positional_embedding_type in ("rotary", "standard")
+        and cfg.attention_dir == "causal"
+        and not cfg.use_attn_result
+        and not cfg.use_local_attn
+        and not cfg.use_qk_norm
+        and not cfg.use_logn_attn
+        and not cfg.use_dynamic_ntk_rope
+        and not getattr(cfg, "use_attention_sinks", False)
+        and getattr(cfg, "clip_qkv", None) is None
+        and cfg.attn_scores_soft_cap <= 0
+        and cfg.original_architecture not in ("OlmoeForCausalLM", "Olmo2ForCausalLM",
+                                              "Olmo3ForCausalLM")
+    )
+
+
+def _position_ids(offset: int, p: int, attention_mask, device):
+    if attention_mask is None:
+        return torch.arange(offset, offset + p, device=device)[None]
+    # as TL's get_offset_position_ids: count real tokens, so left padding does not shift
+    ids = attention_mask.cumsum(1) - 1
+    return ids.masked_fill(ids < 0, 0)[:, offset : offset + p].to(device)
+
+
+def _rotate(self, x, pos_ids):
+    """Rotary embedding of x [b, p, heads, d_head] at absolute positions pos_ids [b|1, p]."""
+    rd = self.cfg.rotary_dim
+    need = int(pos_ids.max()) + 1
+    if need > self.rotary_cos.shape[0]:
+        self._extend_rotary_embeddings(min(self.cfg.n_ctx, max(need, 2 * self.rotary_cos.shape[0])))
+    cos = self.rotary_cos[pos_ids][:, :, None, :].to(x.dtype)
+    sin = self.rotary_sin[pos_ids][:, :, None, :].to(x.dtype)
+    x_rot, x_pass = x[..., :rd], x[..., rd:]
+    if self.cfg.rotary_adjacent_pairs:
+        flip = torch.stack([-x_rot[..., 1::2], x_rot[..., ::2]], -1).flatten(-2)
+    else:
+        half = rd // 2
+        flip = torch.cat([-x_rot[..., half:], x_rot[..., :half]], -1)
+    out = x_rot * cos + flip * sin
+    return torch.cat([out, x_pass], -1) if x_pass.shape[-1] else out
+
+
+def _fast_attention_forward(
+    self,
+    query_input,
+    key_input,
+    value_input,
+    past_kv_cache_entry=None,
+    additive_attention_mask=None,
+    attention_mask=None,
+    position_bias=None,
+):
+    raw_cache = (
+        past_kv_cache_entry is not None
+        and past_kv_cache_entry.past_keys.numel() > 0
+        and not getattr(past_kv_cache_entry, "_rotated_by_interp_steer", False)
+    )
+    if (
+        raw_cache  # a cache TL's own path started holds un-rotated keys: stay on that path
+        or additive_attention_mask is not None
+        or position_bias is not None
+        or self.hook_attn_scores._forward_hooks
+        or self.hook_pattern._forward_hooks
+        or self.hook_attn_scores.fwd_hooks
+        or self.hook_pattern.fwd_hooks
+    ):
+        if getattr(past_kv_cache_entry, "_rotated_by_interp_steer", False):
+            raise RuntimeError(
+                "an attention-pattern hook was added in the middle of a cached generation "
+                "that interp_steer's fast path started; add it before generation begins"
+            )
+        return type(self).forward(
+            self, query_input, key_input, value_input, past_kv_cache_entry,
+            additive_attention_mask, attention_mask, position_bias,
+        )
+    if past_kv_cache_entry is not None and not past_kv_cache_entry.past_keys.numel():
+        past_kv_cache_entry._rotated_by_interp_steer = True
+    q, k, v = self.calculate_qkv_matrices(query_input, key_input, value_input)
+    offset = 0 if past_kv_cache_entry is None else past_kv_cache_entry.past_keys.size(1)
+    if self.cfg.positional_embedding_type == "rotary":
+        # Rotate only the new keys and cache them rotated; TL caches raw keys and re-rotates
+        # the whole cache at every step.
+        pos_ids = _position_ids(offset, q.shape[1], attention_mask, q.device)
+        q = self.hook_rot_q(_rotate(self, q, pos_ids))
+        k = self.hook_rot_k(_rotate(self, k, pos_ids))
+    if past_kv_cache_entry is not None:
+        k, v = past_kv_cache_entry.append(k, v)
+    pq, pk = q.shape[1], k.shape[1]
+    kpos = torch.arange(pk, device=q.device)
+    qpos = offset + torch.arange(pq, device=q.device)
+    allowed = kpos[None, :] <= qpos[:, None]  # [pq, pk]
+    if attention_mask is not None:
+        allowed = allowed[None] & attention_mask[:, None, :].bool()
+        # a padding query sees no key; let it see itself so SDPA stays finite (TL zeroes it;
+        # no real token reads a padding position, so real outputs are unaffected)
+        allowed = allowed | (kpos[None, :] == qpos[:, None])[None]
+        allowed = allowed[:, None]  # [b, 1, pq, pk]
+    z = F.scaled_dot_product_attention(
+        q.transpose(1, 2),
+        k.transpose(1, 2).to(q.dtype),
+        v.transpose(1, 2).to(q.dtype),
+        attn_mask=allowed,
+        scale=1.0 / float(self.attn_scale),
+        enable_gqa=k.shape[2] != q.shape[2],
+    )
+    z = self.hook_z(z.transpose(1, 2))  # [b, pq, heads, d_head]
+    _, _, w_o, _ = _attn_weights(self)
+    return F.linear(z.reshape(z.shape[0], pq, -1), w_o, self.b_O)
+
+
+def _plain_block(cfg) -> bool:
+    from transformer_lens.components.transformer_block import POST_NORM_ARCHITECTURES
+
+    return (
+        not cfg.use_attn_in
+        and not cfg.use_split_qkv_input
+        and not cfg.use_normalization_before_and_after
+        and not cfg.parallel_attn_mlp
+        and not cfg.attn_only
+        and not cfg.use_hook_mlp_in
+        and cfg.original_architecture not in POST_NORM_ARCHITECTURES
+    )
+
+
+def _fast_block_forward(
+    self, resid_pre, shortformer_pos_embed=None, past_kv_cache_entry=None, attention_mask=None
+):
+    if shortformer_pos_embed is not None:
+        return type(self).forward(
+            self, resid_pre, shortformer_pos_embed, past_kv_cache_entry, attention_mask
+        )
+    # TL normalises the same residual three times (for q, k and v inputs); once is enough.
+    resid_pre = self.hook_resid_pre(resid_pre)
+    x = self.ln1(resid_pre)
+    attn_out = self.attn(
+        query_input=x,
+        key_input=x,
+        value_input=x,
+        past_kv_cache_entry=past_kv_cache_entry,
+        attention_mask=attention_mask,
+    )
+    resid_mid = self.hook_resid_mid(resid_pre + self.hook_attn_out(attn_out))
+    mlp_out = self.hook_mlp_out(self.mlp(self.ln2(resid_mid)))
+    return self.hook_resid_post(resid_mid + mlp_out)
+
+
+def patch_fast_forward(model: HookedTransformer) -> HookedTransformer:
+    """Swap in the copy-free forwards above, in place, where the model's config allows."""
+    from transformer_lens.components import Unembed
+    from transformer_lens.components.abstract_attention import AbstractAttention
+    from transformer_lens.components.mlps.gated_mlp import GatedMLP
+    from transformer_lens.components.transformer_block import TransformerBlock
+
+    plain = _plain_attention(model.cfg)
+    for mod in model.modules():
+        if type(mod) is TransformerBlock and _plain_block(model.cfg):
+            mod.forward = types.MethodType(_fast_block_forward, mod)
+        elif type(mod) is GatedMLP:
+            mod.forward = types.MethodType(_gated_mlp_forward, mod)
+        elif type(mod) is Unembed:
+            mod.forward = types.MethodType(_unembed_forward, mod)
+        elif isinstance(mod, AbstractAttention) and type(mod).__name__ in (
+            "Attention", "GroupedQueryAttention"
+        ):
+            mod.calculate_qkv_matrices = types.MethodType(_fast_qkv, mod)
+            if plain:
+                mod.forward = types.MethodType(_fast_attention_forward, mod)
+    return model

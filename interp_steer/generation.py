@@ -1,0 +1,153 @@
+"""Batched, KV-cached, steerable generation on a HookedTransformer."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import ExitStack
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+from transformer_lens import TransformerLensKeyValueCache
+
+from interp_steer.activations import Batch, tokenize
+from interp_steer.interventions import Positions, positions_context, steer
+from interp_steer.models import chat as chat_format
+from interp_steer.vectors import SteeringVector
+
+
+def format_prompts(model, prompts: str | Sequence[str], chat: bool) -> list[str]:
+    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+    if not prompts:
+        raise ValueError("no prompts given")
+    return [chat_format(model, p) for p in prompts] if chat else prompts
+
+
+def _sample(
+    logits: Float[Tensor, "batch vocab"], temperature: float, top_p: float, gen: torch.Generator
+) -> Int[Tensor, "batch"]:
+    if temperature <= 0:
+        return logits.argmax(-1)
+    probs = torch.softmax(logits.float() / temperature, -1)
+    if top_p < 1.0:
+        sorted_p, idx = probs.sort(-1, descending=True)
+        # keep the smallest prefix whose mass reaches top_p (always at least one token)
+        drop = sorted_p.cumsum(-1) - sorted_p >= top_p
+        sorted_p = sorted_p.masked_fill(drop, 0.0)
+        choice = torch.multinomial(sorted_p, 1, generator=gen)
+        return idx.gather(-1, choice)[:, 0]
+    return torch.multinomial(probs, 1, generator=gen)[:, 0]
+
+
+def _last_logits(model, tokens, mask, cache) -> Float[Tensor, "batch vocab"]:
+    # Unembed only the last position (HF's logits_to_keep=1): the full-vocab projection of
+    # every prompt position dominated the prefill. ln_final/unembed hooks see one position.
+    resid = model(
+        tokens,
+        attention_mask=mask,
+        past_kv_cache=cache,
+        stop_at_layer=model.cfg.n_layers,
+    )
+    return model.unembed(model.ln_final(resid[:, -1:]))[:, 0]
+
+
+@torch.inference_mode()
+def generate_tokens(
+    model,
+    batch: Batch,
+    max_new_tokens: int = 40,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    seed: int = 0,
+    stop_at_eos: bool = True,
+    use_cache: bool = True,
+) -> Int[Tensor, "batch new"]:
+    """Continue left-padded ``batch``; returns the new tokens (EOS-padded after a stop).
+
+    Active interventions see positions via `positions_context`, so "prompt"/"generated"/int
+    positions behave identically with ``use_cache`` on and off.
+    """
+    if max_new_tokens < 1:
+        raise ValueError("max_new_tokens must be >= 1")
+    b = batch.tokens.shape[0]
+    device = batch.tokens.device
+    eos = model.tokenizer.eos_token_id if model.tokenizer is not None else None
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    out = torch.empty((b, 0), dtype=torch.long, device=device)
+    done = torch.zeros(b, dtype=torch.bool, device=device)
+    tokens, mask = batch.tokens, batch.mask.long()
+    cache = TransformerLensKeyValueCache.init_cache(model.cfg, device, b) if use_cache else None
+    with positions_context(model, batch.pad, batch.lengths) as state:
+        step_in, step_mask = tokens, mask
+        for _ in range(max_new_tokens):
+            if use_cache:
+                logits = _last_logits(model, step_in, step_mask, cache)
+                state.offset += step_in.shape[1]
+            else:
+                logits = _last_logits(model, tokens, mask, None)
+            nxt = _sample(logits, temperature, top_p, gen).to(device)
+            if eos is not None:
+                nxt = torch.where(done, torch.full_like(nxt, eos), nxt)
+            out = torch.cat([out, nxt[:, None]], 1)
+            if stop_at_eos and eos is not None:
+                done |= nxt == eos
+                if bool(done.all()):
+                    break
+            step_in, step_mask = nxt[:, None], torch.ones((b, 1), dtype=torch.long, device=device)
+            if not use_cache:
+                tokens = torch.cat([tokens, step_in], 1)
+                mask = torch.cat([mask, step_mask], 1)
+    return out
+
+
+def decode(model, new_tokens: Int[Tensor, "batch new"]) -> list[str]:
+    eos = model.tokenizer.eos_token_id
+    texts = []
+    for row in new_tokens.tolist():
+        if eos is not None and eos in row:
+            row = row[: row.index(eos)]
+        texts.append(model.tokenizer.decode(row, skip_special_tokens=True))
+    return texts
+
+
+def generate(
+    model,
+    prompts: str | Sequence[str],
+    vector: SteeringVector | None = None,
+    alphas: float | Sequence[float] | Tensor | None = None,
+    positions: Positions = "all",
+    max_new_tokens: int = 40,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    seed: int = 0,
+    stop_at_eos: bool = True,
+    chat: bool = True,
+    use_cache: bool = True,
+    batch_size: int | None = None,
+    force: bool = False,
+) -> list[str]:
+    """Generate completions, optionally steering with ``alphas``·``vector``.
+
+    ``alphas`` is a scalar or one value per prompt, so an N-point strength sweep is one
+    batched generation: repeat the prompt N times and pass the N strengths. ``chat`` wraps
+    each prompt in the tokenizer's chat template. Temperature 0 is greedy.
+    """
+    texts = format_prompts(model, prompts, chat)
+    if vector is None and alphas is not None:
+        raise ValueError("alphas given without a vector")
+    a = torch.as_tensor(1.0 if alphas is None else alphas, dtype=torch.float32)
+    if a.ndim == 1 and a.shape[0] != len(texts):
+        raise ValueError(f"{a.shape[0]} alphas for {len(texts)} prompts; give one per prompt")
+    bs = batch_size or len(texts)
+    results: list[str] = []
+    for i in range(0, len(texts), bs):
+        batch = tokenize(model, texts[i : i + bs])
+        with ExitStack() as stack:
+            if vector is not None:
+                ai = a if a.ndim == 0 else a[i : i + bs]
+                stack.enter_context(steer(model, vector, ai, positions=positions, force=force))
+            new = generate_tokens(
+                model, batch, max_new_tokens, temperature, top_p, seed + i, stop_at_eos, use_cache
+            )
+        results.extend(decode(model, new))
+    return results

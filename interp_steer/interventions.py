@@ -1,0 +1,183 @@
+"""Interventions on the residual stream as context managers: steer, ablate, clamp.
+
+Each operator maps a hook activation x (per position) to a new one:
+- steer:  x + Σ_j α_j v_j                    (α per batch row allowed: batched strength sweeps)
+- ablate: x − P x,   P the orthogonal projector onto span(v_1..v_k)
+- clamp:  x − P x + Σ_j c_j u_j,   u_j the orthonormalised directions
+
+Positions are counted in the *unpadded* sequence so they mean the same with and without the KV
+cache: ``"all"``, ``"prompt"`` (positions < prompt length), ``"generated"`` (the rest), or
+explicit ints (negative ints count back from the prompt's end, so -1 is the last prompt token).
+During cached generation a hook only sees the new column(s); `positions_context` tells it
+where those columns sit. Hooks are always removed on exit, also after an exception.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from interp_steer.vectors import SteeringVector
+
+Positions = str | Sequence[int]
+
+
+@dataclass
+class _PosState:
+    pad: Tensor  # [batch] left-padding per row
+    prompt_len: Tensor  # [batch] prompt length (unpadded)
+    offset: int = 0  # column index of the first column the next forward sees
+
+
+_STATE_ATTR = "_interp_steer_positions"
+
+
+@contextmanager
+def positions_context(model, pad: Tensor, prompt_len: Tensor) -> Iterator[_PosState]:
+    """Declare the padding/prompt layout of the forwards inside (used by `generate`)."""
+    prev = getattr(model, _STATE_ATTR, None)
+    state = _PosState(pad=pad, prompt_len=prompt_len)
+    setattr(model, _STATE_ATTR, state)
+    try:
+        yield state
+    finally:
+        setattr(model, _STATE_ATTR, prev)
+
+
+def _validate_positions(positions: Positions) -> None:
+    if isinstance(positions, str):
+        if positions not in ("all", "prompt", "generated"):
+            raise ValueError(
+                f"positions must be 'all', 'prompt', 'generated' or ints, got {positions!r}"
+            )
+    elif len(positions) == 0 or not all(isinstance(p, int) for p in positions):
+        raise ValueError("explicit positions must be a non-empty list of ints")
+
+
+def position_mask(model, positions: Positions, b: int, p: int, device) -> Tensor | None:
+    """[batch, pos] bool mask of the columns to edit, or None for every column."""
+    state: _PosState | None = getattr(model, _STATE_ATTR, None)
+    if state is None:
+        # A plain forward: no padding known, the whole input counts as the prompt.
+        if positions == "all" or positions == "prompt":
+            return None
+        pad = torch.zeros(b, dtype=torch.long, device=device)
+        plen = torch.full((b,), p, dtype=torch.long, device=device)
+        offset = 0
+    else:
+        pad, plen, offset = state.pad.to(device), state.prompt_len.to(device), state.offset
+        if pad.shape[0] != b:
+            raise RuntimeError(f"positions_context has batch {pad.shape[0]}, forward has {b}")
+    pos = offset + torch.arange(p, device=device)[None] - pad[:, None]  # unpadded position
+    real = pos >= 0
+    if positions == "all":
+        return real
+    if positions == "prompt":
+        return real & (pos < plen[:, None])
+    if positions == "generated":
+        return pos >= plen[:, None]
+    idx = torch.tensor(list(positions), device=device)
+    want = torch.where(idx[None] < 0, plen[:, None] + idx[None], idx[None])  # [b, n]
+    return real & (pos[:, :, None] == want[:, None, :]).any(-1)
+
+
+def _coefficients(alpha, b: int, k: int, like: Tensor) -> Float[Tensor, "batch k"]:
+    """Broadcast a strength spec to per-row, per-direction coefficients."""
+    a = torch.as_tensor(alpha, dtype=like.dtype, device=like.device)
+    if not torch.isfinite(a).all():
+        raise ValueError("alpha contains NaN or inf")
+    if a.ndim == 0:
+        return a.expand(b, k)
+    if a.ndim == 1:
+        if k > 1 and a.shape[0] == k:
+            return a[None].expand(b, k)  # one coefficient per direction
+        if a.shape[0] == b:
+            return a[:, None].expand(b, k)  # one strength per batch row
+        raise ValueError(f"alpha has {a.shape[0]} values; expected 1, batch={b} or k={k}")
+    if a.shape == (b, k):
+        return a
+    raise ValueError(f"alpha shape {tuple(a.shape)} does not fit batch={b}, k={k}")
+
+
+def _orthonormal(directions: Tensor) -> Tensor:
+    q, _ = torch.linalg.qr(directions.T.double())
+    return q.T.to(directions.dtype)  # [k, d]
+
+
+def _install(
+    model,
+    vec: SteeringVector,
+    positions: Positions,
+    edit: Callable[[Tensor, Tensor], Tensor],
+    force: bool,
+) -> Iterator[None]:
+    vec.check_compatible(model, force=force)
+    _validate_positions(positions)
+
+    def hook_fn(x: Tensor, hook) -> Tensor:
+        b, p, _ = x.shape
+        mask = position_mask(model, positions, b, p, x.device)
+        new = edit(x, mask)
+        return new
+
+    return model.hooks(fwd_hooks=[(vec.hook, hook_fn)])
+
+
+def _where(mask: Tensor | None, new: Tensor, old: Tensor) -> Tensor:
+    return new if mask is None else torch.where(mask[..., None], new, old)
+
+
+@contextmanager
+def steer(
+    model,
+    vec: SteeringVector,
+    alpha: float | Sequence[float] | Tensor = 1.0,
+    positions: Positions = "all",
+    force: bool = False,
+) -> Iterator[None]:
+    """Add α·v at ``vec.hook``. α: scalar, one per batch row, one per direction, or [batch, k]."""
+    cache: dict = {}
+
+    def edit(x: Tensor, mask: Tensor | None) -> Tensor:
+        key = (x.device, x.dtype, x.shape[0])
+        if key not in cache:
+            d = vec.directions.to(x.device, x.dtype)
+            cache[key] = _coefficients(alpha, x.shape[0], vec.k, d) @ d  # [b, d]
+        delta = cache[key][:, None, :]
+        return x + (delta if mask is None else delta * mask[..., None].to(x.dtype))
+
+    with _install(model, vec, positions, edit, force):
+        yield
+
+
+@contextmanager
+def ablate(model, vec: SteeringVector, positions: Positions = "all", force: bool = False):
+    """Project span(v) out of the activation (directional ablation)."""
+    with clamp(model, vec, 0.0, positions=positions, force=force):
+        yield
+
+
+@contextmanager
+def clamp(
+    model,
+    vec: SteeringVector,
+    value: float | Sequence[float] | Tensor,
+    positions: Positions = "all",
+    force: bool = False,
+):
+    """Set the activation's coordinates along v's orthonormalised directions to ``value``."""
+    u_cpu = _orthonormal(vec.directions.float())
+
+    def edit(x: Tensor, mask: Tensor | None) -> Tensor:
+        u = u_cpu.to(x.device, x.dtype)
+        coef = _coefficients(value, x.shape[0], vec.k, u)  # [b, k]
+        new = x - (x @ u.T) @ u + (coef @ u)[:, None, :]
+        return _where(mask, new, x)
+
+    with _install(model, vec, positions, edit, force):
+        yield

@@ -1,0 +1,77 @@
+"""Tiny random HookedTransformers with a character tokenizer: fast, offline test fixtures."""
+
+from __future__ import annotations
+
+import string
+import warnings
+from functools import lru_cache
+
+import torch
+from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+from interp_steer.fast import patch_fast_forward
+
+SPECIALS = ["<pad>", "<bos>", "<eos>", "<unk>"]
+CHAT_TEMPLATE = (
+    "<bos>{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}[assistant] {% endif %}"
+)
+
+
+@lru_cache(maxsize=1)
+def char_tokenizer():
+    """A character-level PreTrainedTokenizerFast built in memory (no downloads)."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    chars = sorted(set(string.printable) - set("\x0b\x0c\r"))
+    vocab = {t: i for i, t in enumerate(SPECIALS + chars)}
+    tk = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    special = "|".join(t.replace("|", r"\|") for t in SPECIALS)
+    tk.pre_tokenizer = pre_tokenizers.Split(Regex(f"{special}|."), behavior="isolated")
+    tk.decoder = decoders.Fuse()
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=tk, pad_token="<pad>", bos_token="<bos>", eos_token="<eos>",
+        unk_token="<unk>",
+    )
+    tok.chat_template = CHAT_TEMPLATE
+    # TL re-loads tokenizers by name to force BOS; tell it this one needs no re-load.
+    tok.init_kwargs.update(name_or_path="tiny-char", add_bos_token=True)
+    tok.padding_side = "left"
+    return tok
+
+
+def tiny_config(kind: str = "llama", **overrides) -> HookedTransformerConfig:
+    """``llama``: RMSNorm, rotary, gated MLP, GQA. ``gpt2``: LayerNorm, learned positions."""
+    vocab = len(char_tokenizer())
+    common = dict(
+        d_model=64, n_layers=3, n_ctx=256, d_head=16, n_heads=4, d_vocab=vocab,
+        seed=0, model_name=f"tiny-{kind}", device="cpu", dtype=torch.float32,
+    )
+    if kind == "llama":
+        cfg = dict(
+            common, d_mlp=128, act_fn="silu", normalization_type="RMS",
+            positional_embedding_type="rotary", rotary_dim=16, gated_mlp=True,
+            n_key_value_heads=2, final_rms=True, default_prepend_bos=True,
+        )
+    elif kind == "gpt2":
+        cfg = dict(
+            common, d_mlp=256, act_fn="gelu_new", normalization_type="LN",
+            positional_embedding_type="standard", default_prepend_bos=True,
+        )
+    else:
+        raise ValueError(f"unknown tiny model kind {kind!r}")
+    cfg.update(overrides)
+    return HookedTransformerConfig(**cfg)
+
+
+def tiny_model(kind: str = "llama", seed: int = 0, **overrides) -> HookedTransformer:
+    cfg = tiny_config(kind, seed=seed, **overrides)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        model = HookedTransformer(cfg, char_tokenizer(), default_padding_side="left")
+    # Random init leaves a tiny residual; scale embeddings up so steering has visible effects.
+    with torch.no_grad():
+        model.embed.W_E.mul_(20.0)
+    model.eval()
+    return patch_fast_forward(model)
