@@ -1,0 +1,43 @@
+"""Contrastive datasets shipped with the package (written for this project).
+
+Each has >= 48 (positive, negative) pairs with a fixed held-out split (every 4th pair) and a
+list of open prompts for generation. Regenerate with ``python tools/make_datasets.py``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from importlib.resources import files
+
+Pair = tuple[str, str]
+
+
+@dataclass(frozen=True)
+class ContrastiveDataset:
+    name: str
+    description: str
+    train: list[Pair]
+    test: list[Pair]
+    prompts: list[str]
+
+    def __len__(self) -> int:
+        return len(self.train) + len(self.test)
+
+
+def available() -> list[str]:
+    return sorted(p.name[:-5] for p in files("interp_steer.data").iterdir() if p.name.endswith(".json"))
+
+
+def load(name: str) -> ContrastiveDataset:
+    """Load a shipped dataset by name (see `available()`)."""
+    if name not in available():
+        raise ValueError(f"unknown dataset {name!r}; shipped: {available()}")
+    raw = json.loads(files("interp_steer.data").joinpath(f"{name}.json").read_text())
+    return ContrastiveDataset(
+        name=raw["name"],
+        description=raw["description"],
+        train=[tuple(p) for p in raw["train"]],
+        test=[tuple(p) for p in raw["test"]],
+        prompts=list(raw["prompts"]),
+    )

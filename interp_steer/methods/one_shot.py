@@ -1,0 +1,110 @@
+"""One-shot optimised steering vector (Dunefsky & Cohan, 2025).
+
+A vector v is added at the hook at every position of prompt x + completion y and trained
+with Adam (β = 0.9, 0.999) on the completion tokens' probabilities under logits × coldness:
+
+    promotion    L₊ = −Σ_k log P(y_{k+1} | x, y≤k; v)
+    suppression  L₋ = −Σ_k log(1 − P(y'_{k+1} | x, y'≤k; v))
+    mixed        L₊ + L₋
+    satisficing  (L₊ − target)²   (promote "this kind" of output without memorising it)
+
+v starts as a random direction of norm ``init_norm``; with ``max_norm`` it is rescaled back
+onto that ball after every step. Optimisation stops when |Δloss| < ``tol`` or after ``steps``.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from interp_steer.activations import encode, pad_left
+from interp_steer.models import chat as chat_format
+from interp_steer.vectors import check_hook
+
+
+@contextmanager
+def _frozen(model):
+    flags = [p.requires_grad for p in model.parameters()]
+    for p in model.parameters():
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, f in zip(model.parameters(), flags):
+            p.requires_grad_(f)
+
+
+def _completion_logprobs(model, hook, v, prompt_ids, completion, coldness):
+    """log P of each completion token given the prompt, with v added at the hook."""
+    comp_ids = model.tokenizer(completion, add_special_tokens=False).input_ids
+    if not comp_ids:
+        raise ValueError(f"completion {completion!r} tokenizes to nothing")
+    batch = pad_left(model, [prompt_ids + comp_ids])
+    with model.hooks(fwd_hooks=[(hook, lambda x, hook: x + v.to(x.dtype))]):
+        logits = model(batch.tokens) * coldness
+    lp = logits.log_softmax(-1)[0, len(prompt_ids) - 1 : -1]  # predictions for completion
+    return lp.gather(-1, batch.tokens[0, len(prompt_ids) :, None])[:, 0]
+
+
+def build(
+    model,
+    data: dict,
+    hook: str,
+    steps: int = 100,
+    lr: float = 0.1,
+    init_norm: float = 1.0,
+    max_norm: float | None = None,
+    coldness: float = 0.7,
+    satisfice_target: float | None = None,
+    tol: float = 1e-6,
+    chat: bool = True,
+    seed: int = 0,
+    progress: bool = True,
+) -> tuple[Float[Tensor, "1 d"], dict]:
+    check_hook(model, hook)
+    promote, suppress = data.get("promote"), data.get("suppress")
+    if not data.get("prompt") or not (promote or suppress):
+        raise ValueError("one_shot needs data={'prompt': ..., 'promote' and/or 'suppress': ...}")
+    prompt = chat_format(model, data["prompt"]) if chat else data["prompt"]
+    prompt_ids = encode(model, prompt)
+    gen = torch.Generator().manual_seed(seed)
+    v0 = torch.randn(model.cfg.d_model, generator=gen, dtype=torch.float64)
+    v = (v0 / v0.norm() * init_norm).float().to(model.cfg.device).requires_grad_(True)
+    opt = torch.optim.Adam([v], lr=lr, betas=(0.9, 0.999))
+    history: list[float] = []
+    with _frozen(model):
+        bar = tqdm(range(steps), desc="one_shot", disable=not progress)
+        for _ in bar:
+            loss = torch.zeros((), device=v.device)
+            if promote:
+                nll = -_completion_logprobs(model, hook, v, prompt_ids, promote, coldness).sum()
+                loss = loss + (nll if satisfice_target is None else (nll - satisfice_target) ** 2)
+            if suppress:
+                lp = _completion_logprobs(model, hook, v, prompt_ids, suppress, coldness)
+                loss = loss - torch.log1p(-lp.exp().clamp(max=1 - 1e-6)).sum()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if max_norm is not None:
+                with torch.no_grad():
+                    v.mul_(torch.clamp(max_norm / v.norm(), max=1.0))
+            history.append(float(loss))
+            bar.set_postfix(loss=f"{history[-1]:.4f}")
+            if len(history) > 1 and abs(history[-1] - history[-2]) < tol:
+                break
+    meta = {
+        "loss_history": history,
+        "steps_run": len(history),
+        "prompt": data["prompt"],
+        "promote": promote,
+        "suppress": suppress,
+        "coldness": coldness,
+        "lr": lr,
+        "max_norm": max_norm,
+        "satisfice_target": satisfice_target,
+    }
+    return v.detach()[None], meta
