@@ -92,7 +92,7 @@ def build(
             if max_norm is not None:
                 with torch.no_grad():
                     v.mul_(torch.clamp(max_norm / v.norm(), max=1.0))
-            history.append(float(loss))
+            history.append(loss.item())
             bar.set_postfix(loss=f"{history[-1]:.4f}")
             if len(history) > 1 and abs(history[-1] - history[-2]) < tol:
                 break

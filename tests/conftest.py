@@ -1,0 +1,23 @@
+import pytest
+import torch
+
+from interp_steer.testing import tiny_model
+
+
+@pytest.fixture(params=["llama", "gpt2"])
+def tiny(request):
+    """Tiny random models: Llama-like (RMS, rotary, gated MLP, GQA) and GPT-2-like (LN)."""
+    torch.manual_seed(0)
+    return tiny_model(request.param)
+
+
+@pytest.fixture
+def llama():
+    return tiny_model("llama")
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    from interp_steer import load_model
+
+    return load_model("smollm2-135m-instruct")

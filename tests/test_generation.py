@@ -1,0 +1,122 @@
+import pytest
+import torch
+
+from interp_steer import SteeringVector, generate, model_fingerprint
+from interp_steer.activations import forward_kwargs, tokenize
+from interp_steer.generation import generate_tokens
+from interp_steer.interventions import steer
+from interp_steer.testing import tiny_model
+
+POSITIONS = ["all", "prompt", "generated", [0, -1], [2]]
+PROMPTS = ["hello there", "a", "the cat sat"]
+
+
+def _vec(model):
+    g = torch.Generator().manual_seed(7)
+    return SteeringVector(torch.randn(model.cfg.d_model, generator=g) * 4,
+                          "blocks.1.hook_resid_pre", model_fingerprint(model))
+
+
+@pytest.mark.parametrize("positions", POSITIONS, ids=str)
+def test_cached_equals_uncached_with_steering(tiny, positions):
+    v = _vec(tiny)
+    kw = dict(max_new_tokens=8, stop_at_eos=False, positions=positions)
+    a = generate(tiny, PROMPTS, v, [1.0, 2.0, -1.0], use_cache=True, **kw)
+    b = generate(tiny, PROMPTS, v, [1.0, 2.0, -1.0], use_cache=False, **kw)
+    assert a == b
+    # left padding in a batch does not change any row
+    for p, al, row in zip(PROMPTS, [1.0, 2.0, -1.0], a):
+        assert generate(tiny, [p], v, al, **kw) == [row]
+
+
+def test_steering_changes_output_and_zero_alpha_is_identity(tiny):
+    v = _vec(tiny)
+    base = generate(tiny, PROMPTS, max_new_tokens=8, stop_at_eos=False)
+    assert generate(tiny, PROMPTS, v, 0.0, max_new_tokens=8, stop_at_eos=False) == base
+    assert generate(tiny, PROMPTS, v, 8.0, max_new_tokens=8, stop_at_eos=False) != base
+
+
+def test_positions_trace(llama):
+    """Trace oracle: which (row, unpadded position) the steering hook edits, cache on and off."""
+    v = _vec(llama)
+    batch = tokenize(llama, PROMPTS)
+    n_new = 4
+    hook = "blocks.1.hook_resid_pre"
+    for positions, expect in [
+        ("prompt", lambda pos, plen: pos < plen),
+        ("generated", lambda pos, plen: pos >= plen),
+        ("all", lambda pos, plen: True),
+        ([0, -1], lambda pos, plen: pos in (0, plen - 1)),
+    ]:
+        for use_cache in (True, False):
+            before, after = [], []
+            with steer(llama, v, 1.0, positions=positions):
+                # recorders on both sides of the steering hook see x before and after the edit
+                llama.hook_dict[hook].add_hook(lambda x, hook: before.append(x.clone()),
+                                               prepend=True)
+                llama.hook_dict[hook].add_hook(lambda x, hook: after.append(x.clone()))
+                try:
+                    generate_tokens(llama, batch, n_new, stop_at_eos=False, use_cache=use_cache)
+                finally:
+                    llama.hook_dict[hook].remove_hooks()
+            if use_cache:  # one column per step: stitch them into the full sequence
+                edited = torch.cat([a - b for a, b in zip(after, before)], 1)
+            else:  # the last forward saw every column
+                edited = after[-1] - before[-1]
+            changed = edited.norm(dim=-1) > 1e-4
+            # the final sampled token is never fed back in
+            total = batch.tokens.shape[1] + n_new - 1
+            assert changed.shape == (len(PROMPTS), total)
+            for b in range(len(PROMPTS)):
+                plen, pad = int(batch.lengths[b]), int(batch.pad[b])
+                want = [col >= pad and expect(col - pad, plen) for col in range(total)]
+                assert changed[b].tolist() == want, (positions, use_cache, b)
+
+
+def test_generate_bad_input(tiny):
+    with pytest.raises(ValueError, match="no prompts"):
+        generate(tiny, [])
+    with pytest.raises(ValueError, match="one per prompt"):
+        generate(tiny, ["a", "b"], _vec(tiny), [1.0, 2.0, 3.0])
+    with pytest.raises(ValueError, match="without a vector"):
+        generate(tiny, ["a"], alphas=1.0)
+
+
+def test_sampling_is_seeded(tiny):
+    kw = dict(max_new_tokens=10, temperature=1.0, top_p=0.9, stop_at_eos=False)
+    assert generate(tiny, PROMPTS, seed=3, **kw) == generate(tiny, PROMPTS, seed=3, **kw)
+    assert generate(tiny, PROMPTS, seed=3, **kw) != generate(tiny, PROMPTS, seed=4, **kw)
+
+
+def test_fast_forward_matches_stock_tl(tiny):
+    """The copy-free patched forward computes what stock TL computes."""
+    import warnings
+
+    from transformer_lens import HookedTransformer
+
+    from interp_steer.testing import char_tokenizer
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        stock = HookedTransformer(tiny.cfg, char_tokenizer(), default_padding_side="left")
+    stock.load_state_dict(tiny.state_dict())
+    batch = tokenize(tiny, PROMPTS)
+    with torch.no_grad():
+        a = tiny(batch.tokens, **forward_kwargs(batch))
+        b = stock(batch.tokens, **forward_kwargs(batch))
+    assert torch.allclose(a[batch.mask], b[batch.mask], atol=1e-4)
+    # hooks on the attention pattern still fire (the fast path steps aside for them)
+    _, cache = tiny.run_with_cache(batch.tokens, names_filter=lambda n: "pattern" in n,
+                                   **forward_kwargs(batch))
+    assert cache["blocks.0.attn.hook_pattern"].shape[-1] == batch.tokens.shape[1]
+    # in-place weight edits are seen by the cached packed weights
+    with torch.no_grad():
+        tiny.blocks[0].attn.W_Q.mul_(2.0)
+        stock.blocks[0].attn.W_Q.mul_(2.0)
+        assert torch.allclose(tiny(batch.tokens, **forward_kwargs(batch))[batch.mask],
+                              stock(batch.tokens, **forward_kwargs(batch))[batch.mask], atol=1e-4)
+
+
+def test_gpt2_and_llama_fixtures_differ():
+    assert tiny_model("gpt2").cfg.normalization_type == "LN"
+    assert tiny_model("llama").cfg.n_key_value_heads == 2

@@ -1,0 +1,94 @@
+import pytest
+import torch
+
+from interp_steer import SteeringVector, ablate, clamp, model_fingerprint, steer
+from interp_steer.activations import forward_kwargs, tokenize
+
+HOOK = "blocks.1.hook_resid_pre"
+
+
+def _vec(model, k=1):
+    g = torch.Generator().manual_seed(3)
+    return SteeringVector(torch.randn(k, model.cfg.d_model, generator=g) * 3, HOOK,
+                          model_fingerprint(model))
+
+
+def _acts(model, texts, hook=HOOK):
+    b = tokenize(model, texts)
+    _, cache = model.run_with_cache(b.tokens, names_filter=hook, **forward_kwargs(b))
+    return cache[hook], b
+
+
+def test_hooks_removed_after_exception(tiny):
+    v = _vec(tiny)
+    base = tiny(tiny.to_tokens("hello"))
+    for cm in (steer(tiny, v, 5.0), ablate(tiny, v), clamp(tiny, v, 2.0)):
+        with pytest.raises(RuntimeError, match="boom"):
+            with cm:
+                assert tiny.hook_dict[HOOK].fwd_hooks, "hook is active inside"
+                raise RuntimeError("boom")
+        assert not any(h.fwd_hooks for h in tiny.hook_dict.values())
+        assert torch.equal(tiny(tiny.to_tokens("hello")), base)
+
+
+def test_steer_adds_exactly_alpha_v_and_composes(tiny):
+    v = _vec(tiny)
+    base, _ = _acts(tiny, ["hello world"])
+    with steer(tiny, v, 2.0), steer(tiny, v, 0.5):
+        got, _ = _acts(tiny, ["hello world"])
+    assert torch.allclose(got - base, 2.5 * v.vector.expand_as(base), atol=1e-5)
+
+
+def test_batched_alphas_match_separate_runs(tiny):
+    v = _vec(tiny)
+    texts = ["abc", "abc", "abc"]
+    with steer(tiny, v, torch.tensor([0.0, 1.0, -2.0])):
+        got, _ = _acts(tiny, texts, "blocks.2.hook_resid_pre")
+    for i, a in enumerate([0.0, 1.0, -2.0]):
+        with steer(tiny, v, a):
+            one, _ = _acts(tiny, ["abc"], "blocks.2.hook_resid_pre")
+        assert torch.allclose(got[i], one[0], atol=1e-5)
+
+
+def test_ablate_and_clamp_set_the_projection(tiny):
+    v = _vec(tiny, k=2)
+    q, _ = torch.linalg.qr(v.directions.T)
+    with ablate(tiny, v):
+        got, _ = _acts(tiny, ["hello there"])
+    assert (got @ q).abs().max() < 1e-4
+    with clamp(tiny, v, torch.tensor([3.0, -1.0])):
+        got, _ = _acts(tiny, ["hello there"])
+    # coordinates in the orthonormalised basis equal the clamp values at every position
+    assert torch.allclose(got @ q, torch.tensor([3.0, -1.0]).expand(got.shape[1], 2), atol=1e-4)
+
+
+def test_projection_ablation_of_mean_diff_removes_only_that_direction(tiny):
+    v = _vec(tiny)
+    base, _ = _acts(tiny, ["xyz"])
+    with ablate(tiny, v):
+        got, _ = _acts(tiny, ["xyz"])
+    u = v.vector / v.vector.norm()
+    diff = base - got
+    assert torch.allclose(diff, (base @ u)[..., None] * u, atol=1e-4)
+
+
+def test_explicit_positions_without_generation(tiny):
+    v = _vec(tiny)
+    base, _ = _acts(tiny, ["hello"])
+    with steer(tiny, v, 1.0, positions=[0, -1]):
+        got, _ = _acts(tiny, ["hello"])
+    changed = (got - base).norm(dim=-1)[0] > 1e-3
+    assert changed.tolist() == [True] + [False] * (base.shape[1] - 2) + [True]
+
+
+def test_bad_positions_and_alpha_raise(tiny):
+    v = _vec(tiny)
+    with pytest.raises(ValueError, match="positions"):
+        with steer(tiny, v, 1.0, positions="middle"):
+            pass
+    with pytest.raises(ValueError, match="alpha"):
+        with steer(tiny, v, torch.tensor([1.0, 2.0, 3.0])):
+            tiny(tiny.to_tokens(["ab", "cd"]))
+    with pytest.raises(ValueError, match="NaN"):
+        with steer(tiny, v, float("nan")):
+            tiny(tiny.to_tokens("ab"))

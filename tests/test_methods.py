@@ -1,0 +1,87 @@
+import pytest
+import torch
+
+from interp_steer import SteeringVector, build_vector, datasets, generate, steer
+from interp_steer.activations import get_activations
+from interp_steer.methods import METHODS
+
+HOOK = "blocks.1.hook_resid_pre"
+PAIRS = [("I love this", "I hate this"), ("great day", "awful day"), ("so happy", "so sad"),
+         ("wonderful food", "terrible food"), ("nice work", "bad work")]
+
+
+@pytest.mark.parametrize("method,opts", [
+    ("mean_diff", {}),
+    ("pca", {}),
+    ("pca", {"k": 2}),
+    ("probe", {}),
+    ("one_shot", {"steps": 5, "lr": 0.5}),
+])
+def test_pipeline_build_steer_generate_save_load(tiny, tmp_path, method, opts):
+    data = {"prompt": "hi", "promote": "yes!", "suppress": "no"} if method == "one_shot" else PAIRS
+    v = build_vector(tiny, data, HOOK, method=method, progress=False, **opts)
+    assert v.method == method and v.hook == HOOK and torch.isfinite(v.directions).all()
+    # a rank-k subspace takes one coefficient per direction
+    alpha = torch.ones(v.k) if v.k > 1 else 2.0
+    kw = dict(max_new_tokens=4, stop_at_eos=False)
+    base = generate(tiny, ["hello"], **kw)
+    with steer(tiny, v, alpha):
+        steered = generate(tiny, ["hello"], **kw)
+    w = SteeringVector.load(v.save(tmp_path / "v.safetensors"))
+    assert torch.equal(w.directions, v.directions) and w.metadata == v.metadata
+    with steer(tiny, w, alpha):
+        assert generate(tiny, ["hello"], **kw) == steered
+    assert isinstance(base[0], str)
+
+
+def test_every_registered_method_is_covered():
+    assert set(METHODS) == {"mean_diff", "pca", "probe", "one_shot", "sae_feature"}
+
+
+def test_mean_diff_is_difference_of_means(tiny):
+    v = build_vector(tiny, PAIRS, HOOK, progress=False)
+    acts = get_activations(tiny, [p for p, _ in PAIRS] + [n for _, n in PAIRS], HOOK,
+                           progress=False)[HOOK]
+    assert torch.allclose(v.vector, acts[:5].mean(0) - acts[5:].mean(0), atol=1e-5)
+
+
+def test_pca_sign_points_to_positive_and_probe_separates(tiny):
+    diff = build_vector(tiny, PAIRS, HOOK, progress=False)
+    pca = build_vector(tiny, PAIRS, HOOK, method="pca", progress=False)
+    probe = build_vector(tiny, PAIRS, HOOK, method="probe", C=100.0, progress=False)
+    assert pca.cosine(diff) > 0 and probe.cosine(diff) > 0
+    assert probe.metadata["train_accuracy"] == 1.0
+
+
+def test_one_shot_lowers_its_loss(llama):
+    v = build_vector(llama, {"prompt": "hi", "promote": "ok"}, HOOK, method="one_shot",
+                     steps=15, lr=0.5, progress=False)
+    h = v.metadata["loss_history"]
+    assert h[-1] < h[0]
+
+
+def test_completion_mean_aggregation_uses_only_completion(tiny):
+    triples = [("Q: ", "yes", "no"), ("Q: ", "good", "bad")]
+    v = build_vector(tiny, triples, HOOK, aggregation="mean", progress=False)
+    assert torch.isfinite(v.vector).all()
+
+
+def test_bad_data_raises(tiny):
+    with pytest.raises(ValueError, match="empty"):
+        build_vector(tiny, [], HOOK)
+    with pytest.raises(ValueError, match="unknown method"):
+        build_vector(tiny, PAIRS, HOOK, method="magic")
+    with pytest.raises(ValueError, match="unknown hook"):
+        build_vector(tiny, PAIRS, "blocks.9.hook_resid_pre")
+    with pytest.raises(ValueError, match="unknown dataset"):
+        build_vector(tiny, "nope", HOOK)
+    with pytest.raises(ValueError, match="one_shot needs"):
+        build_vector(tiny, {"prompt": "x"}, HOOK, method="one_shot")
+
+
+def test_shipped_datasets():
+    for name in ["sentiment", "refusal", "formality", "weddings"]:
+        ds = datasets.load(name)
+        assert len(ds) >= 48 and len(ds.test) >= 12
+        assert not set(ds.train) & set(ds.test)
+        assert all(a != b for a, b in ds.train)
