@@ -1,0 +1,309 @@
+"""Identifiability of steering vectors: null spaces, orthogonal perturbations, equivalence.
+
+- `activation_covariance` streams activations at a hook into float64 sums (never holding them).
+- `null_space` turns the covariance spectrum into a null-space estimate by an explicit rule.
+- `perturb` draws v' = v + δ with δ ⟂ v, ‖δ‖ = eps·‖v‖, from a chosen subspace.
+- `behavioural_equivalence` compares two vectors by next-token KL, classifier scores on
+  generations (TOST with an explicit margin, Cohen's d) and embedding distance.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from jaxtyping import Float
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from interp_steer.activations import _stop_layer, forward_kwargs, tokenize
+from interp_steer.vectors import SteeringVector, check_hook
+
+
+@dataclass(frozen=True)
+class Covariance:
+    mean: Float[Tensor, "d"]
+    cov: Float[Tensor, "d d"]
+    n_tokens: int
+    hook: str
+
+
+@torch.no_grad()
+def activation_covariance(
+    model,
+    prompts: Sequence[str],
+    hook: str,
+    positions: str = "all",
+    batch_size: int = 8,
+    progress: bool = True,
+) -> Covariance:
+    """Mean and covariance (float64) of activations at ``hook`` over real tokens.
+
+    ``positions``: "all" real tokens or "last" token of each prompt. The forward pass stops
+    after the hook's layer.
+    """
+    check_hook(model, hook)
+    if len(prompts) == 0:
+        raise ValueError("no prompts given")
+    if positions not in ("all", "last"):
+        raise ValueError("positions must be 'all' or 'last'")
+    d = model.cfg.d_model
+    shift = None  # subtract a provisional mean for numerical stability of the sums
+    s1 = torch.zeros(d, dtype=torch.float64)
+    s2 = torch.zeros(d, d, dtype=torch.float64)
+    n = 0
+    stop = _stop_layer(model, [hook])
+    for i in tqdm(range(0, len(prompts), batch_size), desc="covariance", disable=not progress):
+        batch = tokenize(model, prompts[i : i + batch_size])
+        _, cache = model.run_with_cache(
+            batch.tokens, names_filter=hook, stop_at_layer=stop, **forward_kwargs(batch)
+        )
+        acts = cache[hook]
+        x = acts[:, -1] if positions == "last" else acts[batch.mask]
+        x = x.double().cpu()
+        if shift is None:
+            shift = x.mean(0)
+        x = x - shift
+        s1 += x.sum(0)
+        s2 += x.T @ x
+        n += x.shape[0]
+    if n < 2:
+        raise ValueError("need at least 2 tokens to estimate a covariance")
+    m = s1 / n
+    cov = (s2 - n * torch.outer(m, m)) / (n - 1)
+    return Covariance(mean=m + shift, cov=(cov + cov.T) / 2, n_tokens=n, hook=hook)
+
+
+RULES = ("relative", "energy", "participation", "noise_floor")
+
+
+@dataclass(frozen=True)
+class NullSpace:
+    """Null-space estimate: ``basis`` [d, dim] orthonormal; ``signal`` spans the rest."""
+
+    dim: int
+    basis: Float[Tensor, "d dim"]
+    signal: Float[Tensor, "d rest"]
+    spectrum: Float[Tensor, "d"]  # eigenvalues of the covariance, descending
+    rule: str
+    params: dict = field(default_factory=dict)
+
+
+def _signal_rank(lam: Tensor, rule: str, params: dict, n_samples: int | None) -> int:
+    lam = lam.clamp_min(0)
+    if rule == "relative":
+        # eigenvalue below tol · λ_max counts as null (tol on variance, not singular value)
+        return int((lam > params.get("tol", 1e-3) * lam[0]).sum())
+    if rule == "energy":
+        # smallest top-r subspace holding `energy` of the total variance is the signal
+        frac = lam.cumsum(0) / lam.sum()
+        return int((frac < params.get("energy", 0.99)).sum()) + 1
+    if rule == "participation":
+        # effective dimension (Σλ)² / Σλ²
+        return max(1, round(float(lam.sum() ** 2 / (lam**2).sum())))
+    if rule == "noise_floor":
+        # Marchenko–Pastur upper edge of a white-noise bulk whose scale is the median eigenvalue
+        if not n_samples:
+            raise ValueError("the noise_floor rule needs n_samples (the token count)")
+        q = lam.shape[0] / n_samples
+        edge = float(lam.median()) * (1 + q**0.5) ** 2 * params.get("factor", 1.0)
+        # an exactly rank-deficient spectrum has a zero median: keep round-off out of the signal
+        return int((lam > max(edge, 1e-12 * float(lam[0]))).sum())
+    raise ValueError(f"unknown rule {rule!r}; choose from {RULES}")
+
+
+def null_space(
+    cov: Covariance | Tensor, rule: str = "relative", n_samples: int | None = None, **params
+) -> NullSpace:
+    """Null space of an activation covariance by an explicit rule.
+
+    - ``relative`` (tol=1e-3): eigenvalues below tol·λ_max.
+    - ``energy`` (energy=0.99): everything outside the top subspace holding that variance.
+    - ``participation``: d − round(participation ratio).
+    - ``noise_floor`` (factor=1): eigenvalues under the Marchenko–Pastur edge of the bulk.
+    """
+    if isinstance(cov, Covariance):
+        n_samples = n_samples or cov.n_tokens
+        cov = cov.cov
+    lam, vecs = torch.linalg.eigh(cov.double())
+    lam, vecs = lam.flip(0), vecs.flip(1)
+    r = _signal_rank(lam, rule, params, n_samples)
+    return NullSpace(
+        dim=lam.shape[0] - r, basis=vecs[:, r:], signal=vecs[:, :r], spectrum=lam, rule=rule,
+        params=dict(params),
+    )
+
+
+def perturb(
+    vec: SteeringVector,
+    eps: float,
+    source: str | Tensor = "random",
+    n: int = 1,
+    seed: int = 0,
+    keep_norm: bool = False,
+    null_space: NullSpace | None = None,
+) -> list[SteeringVector]:
+    """v' = v + δ, δ ⟂ v, ‖δ‖ = eps·‖v‖, δ drawn uniformly in a subspace.
+
+    ``source``: "random" (all of ℝᵈ), "null" (null_space.basis), "principal"
+    (null_space.signal, a control that should break equivalence) or an explicit [d, m]
+    basis. ``keep_norm`` rescales v' to ‖v‖ (a rotation by atan(eps)).
+    """
+    v = vec.vector.double()
+    d = v.shape[0]
+    if isinstance(source, Tensor):
+        basis = source.double()
+    elif source == "random":
+        basis = torch.eye(d, dtype=torch.float64)
+    elif source in ("null", "principal"):
+        if null_space is None:
+            raise ValueError(f"source={source!r} needs null_space=...")
+        basis = null_space.basis if source == "null" else null_space.signal
+    else:
+        raise ValueError("source must be 'random', 'null', 'principal' or a basis tensor")
+    if basis.ndim != 2 or basis.shape[0] != d:
+        raise ValueError(f"basis must be [d_model={d}, m], got {tuple(basis.shape)}")
+    # orthonormal basis of span(basis) ∩ v⊥: δ then lies in the subspace *and* is ⟂ v
+    u = v / v.norm()
+    b = basis - torch.outer(u, u @ basis)
+    q, r = torch.linalg.qr(b)
+    q = q[:, r.diagonal().abs() > 1e-8 * max(1.0, float(r.diagonal().abs().max()))]
+    if q.shape[1] == 0:
+        raise ValueError("the chosen subspace has no direction orthogonal to v")
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for i in range(n):
+        delta = q @ torch.randn(q.shape[1], generator=gen, dtype=torch.float64)
+        delta = delta / delta.norm() * eps * v.norm()
+        new = v + delta
+        if keep_norm:
+            new = new * (v.norm() / new.norm())
+        meta = dict(vec.metadata, perturbation={"eps": eps, "source": source if isinstance(
+            source, str) else "basis", "seed": seed, "index": i, "keep_norm": keep_norm})
+        out.append(SteeringVector(new.to(vec.directions.dtype)[None], vec.hook,
+                                  vec.model_fingerprint, vec.method, meta))
+    return out
+
+
+@torch.no_grad()
+def next_token_kl(
+    model, vec_a: SteeringVector, vec_b: SteeringVector, prompts: Sequence[str], alpha: float
+) -> float:
+    """Mean over prompts and real positions of KL(P_a ‖ P_b) in nats, steering every position.
+
+    Both conditions run in one batch: rows use a rank-2 vector [v_a; v_b] with per-row
+    coefficients (α, 0) or (0, α).
+    """
+    from interp_steer.interventions import steer
+
+    if vec_a.hook != vec_b.hook:
+        raise ValueError("both vectors must sit at the same hook")
+    both = SteeringVector(torch.cat([vec_a.directions, vec_b.directions]), vec_a.hook,
+                          vec_a.model_fingerprint)
+    batch = tokenize(model, list(prompts) * 2)
+    n = len(prompts)
+    coef = torch.zeros(2 * n, 2)
+    coef[:n, 0], coef[n:, 1] = alpha, alpha
+    with steer(model, both, coef):
+        logp = model(batch.tokens, **forward_kwargs(batch)).log_softmax(-1).double()
+    pa, pb = logp[:n], logp[n:]
+    kl = (pa.exp() * (pa - pb)).sum(-1)  # [n, pos]
+    return float(kl[batch.mask[:n]].mean())
+
+
+def cohens_d(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    pooled = np.sqrt(((len(a) - 1) * a.var(ddof=1) + (len(b) - 1) * b.var(ddof=1))
+                     / (len(a) + len(b) - 2))
+    return float((b.mean() - a.mean()) / pooled) if pooled > 0 else 0.0
+
+
+def tost(a: np.ndarray, b: np.ndarray, margin: float) -> float:
+    """p-value of Welch's two one-sided tests for |mean(b) − mean(a)| < margin."""
+    from scipy import stats
+
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    diff = b.mean() - a.mean()
+    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+    se = np.sqrt(va + vb)
+    if se == 0:
+        return 0.0 if abs(diff) < margin else 1.0
+    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+    p_lower = 1 - stats.t.cdf((diff + margin) / se, df)
+    p_upper = stats.t.cdf((diff - margin) / se, df)
+    return float(max(p_lower, p_upper))
+
+
+@dataclass
+class EquivalenceResult:
+    kl: float
+    classifier_deltas: dict[str, float]
+    tost_p: dict[str, float]
+    cohens_d: dict[str, float]
+    embedding_distance: float | None
+    margin: float
+    equivalent: bool
+
+    def __str__(self) -> str:
+        verdict = "equivalent within margin" if self.equivalent else "NOT equivalent"
+        parts = [f"{verdict} (margin {self.margin}); KL={self.kl:.4f} nats"]
+        for k in self.classifier_deltas:
+            parts.append(f"{k}: Δ={self.classifier_deltas[k]:+.3f}, TOST p={self.tost_p[k]:.3g}, "
+                         f"d={self.cohens_d[k]:+.2f}")
+        if self.embedding_distance is not None:
+            parts.append(f"embedding distance {self.embedding_distance:.4f}")
+        return "; ".join(parts)
+
+
+def behavioural_equivalence(
+    model,
+    vec_a: SteeringVector,
+    vec_b: SteeringVector,
+    prompts: Sequence[str],
+    alpha: float,
+    classifiers: Sequence[Callable] | None = None,
+    margin: float = 0.1,
+    n_samples: int = 2,
+    max_new_tokens: int = 40,
+    temperature: float = 0.8,
+    alpha_level: float = 0.05,
+    embedder: Callable | None = None,
+    seed: int = 0,
+) -> EquivalenceResult:
+    """Are v_a and v_b behaviourally equivalent at strength ``alpha``?
+
+    Equivalent means every classifier passes TOST at ``alpha_level`` with ``margin`` on its
+    score scale. Without classifiers only the KL is reported and ``equivalent`` is False.
+    """
+    from interp_steer.generation import generate
+
+    kl = next_token_kl(model, vec_a, vec_b, prompts, alpha)
+    deltas, ps, ds = {}, {}, {}
+    emb = None
+    if classifiers:
+        rows = list(prompts) * n_samples
+        # both vectors in one batched generation via a rank-2 subspace
+        both = SteeringVector(torch.cat([vec_a.directions, vec_b.directions]), vec_a.hook,
+                              vec_a.model_fingerprint)
+        from interp_steer.interventions import steer
+
+        coef = torch.zeros(2 * len(rows), 2)
+        coef[: len(rows), 0], coef[len(rows) :, 1] = alpha, alpha
+        with steer(model, both, coef):
+            texts = generate(model, rows * 2, max_new_tokens=max_new_tokens,
+                             temperature=temperature, seed=seed)
+        ta, tb = texts[: len(rows)], texts[len(rows) :]
+        for clf in classifiers:
+            name = getattr(clf, "name", type(clf).__name__)
+            sa, sb = clf(ta), clf(tb)
+            deltas[name] = float(np.mean(sb) - np.mean(sa))
+            ps[name] = tost(sa, sb, margin)
+            ds[name] = cohens_d(sa, sb)
+        if embedder is not None:
+            ea, eb = np.asarray(embedder(ta)), np.asarray(embedder(tb))
+            ca, cb = ea.mean(0), eb.mean(0)
+            emb = float(1 - ca @ cb / (np.linalg.norm(ca) * np.linalg.norm(cb)))
+    equivalent = bool(ps) and all(p < alpha_level for p in ps.values())
+    return EquivalenceResult(kl, deltas, ps, ds, emb, margin, equivalent)

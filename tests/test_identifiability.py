@@ -1,0 +1,105 @@
+import numpy as np
+import pytest
+import torch
+
+from interp_steer import SteeringVector, model_fingerprint
+from interp_steer.identifiability import (
+    RULES, activation_covariance, behavioural_equivalence, cohens_d, next_token_kl, null_space,
+    perturb, tost,
+)
+
+HOOK = "blocks.1.hook_resid_pre"
+
+
+def _vec(d=64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return SteeringVector(torch.randn(d, generator=g) * 3, HOOK)
+
+
+def _rank_deficient_cov(d=64, r=10, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    a = torch.randn(d, r, generator=g, dtype=torch.float64)
+    return a @ a.T
+
+
+def test_covariance_matches_direct_computation(llama):
+    prompts = ["hello world", "a b c d", "the cat sat on the mat", "xyz"]
+    c = activation_covariance(llama, prompts, HOOK, batch_size=2, progress=False)
+    from interp_steer.activations import forward_kwargs, tokenize
+    b = tokenize(llama, prompts)
+    _, cache = llama.run_with_cache(b.tokens, names_filter=HOOK, **forward_kwargs(b))
+    x = cache[HOOK][b.mask].double()
+    assert c.n_tokens == x.shape[0]
+    assert torch.allclose(c.mean, x.mean(0), atol=1e-8)
+    assert torch.allclose(c.cov, torch.cov(x.T), atol=1e-6)
+    with pytest.raises(ValueError, match="no prompts"):
+        activation_covariance(llama, [], HOOK)
+
+
+@pytest.mark.parametrize("rule", RULES)
+def test_null_space_rules_on_rank_deficient_covariance(rule):
+    cov = _rank_deficient_cov()
+    ns = null_space(cov, rule, n_samples=1000)
+    assert ns.basis.shape == (64, ns.dim) and ns.signal.shape == (64, 64 - ns.dim)
+    assert torch.allclose(ns.basis.T @ ns.basis, torch.eye(ns.dim, dtype=torch.float64),
+                          atol=1e-8)
+    assert ns.dim >= 54 if rule in ("relative", "energy", "noise_floor") else ns.dim > 0
+    if rule == "relative":
+        assert ns.dim == 54  # exactly the 64 - 10 zero eigenvalues
+        assert (ns.basis.T @ cov @ ns.basis).abs().max() < 1e-8
+
+
+def test_perturbations_are_orthogonal_with_requested_norm():
+    v = _vec()
+    ns = null_space(_rank_deficient_cov(), "relative")
+    for source in ["random", "null", "principal"]:
+        for eps in [0.5, 1.0, 2.0]:
+            for p in perturb(v, eps, source, n=3, seed=1, null_space=ns):
+                delta = p.vector.double() - v.vector.double()
+                assert abs(float(delta @ v.vector.double())) < 1e-4 * float(v.norm()) ** 2
+                assert abs(float(delta.norm()) / float(v.norm()) - eps) < 1e-5
+            rot = perturb(v, eps, source, seed=1, keep_norm=True, null_space=ns)[0]
+            assert abs(float(rot.norm()) - float(v.norm())) < 1e-4
+    a, b = perturb(v, 1.0, n=2, seed=5)
+    assert not torch.equal(a.directions, b.directions)
+    assert torch.equal(perturb(v, 1.0, seed=5)[0].directions, a.directions)
+
+
+def test_null_space_delta_leaves_linear_readout_unchanged():
+    cov = _rank_deficient_cov()
+    ns = null_space(cov, "relative")
+    # any read-out living in the data's span (the signal subspace) ignores a null-space delta
+    w = ns.signal @ torch.randn(ns.signal.shape[1], dtype=torch.float64)
+    v = SteeringVector(ns.signal[:, 0].float() * 5, HOOK)
+    for p in perturb(v, 1.0, "null", n=5, null_space=ns):
+        assert abs(float(w @ p.vector.double()) - float(w @ v.vector.double())) < 1e-4
+    # while a principal-subspace delta changes it
+    p = perturb(v, 1.0, "principal", null_space=ns)[0]
+    assert abs(float(w @ p.vector.double()) - float(w @ v.vector.double())) > 1e-3
+
+
+def test_kl_zero_for_same_vector_and_positive_otherwise(llama):
+    v = SteeringVector(_vec().directions, HOOK, model_fingerprint(llama))
+    prompts = ["hello", "the cat"]
+    assert abs(next_token_kl(llama, v, v, prompts, 2.0)) < 1e-9
+    assert next_token_kl(llama, v, -v, prompts, 2.0) > 1e-3
+
+
+def test_tost_and_cohens_d():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(0, 0.1, 200), rng.normal(0.0, 0.1, 200)
+    assert tost(a, b, margin=0.05) < 0.05
+    assert tost(a, b + 0.5, margin=0.05) > 0.5
+    assert abs(cohens_d(a, b + 0.1) - 1.0) < 0.25
+
+
+def test_behavioural_equivalence_verdicts(llama):
+    v = SteeringVector(_vec().directions, HOOK, model_fingerprint(llama))
+
+    def length(texts):  # a deterministic "classifier": response length in chars / 10
+        return np.array([len(t) / 10 for t in texts])
+
+    r = behavioural_equivalence(llama, v, v, ["hi", "abc", "zz"], 1.0, [length], margin=0.5,
+                                n_samples=2, max_new_tokens=6, temperature=0.0)
+    assert r.kl < 1e-9 and r.classifier_deltas["function"] == 0.0
+    assert "equivalent" in str(r)
