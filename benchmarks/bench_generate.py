@@ -71,7 +71,7 @@ def main() -> None:
                 hf.generate(**enc, max_new_tokens=n, min_new_tokens=n, do_sample=False,
                             pad_token_id=tok.pad_token_id)
 
-        def tl_gen(texts=texts):
+        def tl_gen(texts=texts, b=b):
             stock.generate(texts if b > 1 else texts[0], max_new_tokens=n, do_sample=False,
                            stop_at_eos=False, verbose=False)
 

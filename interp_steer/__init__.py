@@ -9,7 +9,6 @@ from interp_steer.methods import build_vector
 from interp_steer.models import DEFAULT_MODEL, chat, load_model
 from interp_steer.vectors import SteeringVector, model_fingerprint
 
-
 __all__ = [
     "DEFAULT_MODEL",
     "SteeringVector",

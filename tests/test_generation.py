@@ -52,9 +52,9 @@ def test_positions_trace(llama):
             before, after = [], []
             with steer(llama, v, 1.0, positions=positions):
                 # recorders on both sides of the steering hook see x before and after the edit
-                llama.hook_dict[hook].add_hook(lambda x, hook: before.append(x.clone()),
+                llama.hook_dict[hook].add_hook(lambda x, hook, rec=before: rec.append(x.clone()),
                                                prepend=True)
-                llama.hook_dict[hook].add_hook(lambda x, hook: after.append(x.clone()))
+                llama.hook_dict[hook].add_hook(lambda x, hook, rec=after: rec.append(x.clone()))
                 try:
                     generate_tokens(llama, batch, n_new, stop_at_eos=False, use_cache=use_cache)
                 finally:

@@ -4,8 +4,14 @@ import torch
 
 from interp_steer import SteeringVector, model_fingerprint
 from interp_steer.identifiability import (
-    RULES, activation_covariance, behavioural_equivalence, cohens_d, next_token_kl, null_space,
-    perturb, tost,
+    RULES,
+    activation_covariance,
+    behavioural_equivalence,
+    cohens_d,
+    next_token_kl,
+    null_space,
+    perturb,
+    tost,
 )
 
 HOOK = "blocks.1.hook_resid_pre"

@@ -85,3 +85,8 @@ def test_shipped_datasets():
         assert len(ds) >= 48 and len(ds.test) >= 12
         assert not set(ds.train) & set(ds.test)
         assert all(a != b for a, b in ds.train)
+
+
+def test_sae_feature_not_yet_available_is_a_clear_error(tiny):
+    with pytest.raises(NotImplementedError, match="SAE module"):
+        build_vector(tiny, PAIRS, HOOK, method="sae_feature")

@@ -42,8 +42,10 @@ def test_bad_inputs_raise(llama):
     with pytest.raises(ValueError, match="unknown hook"):
         _vec(llama, hook="blocks.99.hook_resid_pre").check_compatible(llama)
     with pytest.raises(ValueError, match="not an interp_steer vector"):
+        import os
+        import tempfile
+
         from safetensors.torch import save_file
-        import tempfile, os
         p = os.path.join(tempfile.mkdtemp(), "x.safetensors")
         save_file({"directions": torch.zeros(2)}, p)
         SteeringVector.load(p)

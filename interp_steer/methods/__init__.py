@@ -52,9 +52,10 @@ def build_vector(
         directions, extra = one_shot.build(model, data, hook, seed=seed, progress=progress, **opts)
         meta.update(dataset="one-shot prompt", aggregation="all positions")
     elif method == "sae_feature":
-        from interp_steer.sae import feature_vector  # noqa: F401  (lands with the SAE module)
-
-        raise NotImplementedError("use interp_steer.sae.feature_vector(sae, latent)")
+        raise NotImplementedError(
+            "method='sae_feature' needs the SAE module (interp_steer.sae), which has not "
+            "landed yet; build a SteeringVector from an SAE decoder row by hand meanwhile"
+        )
     elif method in CONTRASTIVE:
         pairs, label = _pairs(data)
         if len(pairs[0]) == 3:

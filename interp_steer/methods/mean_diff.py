@@ -8,7 +8,6 @@ Unnormalised: its norm carries the typical size of the concept shift.
 
 from __future__ import annotations
 
-import torch
 from jaxtyping import Float
 from torch import Tensor
 
