@@ -24,13 +24,16 @@ PROMPTS = [
 ]
 
 
-def _best(fn, repeats: int) -> float:
-    fn()  # warm-up
-    best = float("inf")
+def _best(fns, repeats: int) -> list[float]:
+    """Best-of-N wall time for each fn, runs interleaved so machine drift hits all alike."""
+    for fn in fns:
+        fn()  # warm-up
+    best = [float("inf")] * len(fns)
     for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
+        for i, fn in enumerate(fns):
+            t = time.perf_counter()
+            fn()
+            best[i] = min(best[i], time.perf_counter() - t)
     return best
 
 
@@ -75,9 +78,8 @@ def main() -> None:
             stock.generate(texts if b > 1 else texts[0], max_new_tokens=n, do_sample=False,
                            stop_at_eos=False, verbose=False)
 
-        t_ours = _best(ours, args.repeats)
-        t_hf = _best(hf_gen, args.repeats)
-        t_tl = float("nan") if args.skip_tl else _best(tl_gen, 1)
+        t_ours, t_hf = _best([ours, hf_gen], args.repeats)
+        t_tl = float("nan") if args.skip_tl else _best([tl_gen], 1)[0]
         tps = lambda t, b=b: b * n / t  # noqa: E731
         print(f"{b:>5} {tps(t_ours):>10.1f} t/s {tps(t_hf):>10.1f} t/s {tps(t_tl):>8.1f} t/s "
               f"{t_hf / t_ours:>8.2f} {t_hf / t_tl:>7.2f}")

@@ -59,7 +59,15 @@ def _gated_mlp_forward(self, x):
 
 
 def _unembed_forward(self, residual):
-    return self.hook_out(self.hook_in(residual) @ self.W_U + self.b_U)
+    x = self.hook_in(residual)
+    b_u = _versioned(self, "_fast_bu", (self.b_U,), lambda: None if not self.b_U.any() else self.b_U)
+    if x.shape[:-1].numel() >= 8:
+        # for several rows the [vocab, d_model] layout streams faster (measured: 10.9 vs
+        # 12.8 ms at 16 rows on SmolLM2); for one row the stored layout is faster (3.9 vs 7.1)
+        w_t = _versioned(self, "_fast_wut", (self.W_U,), lambda: self.W_U.T.contiguous())
+        return self.hook_out(F.linear(x, w_t, b_u))
+    out = x @ self.W_U
+    return self.hook_out(out if b_u is None else out + b_u)
 
 
 def _attn_weights(self):

@@ -19,6 +19,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from interp_steer.activations import _stop_layer, forward_kwargs, tokenize
+from interp_steer.interventions import steer
 from interp_steer.vectors import SteeringVector, check_hook
 
 
@@ -187,25 +188,28 @@ def perturb(
     return out
 
 
-@torch.no_grad()
-def next_token_kl(
-    model, vec_a: SteeringVector, vec_b: SteeringVector, prompts: Sequence[str], alpha: float
-) -> float:
-    """Mean over prompts and real positions of KL(P_a ‖ P_b) in nats, steering every position.
+def _paired(vec_a: SteeringVector, vec_b: SteeringVector, alpha: float, n: int):
+    """A rank-2 vector [v_a; v_b] and per-row coefficients: rows :n get α·v_a, rows n: α·v_b.
 
-    Both conditions run in one batch: rows use a rank-2 vector [v_a; v_b] with per-row
-    coefficients (α, 0) or (0, α).
+    Steering with these runs both conditions in one batch.
     """
-    from interp_steer.interventions import steer
-
     if vec_a.hook != vec_b.hook:
         raise ValueError("both vectors must sit at the same hook")
     both = SteeringVector(torch.cat([vec_a.directions, vec_b.directions]), vec_a.hook,
                           vec_a.model_fingerprint)
-    batch = tokenize(model, list(prompts) * 2)
-    n = len(prompts)
     coef = torch.zeros(2 * n, 2)
     coef[:n, 0], coef[n:, 1] = alpha, alpha
+    return both, coef
+
+
+@torch.no_grad()
+def next_token_kl(
+    model, vec_a: SteeringVector, vec_b: SteeringVector, prompts: Sequence[str], alpha: float
+) -> float:
+    """Mean over prompts and real positions of KL(P_a ‖ P_b) in nats, steering every position."""
+    n = len(prompts)
+    both, coef = _paired(vec_a, vec_b, alpha, n)
+    batch = tokenize(model, list(prompts) * 2)
     with steer(model, both, coef):
         logp = model(batch.tokens, **forward_kwargs(batch)).log_softmax(-1).double()
     pa, pb = logp[:n], logp[n:]
@@ -284,13 +288,7 @@ def behavioural_equivalence(
     emb = None
     if classifiers:
         rows = list(prompts) * n_samples
-        # both vectors in one batched generation via a rank-2 subspace
-        both = SteeringVector(torch.cat([vec_a.directions, vec_b.directions]), vec_a.hook,
-                              vec_a.model_fingerprint)
-        from interp_steer.interventions import steer
-
-        coef = torch.zeros(2 * len(rows), 2)
-        coef[: len(rows), 0], coef[len(rows) :, 1] = alpha, alpha
+        both, coef = _paired(vec_a, vec_b, alpha, len(rows))  # one batched generation
         with steer(model, both, coef):
             texts = generate(model, rows * 2, max_new_tokens=max_new_tokens,
                              temperature=temperature, seed=seed)

@@ -115,15 +115,14 @@ def _install(
     positions: Positions,
     edit: Callable[[Tensor, Tensor], Tensor],
     force: bool,
-) -> Iterator[None]:
+):
+    """The model's hooks context with ``edit`` applied at ``vec.hook`` (removed on exit)."""
     vec.check_compatible(model, force=force)
     _validate_positions(positions)
 
     def hook_fn(x: Tensor, hook) -> Tensor:
         b, p, _ = x.shape
-        mask = position_mask(model, positions, b, p, x.device)
-        new = edit(x, mask)
-        return new
+        return edit(x, position_mask(model, positions, b, p, x.device))
 
     return model.hooks(fwd_hooks=[(vec.hook, hook_fn)])
 
