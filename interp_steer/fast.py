@@ -8,6 +8,8 @@ each decode step. The replacements below do the same maths and fire the same hoo
 - gated MLP / unembed: plain matmuls against the stored weights (no copy).
 - attention Q/K/V: one GEMM against a packed [(q|k|v) heads*d_head, d_model] weight that is
   rebuilt only when a weight's version counter changes (so in-place edits are seen).
+- RMSNorm: torch's fused ``F.rms_norm`` unless its hooks are in use.
+- KV cache: appends into a preallocated buffer instead of concatenating every step.
 - transformer block: ln1 once instead of three times (TL normalises q, k, v inputs apart).
 - attention core: ``F.scaled_dot_product_attention`` whenever nothing listens on
   ``hook_attn_scores`` or ``hook_pattern`` (run_with_cache on those hooks, or a user hook,
@@ -28,7 +30,8 @@ def _versioned(self, name: str, params: tuple, build):
     """``build()`` cached on the modules' parameter versions; rebuilt after in-place edits."""
     if torch.is_grad_enabled() and any(p.requires_grad for p in params):
         return build()  # keep autograd through the weights
-    key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in params)
+    # a dtype/device move or a re-assignment gives a new storage, so data_ptr covers those
+    key = tuple((p.data_ptr(), p._version) for p in params)
     cached = self.__dict__.get(name)
     if cached is None or cached[0] != key:
         with torch.no_grad():
@@ -71,7 +74,10 @@ def _unembed_forward(self, residual):
 
 
 def _attn_weights(self):
-    """Packed QKV weight/bias, the W_O matrix, and the number of K/V heads."""
+    """Packed QKV weight/bias, W_O matrix and bias, and the number of K/V heads.
+
+    Biases that are exactly zero (Llama-style) come back as None to skip the add.
+    """
     grouped = hasattr(self, "_W_K") and not self.cfg.ungroup_grouped_query_attention
     wk, bk = (self._W_K, self._b_K) if grouped else (self.W_K, self.b_K)
     wv, bv = (self._W_V, self._b_V) if grouped else (self.W_V, self.b_V)
@@ -83,9 +89,11 @@ def _attn_weights(self):
         w = torch.cat([pack(self.W_Q), pack(wk), pack(wv)])
         b = torch.cat([self.b_Q.reshape(-1), bk.reshape(-1), bv.reshape(-1)])
         w_o = self.W_O.reshape(-1, self.W_O.shape[-1]).T.contiguous()  # [d_model, heads*d_head]
-        return w, (None if not b.any() else b), w_o, wk.shape[0]
+        b_o = None if not self.b_O.any() else self.b_O
+        return w, (None if not b.any() else b), w_o, b_o, wk.shape[0]
 
-    return _versioned(self, "_fast_attn", (self.W_Q, self.b_Q, wk, bk, wv, bv, self.W_O), build)
+    params = (self.W_Q, self.b_Q, wk, bk, wv, bv, self.W_O, self.b_O)
+    return _versioned(self, "_fast_attn", params, build)
 
 
 def _fast_qkv(self, query_input, key_input, value_input):
@@ -97,7 +105,7 @@ def _fast_qkv(self, query_input, key_input, value_input):
         or not (query_input is key_input is value_input)
     ):
         return type(self).calculate_qkv_matrices(self, query_input, key_input, value_input)
-    w, b, _, n_kv = _attn_weights(self)
+    w, b, _, _, n_kv = _attn_weights(self)
     bsz, pos, _ = query_input.shape
     h, dh = self.cfg.n_heads, self.cfg.d_head
     qkv = F.linear(query_input, w, b)
@@ -125,22 +133,60 @@ def _plain_attention(cfg) -> bool:
     )
 
 
-def _position_ids(offset: int, p: int, attention_mask, device):
+class _Layout:
+    """Per-forward attention layout (positions, rotary cos/sin, mask), shared by all layers.
+
+    Every layer of one forward gets the same attention_mask object, offset and lengths, so
+    the layout is built once per forward, not once per layer. The slot holds a reference to
+    the mask, so an identity match really is the same tensor.
+    """
+
+    key: tuple | None = None
+    mask_ref = None
+    value: tuple | None = None
+
+
+_LAYOUT = _Layout()
+
+
+def _layout(self, offset: int, pq: int, pk: int, attention_mask, device, dtype):
+    cfg = self.cfg
+    rotary = cfg.positional_embedding_type == "rotary"
+    if rotary:
+        need = offset + pq if attention_mask is None else int(attention_mask.shape[1])
+        if need > self.rotary_cos.shape[0]:
+            self._extend_rotary_embeddings(
+                min(cfg.n_ctx, max(need, 2 * self.rotary_cos.shape[0]))
+            )
+    key = (offset, pq, pk, str(device), dtype, rotary, cfg.rotary_base, cfg.rotary_dim,
+           self.rotary_cos.shape[0] if rotary else 0)
+    if _LAYOUT.key == key and _LAYOUT.mask_ref is attention_mask:
+        return _LAYOUT.value
     if attention_mask is None:
-        return torch.arange(offset, offset + p, device=device)[None]
-    # as TL's get_offset_position_ids: count real tokens, so left padding does not shift
-    ids = attention_mask.cumsum(1) - 1
-    return ids.masked_fill(ids < 0, 0)[:, offset : offset + p].to(device)
+        pos_ids = torch.arange(offset, offset + pq, device=device)[None]
+    else:
+        # as TL's get_offset_position_ids: count real tokens, so left padding does not shift
+        ids = attention_mask.cumsum(1) - 1
+        pos_ids = ids.masked_fill(ids < 0, 0)[:, offset : offset + pq].to(device)
+    cos = sin = None
+    if rotary:
+        cos = self.rotary_cos[pos_ids][:, :, None, :].to(dtype)
+        sin = self.rotary_sin[pos_ids][:, :, None, :].to(dtype)
+    kpos = torch.arange(pk, device=device)
+    qpos = offset + torch.arange(pq, device=device)
+    allowed = kpos[None, :] <= qpos[:, None]  # [pq, pk]
+    if attention_mask is not None:
+        allowed = allowed[None] & attention_mask[:, None, :].bool().to(device)
+        # a padding query sees no key; let it see itself so SDPA stays finite (TL zeroes it;
+        # no real token reads a padding position, so real outputs are unaffected)
+        allowed = (allowed | (kpos[None, :] == qpos[:, None])[None])[:, None]  # [b,1,pq,pk]
+    _LAYOUT.key, _LAYOUT.mask_ref, _LAYOUT.value = key, attention_mask, (cos, sin, allowed)
+    return _LAYOUT.value
 
 
-def _rotate(self, x, pos_ids):
-    """Rotary embedding of x [b, p, heads, d_head] at absolute positions pos_ids [b|1, p]."""
+def _rotate(self, x, cos, sin):
+    """Rotary embedding of x [b, p, heads, d_head] given cos/sin [b|1, p, 1, rotary_dim]."""
     rd = self.cfg.rotary_dim
-    need = int(pos_ids.max()) + 1
-    if need > self.rotary_cos.shape[0]:
-        self._extend_rotary_embeddings(min(self.cfg.n_ctx, max(need, 2 * self.rotary_cos.shape[0])))
-    cos = self.rotary_cos[pos_ids][:, :, None, :].to(x.dtype)
-    sin = self.rotary_sin[pos_ids][:, :, None, :].to(x.dtype)
     x_rot, x_pass = x[..., :rd], x[..., rd:]
     if self.cfg.rotary_adjacent_pairs:
         flip = torch.stack([-x_rot[..., 1::2], x_rot[..., ::2]], -1).flatten(-2)
@@ -149,6 +195,33 @@ def _rotate(self, x, pos_ids):
         flip = torch.cat([-x_rot[..., half:], x_rot[..., :half]], -1)
     out = x_rot * cos + flip * sin
     return torch.cat([out, x_pass], -1) if x_pass.shape[-1] else out
+
+
+def _append_kv(entry, k, v):
+    """Append to a TL cache entry through a preallocated, geometrically grown buffer.
+
+    TL's entry.append concatenates the whole cache every step; here the entry's
+    past_keys/past_values become views of a buffer, so TL's offset bookkeeping still works.
+    """
+    if entry.frozen:
+        return entry.append(k, v)
+    n0, n1 = entry.past_keys.shape[1], entry.past_keys.shape[1] + k.shape[1]
+    buf = entry.__dict__.get("_interp_steer_buf")
+    if (
+        buf is None
+        or buf[0].shape[1] < n1
+        or entry.past_keys.data_ptr() != buf[0].data_ptr()
+        or buf[0].shape[0] != k.shape[0]
+    ):
+        cap = max(2 * n1, 64)
+        bk = k.new_empty(k.shape[0], cap, *k.shape[2:])
+        bv = v.new_empty(v.shape[0], cap, *v.shape[2:])
+        bk[:, :n0], bv[:, :n0] = entry.past_keys, entry.past_values
+        buf = entry.__dict__["_interp_steer_buf"] = (bk, bv)
+    bk, bv = buf
+    bk[:, n0:n1], bv[:, n0:n1] = k, v
+    entry.past_keys, entry.past_values = bk[:, :n1], bv[:, :n1]
+    return entry.past_keys, entry.past_values
 
 
 def _fast_attention_forward(
@@ -188,24 +261,15 @@ def _fast_attention_forward(
         past_kv_cache_entry._rotated_by_interp_steer = True
     q, k, v = self.calculate_qkv_matrices(query_input, key_input, value_input)
     offset = 0 if past_kv_cache_entry is None else past_kv_cache_entry.past_keys.size(1)
-    if self.cfg.positional_embedding_type == "rotary":
+    pq = q.shape[1]
+    cos, sin, allowed = _layout(self, offset, pq, offset + pq, attention_mask, q.device, q.dtype)
+    if cos is not None:
         # Rotate only the new keys and cache them rotated; TL caches raw keys and re-rotates
         # the whole cache at every step.
-        pos_ids = _position_ids(offset, q.shape[1], attention_mask, q.device)
-        q = self.hook_rot_q(_rotate(self, q, pos_ids))
-        k = self.hook_rot_k(_rotate(self, k, pos_ids))
+        q = self.hook_rot_q(_rotate(self, q, cos, sin))
+        k = self.hook_rot_k(_rotate(self, k, cos, sin))
     if past_kv_cache_entry is not None:
-        k, v = past_kv_cache_entry.append(k, v)
-    pq, pk = q.shape[1], k.shape[1]
-    kpos = torch.arange(pk, device=q.device)
-    qpos = offset + torch.arange(pq, device=q.device)
-    allowed = kpos[None, :] <= qpos[:, None]  # [pq, pk]
-    if attention_mask is not None:
-        allowed = allowed[None] & attention_mask[:, None, :].bool()
-        # a padding query sees no key; let it see itself so SDPA stays finite (TL zeroes it;
-        # no real token reads a padding position, so real outputs are unaffected)
-        allowed = allowed | (kpos[None, :] == qpos[:, None])[None]
-        allowed = allowed[:, None]  # [b, 1, pq, pk]
+        k, v = _append_kv(past_kv_cache_entry, k, v)
     z = F.scaled_dot_product_attention(
         q.transpose(1, 2),
         k.transpose(1, 2).to(q.dtype),
@@ -215,8 +279,17 @@ def _fast_attention_forward(
         enable_gqa=k.shape[2] != q.shape[2],
     )
     z = self.hook_z(z.transpose(1, 2))  # [b, pq, heads, d_head]
-    _, _, w_o, _ = _attn_weights(self)
-    return F.linear(z.reshape(z.shape[0], pq, -1), w_o, self.b_O)
+    _, _, w_o, b_o, _ = _attn_weights(self)
+    return F.linear(z.reshape(z.shape[0], pq, -1), w_o, b_o)
+
+
+def _rms_norm_forward(self, x):
+    # fused kernel unless something listens on the norm's own hooks
+    if self.hook_scale._forward_hooks or self.hook_normalized._forward_hooks or (
+        x.dtype not in (torch.float32, torch.float64)
+    ):
+        return type(self).forward(self, x)
+    return F.rms_norm(x, (x.shape[-1],), self.w, self.eps)
 
 
 def _plain_block(cfg) -> bool:
@@ -257,7 +330,7 @@ def _fast_block_forward(
 
 def patch_fast_forward(model: HookedTransformer) -> HookedTransformer:
     """Swap in the copy-free forwards above, in place, where the model's config allows."""
-    from transformer_lens.components import Unembed
+    from transformer_lens.components import RMSNorm, Unembed
     from transformer_lens.components.abstract_attention import AbstractAttention
     from transformer_lens.components.mlps.gated_mlp import GatedMLP
     from transformer_lens.components.transformer_block import TransformerBlock
@@ -268,6 +341,8 @@ def patch_fast_forward(model: HookedTransformer) -> HookedTransformer:
             mod.forward = types.MethodType(_fast_block_forward, mod)
         elif type(mod) is GatedMLP:
             mod.forward = types.MethodType(_gated_mlp_forward, mod)
+        elif type(mod) is RMSNorm:
+            mod.forward = types.MethodType(_rms_norm_forward, mod)
         elif type(mod) is Unembed:
             mod.forward = types.MethodType(_unembed_forward, mod)
         elif isinstance(mod, AbstractAttention) and type(mod).__name__ in (
