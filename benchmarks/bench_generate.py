@@ -24,17 +24,17 @@ PROMPTS = [
 ]
 
 
-def _best(fns, repeats: int) -> list[float]:
-    """Best-of-N wall time for each fn, runs interleaved so machine drift hits all alike."""
+def _times(fns, repeats: int) -> list[list[float]]:
+    """Wall times of each fn, runs interleaved so machine drift hits all alike."""
     for fn in fns:
         fn()  # warm-up
-    best = [float("inf")] * len(fns)
+    out: list[list[float]] = [[] for _ in fns]
     for _ in range(repeats):
         for i, fn in enumerate(fns):
             t = time.perf_counter()
             fn()
-            best[i] = min(best[i], time.perf_counter() - t)
-    return best
+            out[i].append(time.perf_counter() - t)
+    return out
 
 
 def main() -> None:
@@ -58,7 +58,7 @@ def main() -> None:
     n = args.new_tokens
     print(f"torch threads={torch.get_num_threads()}  new_tokens={n}  model=SmolLM2-135M")
     print(f"{'batch':>5} {'ours steered':>14} {'HF unsteered':>14} {'TL stock':>12} "
-          f"{'ours/HF':>8} {'TL/HF':>7}")
+          f"{'ours/HF':>8} {'TL/HF':>7}   ours/HF per paired run")
     for b in args.batches:
         prompts = [PROMPTS[i % len(PROMPTS)] for i in range(b)]
         from interp_steer.generation import format_prompts
@@ -78,12 +78,16 @@ def main() -> None:
             stock.generate(texts if b > 1 else texts[0], max_new_tokens=n, do_sample=False,
                            stop_at_eos=False, verbose=False)
 
-        t_ours, t_hf = _best([ours, hf_gen], args.repeats)
-        t_tl = float("nan") if args.skip_tl else _best([tl_gen], 1)[0]
+        runs_ours, runs_hf = _times([ours, hf_gen], args.repeats)
+        t_ours, t_hf = min(runs_ours), min(runs_hf)
+        t_tl = float("nan") if args.skip_tl else _times([tl_gen], 1)[0][0]
+        paired = sorted(h / o for o, h in zip(runs_ours, runs_hf))
         tps = lambda t, b=b: b * n / t  # noqa: E731
         print(f"{b:>5} {tps(t_ours):>10.1f} t/s {tps(t_hf):>10.1f} t/s {tps(t_tl):>8.1f} t/s "
-              f"{t_hf / t_ours:>8.2f} {t_hf / t_tl:>7.2f}")
-    print("ratios are throughput relative to HF generate (>1 = faster than HF)")
+              f"{t_hf / t_ours:>8.2f} {t_hf / t_tl:>7.2f}   "
+              f"median {paired[len(paired) // 2]:.2f} [{paired[0]:.2f}, {paired[-1]:.2f}]")
+    print("ratios are throughput relative to HF generate (>1 = faster than HF); "
+          "columns use best-of-N, the last column each interleaved pair")
 
 
 if __name__ == "__main__":
