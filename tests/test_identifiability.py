@@ -109,3 +109,65 @@ def test_behavioural_equivalence_verdicts(llama):
                                 n_samples=2, max_new_tokens=6, temperature=0.0)
     assert r.kl < 1e-9 and r.classifier_deltas["function"] == 0.0
     assert "equivalent" in str(r)
+
+
+def test_jacobian_gram_matches_finite_differences(llama):
+    from interp_steer.activations import tokenize
+    from interp_steer.identifiability import _last_pos_hook, jacobian_gram, jacobian_null_space
+
+    g = jacobian_gram(llama, "hello there", HOOK)
+    b = tokenize(llama, ["hello there"])
+
+    def f(delta):
+        with llama.hooks(fwd_hooks=[(HOOK, _last_pos_hook(delta))]):
+            with torch.no_grad():
+                return llama(b.tokens)[0, -1].log_softmax(-1).double()
+
+    for i in (0, 7):
+        e = torch.zeros(llama.cfg.d_model)
+        e[i] = 1e-2
+        col = (f(e) - f(-e)) / 2e-2
+        assert abs(float(col @ col) - float(g[i, i])) < 1e-3 * float(g[i, i])
+    ns = jacobian_null_space(llama, ["hello", "abc"], HOOK, tol=0.05**2, progress=False)
+    assert 0 <= ns.dim < llama.cfg.d_model and ns.spectrum.shape == (llama.cfg.d_model,)
+
+
+def test_bootstrap_and_overlap():
+    from interp_steer.identifiability import bootstrap_null_dim, subspace_overlap
+
+    g = torch.Generator().manual_seed(0)
+    mix = torch.randn(8, 32, generator=g, dtype=torch.float64)  # data lives in 8 dims
+    acts = [torch.randn(20, 8, generator=g, dtype=torch.float64) @ mix for _ in range(10)]
+    r = bootstrap_null_dim(acts, "relative", n_boot=20, tol=1e-6)
+    assert r["dim"] == 24 and r["ci_low"] <= 24 <= r["ci_high"]
+    q, _ = torch.linalg.qr(torch.randn(32, 5, generator=g, dtype=torch.float64))
+    assert abs(subspace_overlap(q, q)["overlap"] - 1) < 1e-9
+    assert subspace_overlap(q[:, :2], q[:, 2:])["overlap"] < 1e-9
+
+
+def test_study_table_on_tiny_model(llama):
+    import numpy as np
+
+    from interp_steer.identifiability import logit_checks, orthogonal_perturbation_study
+
+    v = SteeringVector(_vec().directions, HOOK, model_fingerprint(llama))
+    cov = activation_covariance(llama, ["hello world", "the cat sat", "abc def"], HOOK,
+                                progress=False)
+    ns = null_space(cov, "energy", energy=0.9)
+
+    def length(texts):
+        return np.array([len(t) / 10 for t in texts])
+
+    df = orthogonal_perturbation_study(
+        llama, v, ["hi", "abc"], [("good", "bad"), ("yes", "no")], eps_grid=(0.0, 1.0),
+        alphas=(1.0,), sources=("null", "random"), null_space=ns, n_perturb=2,
+        classifiers=[length], n_samples=1, max_new_tokens=4)
+    assert len(df) == 1 + 1 + 2 * 2 * 2  # baseline, v, sources x eps x n
+    zero = df[(df.eps == 0.0) & (df.source != "none")]
+    # eps = 0 perturbations are v itself: same efficacy, zero KL
+    assert np.allclose(zero.efficacy_logit, zero.efficacy_logit.iloc[0], atol=1e-4)
+    assert (zero.kl_to_v.abs() < 1e-6).all()
+    assert (df[df.eps == 1.0].kl_to_v > 0).all()
+    checks = logit_checks(llama, v, ["hi", "abc"], 1.0, {"same": v, "neg": -v})
+    assert checks["same"]["l2"] < 1e-5 and checks["same"]["top1_agreement"] == 1.0
+    assert checks["neg"]["l2"] > 0
