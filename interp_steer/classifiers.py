@@ -116,12 +116,10 @@ class EmbeddingClassifier:
 
 
 def for_trait(trait: str) -> list:
-    """The classifiers that honestly score a trait: VADER for sentiment, refusal phrases for
-    refusal, and a MiniLM-embedding probe for every shipped trait."""
-    out: list = []
-    if trait == "sentiment":
-        out.append(Vader())
+    """The classifiers that honestly score a trait, primary first: VADER for sentiment, then a
+    MiniLM-embedding probe (every shipped trait), then refusal phrases for refusal."""
+    out: list = [Vader()] if trait == "sentiment" else []
+    out.append(EmbeddingClassifier(trait))
     if trait == "refusal":
         out.append(refusal())
-    out.append(EmbeddingClassifier(trait))
     return out

@@ -31,6 +31,12 @@ class Covariance:
     hook: str
 
 
+def _keep(batch, skip_first: int) -> Tensor:
+    """Real-token mask without each row's first ``skip_first`` real tokens."""
+    pos = torch.arange(batch.tokens.shape[1], device=batch.mask.device)[None] - batch.pad[:, None]
+    return batch.mask & (pos >= skip_first)
+
+
 @torch.no_grad()
 def activation_covariance(
     model,
@@ -39,11 +45,14 @@ def activation_covariance(
     positions: str = "all",
     batch_size: int = 8,
     progress: bool = True,
+    skip_first: int = 1,
 ) -> Covariance:
     """Mean and covariance (float64) of activations at ``hook`` over real tokens.
 
     ``positions``: "all" real tokens or "last" token of each prompt. The forward pass stops
-    after the hook's layer.
+    after the hook's layer. ``skip_first`` drops each prompt's first real tokens: the first
+    position carries a massive "attention sink" activation (on SmolLM2 its norm dwarfs every
+    other token's) that would otherwise be the covariance's whole top eigenvalue.
     """
     check_hook(model, hook)
     if len(prompts) == 0:
@@ -62,7 +71,7 @@ def activation_covariance(
             batch.tokens, names_filter=hook, stop_at_layer=stop, **forward_kwargs(batch)
         )
         acts = cache[hook]
-        x = acts[:, -1] if positions == "last" else acts[batch.mask]
+        x = acts[:, -1] if positions == "last" else acts[_keep(batch, skip_first)]
         x = x.double().cpu()
         if shift is None:
             shift = x.mean(0)
@@ -365,9 +374,12 @@ def jacobian_null_space(
 
 @torch.no_grad()
 def prompt_activations(
-    model, prompts: Sequence[str], hook: str, batch_size: int = 8, progress: bool = True
+    model, prompts: Sequence[str], hook: str, batch_size: int = 8, progress: bool = True,
+    skip_first: int = 1,
 ) -> list[Float[Tensor, "tokens d"]]:
-    """Real-token activations at ``hook`` per prompt (float64), for bootstrap resampling."""
+    """Real-token activations at ``hook`` per prompt (float64), for bootstrap resampling.
+
+    ``skip_first`` as in `activation_covariance`."""
     check_hook(model, hook)
     stop = _stop_layer(model, [hook])
     out = []
@@ -375,7 +387,8 @@ def prompt_activations(
         batch = tokenize(model, prompts[i : i + batch_size])
         _, cache = model.run_with_cache(batch.tokens, names_filter=hook, stop_at_layer=stop,
                                         **forward_kwargs(batch))
-        out.extend(cache[hook][j][batch.mask[j]].double().cpu() for j in range(len(batch.mask)))
+        keep = _keep(batch, skip_first)
+        out.extend(cache[hook][j][keep[j]].double().cpu() for j in range(len(batch.mask)))
     return out
 
 

@@ -30,7 +30,7 @@ def _rank_deficient_cov(d=64, r=10, seed=0):
 
 def test_covariance_matches_direct_computation(llama):
     prompts = ["hello world", "a b c d", "the cat sat on the mat", "xyz"]
-    c = activation_covariance(llama, prompts, HOOK, batch_size=2, progress=False)
+    c = activation_covariance(llama, prompts, HOOK, batch_size=2, progress=False, skip_first=0)
     from interp_steer.activations import forward_kwargs, tokenize
     b = tokenize(llama, prompts)
     _, cache = llama.run_with_cache(b.tokens, names_filter=HOOK, **forward_kwargs(b))
@@ -171,3 +171,10 @@ def test_study_table_on_tiny_model(llama):
     checks = logit_checks(llama, v, ["hi", "abc"], 1.0, {"same": v, "neg": -v})
     assert checks["same"]["l2"] < 1e-5 and checks["same"]["top1_agreement"] == 1.0
     assert checks["neg"]["l2"] > 0
+
+
+def test_covariance_skips_first_token(llama):
+    prompts = ["hello world", "abc"]
+    full = activation_covariance(llama, prompts, HOOK, progress=False, skip_first=0)
+    skip = activation_covariance(llama, prompts, HOOK, progress=False)
+    assert skip.n_tokens == full.n_tokens - len(prompts)
