@@ -23,8 +23,11 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The main job: steered vs unsteered text, then the quick identifiability analysis
+# (figures/ + headline numbers).
 demo: install
 	$(PY) -m interp_steer.demo
+	$(PY) -m analyses.identifiability --quick
 
 test: install
 	$(PY) -m pytest -q -ra

@@ -37,6 +37,7 @@ from interp_steer.identifiability import (  # noqa: E402
     covariance_of,
     jacobian_null_space,
     logit_checks,
+    next_token_kl,
     null_space,
     orthogonal_perturbation_study,
     perturb,
@@ -194,10 +195,9 @@ def run(cfg: Config, out_dir: Path = Path("figures"), model=None) -> dict:
         prompts = [chat(model, p) for p in ds.prompts[: cfg.n_prompts]]
         clfs = for_trait(trait)
         df = orthogonal_perturbation_study(
-            model, v, prompts, ds.test, eps_grid=cfg.eps_grid, alphas=cfg.alphas,
-            sources=cfg.sources, null_space=ns, n_perturb=cfg.n_perturb, classifiers=clfs,
-            n_samples=cfg.n_samples, max_new_tokens=cfg.max_new_tokens, margin=cfg.margin,
-            seed=cfg.seed)
+            model, v, prompts, cfg.eps_grid, cfg.alphas, cfg.sources, clfs, cfg.seed,
+            pairs=ds.test, null_space=ns, n_perturb=cfg.n_perturb, n_samples=cfg.n_samples,
+            max_new_tokens=cfg.max_new_tokens, margin=cfg.margin)
         tables[trait] = {"df": df, "classifiers": [c.name for c in clfs],
                          "heldout_accuracy": {c.name: getattr(c, "heldout_accuracy", None)
                                               for c in clfs},
@@ -216,6 +216,12 @@ def run(cfg: Config, out_dir: Path = Path("figures"), model=None) -> dict:
                 comp[f"{o}_rescaled"] = type(v)(others[o].vector / others[o].norm() * v.norm(),
                                                 v.hook)
         protocol[trait]["logit_checks"] = logit_checks(model, v, prompts, cfg.alphas[-1], comp)
+        # distribution shift: does v+v⊥ stay close to v on other prompt distributions?
+        protocol[trait]["shift_kl_v_vs_v_plus_perp"] = {
+            name: {"kl": next_token_kl(model, v, perp, ps, cfg.alphas[-1]),
+                   "kl_random_equal_norm": next_token_kl(model, v, comp["random_equal_norm"],
+                                                         ps, cfg.alphas[-1])}
+            for name, ps in sets.items()}
 
     efficacy_figure(cfg, tables, Path(f"{stem}_efficacy"))
     equivalence_figure(cfg, tables, Path(f"{stem}_equivalence"))

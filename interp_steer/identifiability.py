@@ -521,22 +521,24 @@ def orthogonal_perturbation_study(
     model,
     vec: SteeringVector,
     prompts: Sequence[str],
-    pairs: Sequence[tuple[str, str]],
     eps_grid: Sequence[float] = (0.5, 1.0, 2.0),
     alphas: Sequence[float] = (0.5, 1.0),
     sources: Sequence[str] = ("null", "random", "principal"),
+    classifiers: Sequence[Callable] | None = None,
+    seed: int = 0,
+    *,
+    pairs: Sequence[tuple[str, str]] | None = None,
     null_space: NullSpace | None = None,
     n_perturb: int = 3,
-    classifiers: Sequence[Callable] | None = None,
     n_samples: int = 2,
     max_new_tokens: int = 30,
     margin: float = 0.1,
-    seed: int = 0,
 ):
     """Efficacy, KL to v and classifier equivalence for v' = v + δ over (source, eps, alpha).
 
     Every condition runs through one stacked subspace with per-row coefficients, so the
-    study is a handful of batched forwards/generations. Returns a pandas DataFrame.
+    study is a handful of batched forwards/generations. ``pairs`` (held-out contrastive
+    pairs) give the logit efficacy; without them that column is NaN. Returns a DataFrame.
     """
     import pandas as pd
 
@@ -551,7 +553,8 @@ def orthogonal_perturbation_study(
     conditions = [(0, 0.0)] + [(j, a) for a in alphas for j in range(len(vectors))]
     reference = [0] + [1 + ai * len(vectors) for ai in range(len(alphas))
                        for _ in range(len(vectors))]
-    logit = trait_logit_scores(model, vectors, conditions, pairs)
+    logit = (trait_logit_scores(model, vectors, conditions, pairs) if pairs
+             else np.full(len(conditions), np.nan))
     kl = kl_to_reference(model, vectors, conditions, reference, prompts)
     cls = {}
     if classifiers:

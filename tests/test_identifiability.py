@@ -159,9 +159,9 @@ def test_study_table_on_tiny_model(llama):
         return np.array([len(t) / 10 for t in texts])
 
     df = orthogonal_perturbation_study(
-        llama, v, ["hi", "abc"], [("good", "bad"), ("yes", "no")], eps_grid=(0.0, 1.0),
-        alphas=(1.0,), sources=("null", "random"), null_space=ns, n_perturb=2,
-        classifiers=[length], n_samples=1, max_new_tokens=4)
+        llama, v, ["hi", "abc"], (0.0, 1.0), (1.0,), ("null", "random"), [length],
+        pairs=[("good", "bad"), ("yes", "no")], null_space=ns, n_perturb=2, n_samples=1,
+        max_new_tokens=4)
     assert len(df) == 1 + 1 + 2 * 2 * 2  # baseline, v, sources x eps x n
     zero = df[(df.eps == 0.0) & (df.source != "none")]
     # eps = 0 perturbations are v itself: same efficacy, zero KL
