@@ -54,11 +54,11 @@ class Config:
     model: str = "smollm2-135m-instruct"
     traits: list[str] = field(default_factory=lambda: ["sentiment", "formality", "refusal"])
     layers: list[int] | None = None  # default: [n_layers // 2, n_layers // 3]
-    eps_grid: list[float] = field(default_factory=lambda: [0.25, 0.5, 1.0, 2.0])
+    eps_grid: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])
     alphas: list[float] = field(default_factory=lambda: [0.25, 0.5, 1.0])
     sources: list[str] = field(default_factory=lambda: ["null", "random", "principal"])
     n_perturb: int = 2
-    n_prompts: int = 12
+    n_prompts: int = 10
     n_samples: int = 1
     max_new_tokens: int = 30
     jacobian_prompts: int = 3
@@ -223,7 +223,23 @@ def run(cfg: Config, out_dir: Path = Path("figures"), model=None) -> dict:
                                                          ps, cfg.alphas[-1])}
             for name, ps in sets.items()}
 
-    efficacy_figure(cfg, tables, Path(f"{stem}_efficacy"))
+    # the other layer(s): logit efficacy and KL only (no generation), to keep the run short
+    by_layer = {layer: tables}
+    for other in layers[1:]:
+        h2 = f"blocks.{other}.hook_resid_pre"
+        ns2 = null_spaces[(other, cfg.null_rule)]
+        r2 = float(get_activations(model, corpus, h2, progress=False)[h2].norm(dim=-1).mean())
+        by_layer[other] = {}
+        for trait in cfg.traits:
+            ds = datasets.load(trait)
+            v2 = build_vector(model, ds, h2, method="mean_diff", seed=cfg.seed, progress=False)
+            prompts = [chat(model, p) for p in ds.prompts[: cfg.n_prompts]]
+            df2 = orthogonal_perturbation_study(
+                model, v2, prompts, cfg.eps_grid, cfg.alphas, cfg.sources, None, cfg.seed,
+                pairs=ds.test, null_space=ns2, n_perturb=cfg.n_perturb)
+            by_layer[other][trait] = {"df": df2, "classifiers": [], "v_norm": float(v2.norm()),
+                                      "resid_norm": r2}
+    efficacy_figure(cfg, by_layer, Path(f"{stem}_efficacy"))
     equivalence_figure(cfg, tables, Path(f"{stem}_equivalence"))
     overlap = overlap_figure(model, cfg, layer, sets, Path(f"{stem}_overlap"))
     write_json(Path(f"{stem}_protocol.json"), {"config": asdict(cfg), "hook": hook,
@@ -268,30 +284,41 @@ def _by_eps(df, metric: str, source: str, alpha: float, eps_grid):
     return ref, np.array([r.mean() for r in rows]), np.array([r.std(ddof=0) for r in rows])
 
 
-def efficacy_figure(cfg, tables, out: Path) -> None:
-    traits = list(tables)
+def efficacy_figure(cfg, by_layer, out: Path) -> None:
+    """One row per layer, one column per trait: efficacy of v+δ against eps per source."""
+    layers = list(by_layer)
+    traits = list(by_layer[layers[0]])
     alpha = cfg.alphas[-1]
-    fig, axes = plt.subplots(1, len(traits), figsize=(5.2 * len(traits), 4.2), squeeze=False)
+    fig, axes = plt.subplots(len(layers), len(traits), figsize=(5.2 * len(traits),
+                                                                 4.0 * len(layers)),
+                             squeeze=False)
     numbers = {"alpha": alpha, "metric": "efficacy_logit: shift vs alpha=0 of mean "
-               "[log P(pos text) - log P(neg text)] over held-out pairs, nats", "traits": {}}
-    for ax, trait in zip(axes[0], traits):
-        df = tables[trait]["df"]
-        entry = {}
-        for src, color in zip(cfg.sources, ["C0", "C1", "C3"]):
-            ref, m, s = _by_eps(df, "efficacy_logit", src, alpha, cfg.eps_grid)
-            ax.plot(cfg.eps_grid, m, "o-", color=color, label=f"v+δ, δ from {src}")
-            ax.fill_between(cfg.eps_grid, m - s, m + s, color=color, alpha=0.2)
-            entry[src] = {"eps": cfg.eps_grid, "efficacy_mean": m.tolist(),
-                          "efficacy_sd": s.tolist()}
-            entry["v_efficacy"] = ref
-        ax.axhline(entry["v_efficacy"], color="k", lw=1.2, ls=":", label="v itself")
-        ax.axhline(0, color="0.6", lw=0.8)
-        rel = alpha * tables[trait]["v_norm"] / tables[trait]["resid_norm"]
-        ax.set(title=f"{trait} (‖αv‖/‖resid‖ = {rel:.2f})",
-               xlabel="perturbation size eps = ‖δ‖/‖v‖, δ ⟂ v",
-               ylabel="efficacy: Δ log-prob gap pos−neg [nats]")
-        ax.legend(fontsize=8)
-        numbers["traits"][trait] = entry
+               "[log P(pos text) - log P(neg text)] over held-out pairs, nats", "layers": {}}
+    for row, layer in enumerate(layers):
+        numbers["layers"][str(layer)] = {}
+        for ax, trait in zip(axes[row], traits):
+            t = by_layer[layer][trait]
+            df = t["df"]
+            entry = {}
+            for src, color in zip(cfg.sources, ["C0", "C1", "C3"]):
+                ref, m, s = _by_eps(df, "efficacy_logit", src, alpha, cfg.eps_grid)
+                ax.plot(cfg.eps_grid, m, "o-", color=color, label=f"v+δ, δ from {src}")
+                ax.fill_between(cfg.eps_grid, m - s, m + s, color=color, alpha=0.2)
+                entry[src] = {"eps": cfg.eps_grid, "efficacy_mean": m.tolist(),
+                              "efficacy_sd": s.tolist(),
+                              "kl_to_v_mean": _by_eps(df, "kl_to_v", src, alpha,
+                                                      cfg.eps_grid)[1].tolist()}
+                entry["v_efficacy"] = ref
+            ax.axhline(entry["v_efficacy"], color="k", lw=1.2, ls=":", label="v itself")
+            ax.axhline(0, color="0.6", lw=0.8)
+            rel = alpha * t["v_norm"] / t["resid_norm"]
+            entry["relative_strength"] = rel
+            ax.set(title=f"{trait}, blocks.{layer}.hook_resid_pre (‖αv‖/‖resid‖={rel:.2f})",
+                   xlabel="perturbation size eps = ‖δ‖/‖v‖, δ ⟂ v",
+                   ylabel="efficacy: Δ log-prob gap pos−neg [nats]")
+            ax.title.set_fontsize(9)
+            ax.legend(fontsize=7.5)
+            numbers["layers"][str(layer)][trait] = entry
     fig.suptitle(f"{cfg.model}: efficacy of v+δ (mean ± sd over {cfg.n_perturb} draws), "
                  f"α = {alpha}")
     fig.tight_layout()
