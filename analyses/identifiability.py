@@ -179,7 +179,8 @@ def run(cfg: Config, out_dir: Path = Path("figures"), model=None) -> dict:
     n_layers = model.cfg.n_layers
     layers = cfg.layers or ([n_layers // 2] if cfg.quick else [n_layers // 2, n_layers // 3])
     cfg.layers = layers
-    stem = out_dir / f"identifiability_{cfg.model}"
+    # quick runs (make demo) must not overwrite the full run's figures
+    stem = out_dir / f"identifiability_{cfg.model}{'_quick' if cfg.quick else ''}"
     corpus, sets = _corpus(model)
     null_spaces = spectrum_figure(model, cfg, layers, corpus, Path(f"{stem}_spectrum"))
 
@@ -269,8 +270,9 @@ def paper_protocol(model, cfg, v, prompts, clfs) -> dict:
                 "mean_v": float(sv.mean()), "mean_v_plus_perp": float(sp.mean()),
                 "mean_perp_only": float(so.mean()),
                 "cohens_d_v_vs_v_plus_perp": cohens_d(sv, sp),
-                "perp_only_ratio": float(abs(so.mean() - base) / max(abs(sv.mean() - base),
-                                                                     1e-9)),
+                # undefined at alpha = 0, where v has no effect to compare with
+                "perp_only_ratio": None if a == 0 else float(
+                    abs(so.mean() - base) / max(abs(sv.mean() - base), 1e-9)),
             }
         out["classifiers"][name] = rows
     return out
@@ -314,7 +316,7 @@ def efficacy_figure(cfg, by_layer, out: Path) -> None:
             rel = alpha * t["v_norm"] / t["resid_norm"]
             entry["relative_strength"] = rel
             ax.set(title=f"{trait}, blocks.{layer}.hook_resid_pre (‖αv‖/‖resid‖={rel:.2f})",
-                   xlabel="perturbation size eps = ‖δ‖/‖v‖, δ ⟂ v",
+                   xlabel="perturbation size eps = ‖δ‖/‖v‖, δ ⊥ v",
                    ylabel="efficacy: Δ log-prob gap pos−neg [nats]")
             ax.title.set_fontsize(9)
             ax.legend(fontsize=7.5)
