@@ -202,13 +202,7 @@ def _paired(vec_a: SteeringVector, vec_b: SteeringVector, alpha: float, n: int):
 
     Steering with these runs both conditions in one batch.
     """
-    if vec_a.hook != vec_b.hook:
-        raise ValueError("both vectors must sit at the same hook")
-    both = SteeringVector(torch.cat([vec_a.directions, vec_b.directions]), vec_a.hook,
-                          vec_a.model_fingerprint)
-    coef = torch.zeros(2 * n, 2)
-    coef[:n, 0], coef[n:, 1] = alpha, alpha
-    return both, coef
+    return _stack([vec_a, vec_b]), _rows([(0, alpha), (1, alpha)], 2, n)
 
 
 @torch.no_grad()
