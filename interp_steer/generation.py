@@ -8,6 +8,7 @@ from contextlib import ExitStack
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
+from tqdm.auto import tqdm
 from transformer_lens import TransformerLensKeyValueCache
 
 from interp_steer.activations import Batch, tokenize
@@ -125,6 +126,7 @@ def generate(
     use_cache: bool = True,
     batch_size: int | None = None,
     force: bool = False,
+    progress: bool = False,
 ) -> list[str]:
     """Generate completions, optionally steering with ``alphas``·``vector``.
 
@@ -140,7 +142,7 @@ def generate(
         raise ValueError(f"{a.shape[0]} alphas for {len(texts)} prompts; give one per prompt")
     bs = batch_size or len(texts)
     results: list[str] = []
-    for i in range(0, len(texts), bs):
+    for i in tqdm(range(0, len(texts), bs), desc="generate", disable=not progress):
         batch = tokenize(model, texts[i : i + bs])
         with ExitStack() as stack:
             if vector is not None:

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from interp_steer import __version__
 from interp_steer.activations import encode, get_activations
-from interp_steer.methods import mean_diff, one_shot, pca, probe
+from interp_steer.methods import mean_diff, one_shot, pca, probe, sae_feature
 from interp_steer.vectors import SteeringVector, model_fingerprint
 
 CONTRASTIVE = {"mean_diff": mean_diff.fit, "pca": pca.fit, "probe": probe.fit}
@@ -52,10 +52,10 @@ def build_vector(
         directions, extra = one_shot.build(model, data, hook, seed=seed, progress=progress, **opts)
         meta.update(dataset="one-shot prompt", aggregation="all positions")
     elif method == "sae_feature":
-        raise NotImplementedError(
-            "method='sae_feature' needs the SAE module (interp_steer.sae), which has not "
-            "landed yet; build a SteeringVector from an SAE decoder row by hand meanwhile"
+        directions, extra = sae_feature.build(
+            model, data, hook, batch_size=batch_size, progress=progress, **opts
         )
+        meta.update(dataset=_pairs(data)[1] if extra.get("selected_by") else "none")
     elif method in CONTRASTIVE:
         pairs, label = _pairs(data)
         if len(pairs[0]) == 3:

@@ -1,0 +1,160 @@
+import pytest
+import torch
+
+from interp_steer import SteeringVector, build_vector, generate, steer
+from interp_steer import sae as S
+from interp_steer.corpus import plain_texts
+from interp_steer.testing import tiny_model
+
+HOOK = "blocks.1.hook_resid_pre"
+PAIRS = [("I love this", "I hate this"), ("great day", "awful day"), ("so happy", "so sad"),
+         ("wonderful food", "terrible food"), ("nice work", "bad work")]
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_model("llama")
+
+
+@pytest.fixture(scope="module")
+def trained(model):
+    texts = plain_texts()[:300]
+    return S.train(model, HOOK, texts, d_sae=256, k=8, training_tokens=60_000, batch_size=512,
+                   lr=3e-3, progress=False)
+
+
+def _cache(model, text, hook=HOOK):
+    _, cache = model.run_with_cache(model.to_tokens(text), names_filter=[hook])
+    return cache[hook][0]
+
+
+def test_train_reports_heldout_quality(trained):
+    sae, report = trained
+    held = report["heldout"]
+    assert held["l0"] <= 8 + 1e-6  # TopK: at most k latents per token
+    assert held["explained_variance"] > 0.6, held
+    assert 0 <= held["dead_fraction"] < 1 and held["n_tokens"] > 0
+    assert report["config"]["architecture"] == "topk" and report["d_sae"] == 256
+    assert sae.cfg.metadata.hook_name == HOOK
+
+
+def test_standard_architecture_trains(model):
+    sae, report = S.train(model, HOOK, plain_texts()[:100], architecture="standard",
+                          d_sae=128, training_tokens=40_000, batch_size=512, lr=3e-3,
+                          l1_coefficient=1.0, progress=False)
+    assert sae.cfg.architecture() == "standard"
+    assert report["heldout"]["explained_variance"] > 0
+
+
+def test_save_load_roundtrip(trained, tmp_path):
+    sae, report = trained
+    path = S.save(sae, tmp_path / "sae", report)
+    back = S.load(path)
+    for name, p in sae.state_dict().items():
+        assert torch.equal(p, back.state_dict()[name]), name
+    assert back.cfg.metadata.hook_name == HOOK and S.report_of(path) == report
+    assert back.cfg.metadata.interp_steer_fingerprint == sae.cfg.metadata.interp_steer_fingerprint
+    x = torch.randn(5, sae.cfg.d_in)
+    assert torch.equal(sae.encode(x), back.encode(x))
+
+
+def test_ablation_keeping_error_moves_only_along_decoder(model, trained):
+    sae, _ = trained
+    text = "the quick brown fox"
+    x = _cache(model, text)
+    f = sae.encode(x)
+    j = int((f > 0).sum(0).argmax())  # a latent that fires somewhere here
+    with S.ablate_features(model, sae, j):
+        y = _cache(model, text)
+    d = sae.W_dec[j] / sae.W_dec[j].norm()
+    diff = y - x
+    along = diff @ d
+    assert diff.abs().max() > 1e-3
+    assert torch.allclose(diff, along[:, None] * d[None], atol=1e-4)
+    assert torch.allclose(along, -f[:, j] * sae.W_dec[j].norm(), atol=1e-4)
+
+
+def test_feature_edits_respect_positions_and_error_flag(model, trained):
+    sae, _ = trained
+    text = "hello there"
+    x = _cache(model, text)
+    with S.clamp_features(model, sae, [0, 1], 5.0, positions=[2]):
+        y = _cache(model, text)
+    changed = (y - x).abs().amax(-1) > 1e-6
+    assert changed.tolist() == [i == 2 for i in range(len(x))]
+    with S.ablate_features(model, sae, 0, keep_error=False):
+        z = _cache(model, text)
+    f = sae.encode(x)
+    f[:, 0] = 0
+    assert torch.allclose(z, sae.decode(f), atol=1e-5)
+
+
+def test_hooks_removed_after_exception(model, trained):
+    sae, _ = trained
+    with pytest.raises(RuntimeError), S.ablate_features(model, sae, 0):
+        raise RuntimeError("boom")
+    assert all(len(h.fwd_hooks) == 0 for h in model.hook_dict.values())
+
+
+def test_mean_ablation_uses_reference_means(model, trained):
+    sae, _ = trained
+    ref = _cache(model, "some reference text")
+    means = S.feature_means(sae, ref)
+    x = _cache(model, "abc")
+    j = 3
+    with S.ablate_features(model, sae, j, mean_acts=means):
+        y = _cache(model, "abc")
+    expected = (means[j] - sae.encode(x)[:, j])[:, None] * sae.W_dec[j][None]
+    assert torch.allclose(y - x, expected, atol=1e-4)
+
+
+def test_decompose_finds_a_planted_feature(model, trained):
+    sae, _ = trained
+    v = SteeringVector(3 * sae.W_dec[7].detach()[None], HOOK)
+    dec = S.decompose(sae, v, reference_acts=_cache(model, "reference text here"), top=3)
+    assert dec["by_decoder_cosine"][0]["feature"] == 7
+    assert dec["by_decoder_cosine"][0]["cosine"] == pytest.approx(1.0, abs=1e-5)
+    assert len(dec["by_encoder_gain"]) == 3
+
+
+def test_effect_survival(model, trained):
+    sae, _ = trained
+    v = build_vector(model, PAIRS, HOOK, progress=False)
+    rows = S.effect_survival(model, sae, v, ["hello", "good day"], ks=[0, 1, 8], alpha=1.0)
+    assert rows[0]["survival"] == pytest.approx(1.0)
+    assert [len(r["features"]) for r in rows] == [0, 1, 8]
+    assert all(torch.isfinite(torch.tensor(r["survival"])) for r in rows)
+
+
+def test_sae_feature_pipeline(model, trained, tmp_path):
+    sae, _ = trained
+    v = build_vector(model, PAIRS, HOOK, method="sae_feature", sae=sae, progress=False)
+    j = v.metadata["features"][0]
+    assert v.metadata["contrast"][0]["feature"] == j
+    assert torch.allclose(v.vector, sae.W_dec[j] / sae.W_dec[j].norm())
+    kw = dict(max_new_tokens=4, stop_at_eos=False)
+    with steer(model, v, 10.0):
+        steered = generate(model, ["hello"], **kw)
+    w = SteeringVector.load(v.save(tmp_path / "v.safetensors"))
+    assert torch.equal(w.directions, v.directions)
+    with steer(model, w, 10.0):
+        assert generate(model, ["hello"], **kw) == steered
+    v2 = build_vector(model, PAIRS, HOOK, method="sae_feature", sae=sae, feature=[1, 2])
+    assert v2.k == 2
+
+
+def test_bad_input(model, trained, tmp_path):
+    sae, _ = trained
+    with pytest.raises(IndexError):
+        S.ablate_features(model, sae, sae.cfg.d_sae).__enter__()
+    with pytest.raises(FileNotFoundError):
+        S.load(tmp_path / "nothing")
+    with pytest.raises(ValueError, match="needs sae"):
+        build_vector(model, PAIRS, HOOK, method="sae_feature", progress=False)
+    other = tiny_model("gpt2")
+    with pytest.raises(ValueError, match="trained on"):
+        S.check_sae(other, sae)
+    with pytest.raises(ValueError, match="architecture"):
+        S.SAETrainConfig(architecture="gated-ish")
+    with pytest.raises(ValueError, match="unknown hook"):
+        S.train(model, "blocks.9.hook_resid_pre", ["text"], progress=False)
