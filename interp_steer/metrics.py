@@ -1,0 +1,217 @@
+"""Metrics for steered generations: success, coherence, diversity, capability, KL.
+
+Every score used in the harmonic mean lives in [0, 1]:
+- success s: a classifier probability / rate, or the fraction of texts matching a target.
+- coherence c = min(1, ppl_ref / ppl): the completion's perplexity under the *unsteered* model,
+  relative to ``ppl_ref`` (the median perplexity of unsteered completions of the same
+  prompts). Unsteered text scores ~1; text 4x as perplexing scores 0.25.
+- diversity d = mean of distinct-2 (within a response) and 1 − mean pairwise MiniLM cosine
+  (across responses to one prompt).
+- harmonic mean HM = 3 / (1/s + 1/c + 1/d); 0 if any term is 0.
+Capability is accuracy on `data/capability.json` (factual QA by regex, tiny Python functions by
+running the model's code against asserts in a subprocess with a time limit).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from collections import Counter
+from collections.abc import Sequence
+from importlib.resources import files
+
+import numpy as np
+import torch
+
+from interp_steer.activations import encode, forward_kwargs, pad_left
+
+# ---------------------------------------------------------------- success
+
+
+def contains_rate(texts: Sequence[str], targets: str | Sequence[str]) -> np.ndarray:
+    """1.0 per text containing any target as a whole word (case-insensitive)."""
+    targets = [targets] if isinstance(targets, str) else list(targets)
+    if not targets:
+        raise ValueError("no target strings given")
+    rx = re.compile("|".join(rf"\b{re.escape(t)}" for t in targets), re.IGNORECASE)
+    return np.array([float(bool(rx.search(t))) for t in texts])
+
+
+def count_strings(texts: Sequence[str], strings: Sequence[str]) -> dict[str, int]:
+    """How many texts contain each string (lowercase substring), as in the one-shot EM post."""
+    low = [t.lower() for t in texts]
+    return {s: sum(s.lower() in t for t in low) for s in strings}
+
+
+# ---------------------------------------------------------------- coherence
+
+
+@torch.no_grad()
+def perplexity(
+    model, prompts: Sequence[str], completions: Sequence[str], batch_size: int = 16
+) -> np.ndarray:
+    """Per-sample perplexity of ``completions`` given ``prompts`` (already formatted) under
+    ``model`` as it is: call it outside any steering context to score with the unsteered model."""
+    if len(prompts) != len(completions):
+        raise ValueError("prompts and completions differ in length")
+    out = []
+    for i in range(0, len(prompts), batch_size):
+        heads = [encode(model, p) for p in prompts[i : i + batch_size]]
+        fulls = [encode(model, p + c) for p, c in zip(prompts[i : i + batch_size], completions[i : i + batch_size])]
+        batch = pad_left(model, fulls)
+        logp = model(batch.tokens, **forward_kwargs(batch)).float().log_softmax(-1)
+        tgt = batch.tokens[:, 1:]
+        lp = logp[:, :-1].gather(-1, tgt[..., None])[..., 0]  # [b, pos-1]
+        for r, (h, f) in enumerate(zip(heads, fulls)):
+            n_new = len(f) - len(h)
+            if n_new <= 0:
+                out.append(float("nan"))  # empty completion: undefined
+                continue
+            out.append(math.exp(-float(lp[r, -n_new:].mean())))
+    return np.array(out)
+
+
+def coherence_score(ppl: np.ndarray, ppl_ref: float) -> np.ndarray:
+    """min(1, ppl_ref / ppl); NaN perplexity (empty output) scores 0."""
+    s = np.minimum(1.0, ppl_ref / np.asarray(ppl, float))
+    return np.nan_to_num(s, nan=0.0)
+
+
+# ---------------------------------------------------------------- diversity
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"\w+|[^\w\s]", text.lower())
+
+
+def distinct_n(text: str, n: int = 2) -> float:
+    """Unique n-grams / n-grams within one text (sample-level diversity); 0 if none."""
+    w = _words(text)
+    grams = [tuple(w[i : i + n]) for i in range(len(w) - n + 1)]
+    return len(set(grams)) / len(grams) if grams else 0.0
+
+
+def ngram_entropy(texts: Sequence[str], n: int = 2) -> float:
+    """Shannon entropy (bits) of the n-gram distribution pooled over texts (set-level)."""
+    c = Counter(tuple(w[i : i + n]) for t in texts for w in [_words(t)] for i in range(len(w) - n + 1))
+    total = sum(c.values())
+    if total == 0:
+        return 0.0
+    p = np.array(list(c.values()), float) / total
+    return float(-(p * np.log2(p)).sum())
+
+
+def embedding_diversity(texts: Sequence[str], embed=None) -> float:
+    """1 − mean pairwise cosine of MiniLM embeddings (set-level); needs ≥ 2 texts."""
+    if len(texts) < 2:
+        raise ValueError("embedding diversity needs at least two texts")
+    if embed is None:
+        from interp_steer.classifiers import MiniLM
+
+        embed = MiniLM()
+    e = np.asarray(embed(list(texts)), float)
+    sim = e @ e.T
+    n = len(e)
+    return float(1 - (sim.sum() - np.trace(sim)) / (n * (n - 1)))
+
+
+def harmonic_mean(*scores: float) -> float:
+    """3 / Σ 1/x for scores in [0, 1]; 0 when any is 0."""
+    s = np.clip(np.asarray(scores, float), 0, 1)
+    if (s <= 0).any() or np.isnan(s).any():
+        return 0.0
+    return float(len(s) / (1 / s).sum())
+
+
+# ---------------------------------------------------------------- capability
+
+
+def capability_tasks() -> dict:
+    raw = json.loads(files("interp_steer.data").joinpath("capability.json").read_text())
+    return {"qa": raw["qa"], "code": raw["code"]}
+
+
+def extract_code(text: str) -> str:
+    """The first fenced code block, else the text from the first ``def`` on."""
+    m = re.search(r"```(?:python|py)?\s*\n(.*?)(?:```|$)", text, re.DOTALL)
+    if m:
+        return m.group(1)
+    i = text.find("def ")
+    return text[i:] if i >= 0 else text
+
+
+def run_python(code: str, test: str, timeout: float = 5.0) -> bool:
+    """True if ``code`` followed by ``test`` runs cleanly in a fresh interpreter in time."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "candidate.py")
+        with open(path, "w") as f:
+            f.write(code + "\n\n" + test + "\n")
+        try:
+            r = subprocess.run(
+                [sys.executable, "-I", path], cwd=tmp, capture_output=True, timeout=timeout
+            )
+        except subprocess.TimeoutExpired:
+            return False
+    return r.returncode == 0
+
+
+def grade_qa(answers: Sequence[str], tasks: Sequence[dict]) -> np.ndarray:
+    return np.array([float(bool(re.search(t["answer"], a, re.IGNORECASE))) for a, t in zip(answers, tasks)])
+
+
+def grade_code(answers: Sequence[str], tasks: Sequence[dict], timeout: float = 5.0) -> np.ndarray:
+    return np.array([float(run_python(extract_code(a), t["test"], timeout)) for a, t in zip(answers, tasks)])
+
+
+def capability(
+    model,
+    vector=None,
+    alphas: Sequence[float] = (0.0,),
+    max_new_tokens: int = 96,
+    batch_size: int = 32,
+    kinds: Sequence[str] = ("qa", "code"),
+) -> dict[str, np.ndarray]:
+    """Greedy accuracy per alpha on the shipped capability tasks: {kind: [len(alphas)]}."""
+    from interp_steer.generation import generate
+
+    tasks = capability_tasks()
+    out = {}
+    for kind in kinds:
+        ts = tasks[kind]
+        qs = [t["question"] if kind == "qa" else t["prompt"] + " Reply with only the code." for t in ts]
+        prompts = [q for _ in alphas for q in qs]
+        a = [float(x) for x in alphas for _ in qs]
+        answers = generate(
+            model, prompts, vector=vector, alphas=a if vector is not None else None,
+            max_new_tokens=max_new_tokens if kind == "code" else 24, batch_size=batch_size,
+        )  # fmt: skip
+        grade = grade_qa if kind == "qa" else grade_code
+        scores = [grade(answers[i * len(ts) : (i + 1) * len(ts)], ts).mean() for i in range(len(alphas))]
+        out[kind] = np.array(scores)
+    return out
+
+
+# ---------------------------------------------------------------- KL
+
+
+@torch.no_grad()
+def kl_from_unsteered(model, vector, alphas: Sequence[float], prompts: Sequence[str]) -> np.ndarray:
+    """Mean next-token KL(P_steered ‖ P_unsteered) in nats over prompt positions, per alpha."""
+    from interp_steer.activations import tokenize
+    from interp_steer.interventions import steer
+
+    batch = tokenize(model, list(prompts))
+    kw = forward_kwargs(batch)
+    base = model(batch.tokens, **kw).double().log_softmax(-1)
+    out = []
+    for a in alphas:
+        with steer(model, vector, a):
+            lp = model(batch.tokens, **kw).double().log_softmax(-1)
+        kl = (lp.exp() * (lp - base)).sum(-1)
+        out.append(float(kl[batch.mask].mean()))
+    return np.array(out)

@@ -1,0 +1,179 @@
+"""Strength sweeps over (vector, layer, alpha) and alpha calibration.
+
+Each vector's whole alpha grid is one batched generation (per-row alphas), scored with
+`interp_steer.metrics`. Layers are covered by passing vectors at different hooks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from interp_steer import metrics
+from interp_steer._io import write_json, write_text
+from interp_steer.activations import get_activations
+from interp_steer.generation import format_prompts, generate
+from interp_steer.vectors import SteeringVector
+
+Scorer = Callable[[list[str]], np.ndarray]
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    alphas: tuple[float, ...]
+    samples_per_prompt: int = 4
+    max_new_tokens: int = 48
+    temperature: float = 1.0
+    top_p: float = 0.95
+    seed: int = 0
+    batch_size: int = 64
+    chat: bool = True
+    extra: dict = field(default_factory=dict)
+
+
+def residual_norm(model, hook: str, prompts: Sequence[str], chat: bool = True) -> float:
+    """Mean last-token residual norm of the (formatted) prompts at ``hook``."""
+    texts = format_prompts(model, prompts, chat)
+    return float(get_activations(model, texts, hook, progress=False)[hook].norm(dim=-1).mean())
+
+
+def sweep(
+    model,
+    vectors: dict[str, SteeringVector],
+    alphas: Sequence[float],
+    prompts: Sequence[str],
+    success: Scorer | None = None,
+    samples_per_prompt: int = 4,
+    max_new_tokens: int = 48,
+    temperature: float = 1.0,
+    top_p: float = 0.95,
+    seed: int = 0,
+    batch_size: int = 64,
+    chat: bool = True,
+    diversity: bool = True,
+    kl: bool = True,
+    embed=None,
+    out: str | Path | None = None,
+    progress: bool = True,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Evaluate every (vector, alpha). Returns (summary per vector × alpha, one row per sample).
+
+    alpha = 0 is always added: its completions set the coherence reference perplexity.
+    ``out``: a path stem; writes ``{out}.csv``, ``{out}_samples.csv`` and ``{out}.json``.
+    """
+    if not vectors:
+        raise ValueError("no vectors given")
+    if not prompts:
+        raise ValueError("no prompts given")
+    if samples_per_prompt < 1 or (diversity and samples_per_prompt < 2):
+        raise ValueError("samples_per_prompt must be >= 2 for set-level diversity")
+    alphas = sorted({0.0, *map(float, alphas)})
+    cfg = SweepConfig(tuple(alphas), samples_per_prompt, max_new_tokens, temperature, top_p,
+                      seed, batch_size, chat)  # fmt: skip
+    formatted = format_prompts(model, prompts, chat)
+    rows = []
+    for name, vec in tqdm(vectors.items(), desc="sweep", disable=not progress):
+        grid = [(a, p, s) for a in alphas for p in range(len(prompts)) for s in range(samples_per_prompt)]
+        texts = generate(
+            model, [prompts[p] for _, p, _ in grid], vector=vec, alphas=[a for a, _, _ in grid],
+            max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed,
+            batch_size=batch_size, chat=chat, progress=progress,
+        )  # fmt: skip
+        ppl = metrics.perplexity(model, [formatted[p] for _, p, _ in grid], texts)
+        scores = success(texts) if success is not None else np.full(len(texts), np.nan)
+        resid = residual_norm(model, vec.hook, prompts, chat)
+        for (a, p, s), t, pp, sc in zip(grid, texts, ppl, scores):
+            rows.append(dict(vector=name, hook=vec.hook, alpha=a, prompt=p, sample=s, text=t,
+                             ppl=pp, success=sc, distinct_2=metrics.distinct_n(t, 2),
+                             rel_strength=abs(a) * float(vec.norm()) / resid))  # fmt: skip
+    samples = pd.DataFrame(rows)
+    summary = summarise(samples, diversity=diversity, embed=embed)
+    if kl:
+        summary["kl"] = np.nan
+        for name, vec in vectors.items():
+            sel = summary.vector == name
+            summary.loc[sel, "kl"] = metrics.kl_from_unsteered(model, vec, summary[sel].alpha, prompts)
+    if out is not None:
+        save_sweep(out, summary, samples, asdict(cfg))
+    return summary, samples
+
+
+def summarise(samples: pd.DataFrame, diversity: bool = True, embed=None) -> pd.DataFrame:
+    """Per (vector, alpha): mean success, coherence, diversity and their harmonic mean."""
+    out = []
+    for name, g in samples.groupby("vector", sort=False):
+        ref = float(np.nanmedian(g[g.alpha == 0].ppl))
+        for a, ga in g.groupby("alpha"):
+            coh = metrics.coherence_score(ga.ppl.to_numpy(), ref)
+            row = dict(vector=name, hook=ga.hook.iloc[0], alpha=a, rel_strength=ga.rel_strength.iloc[0],
+                       success=float(ga.success.mean()), ppl=float(np.nanmedian(ga.ppl)),
+                       coherence=float(coh.mean()), distinct_2=float(ga.distinct_2.mean()),
+                       ngram_entropy=metrics.ngram_entropy(ga.text.tolist()))  # fmt: skip
+            if diversity:
+                emb = [metrics.embedding_diversity(gp.text.tolist(), embed) for _, gp in ga.groupby("prompt")]
+                row["embedding_diversity"] = float(np.mean(emb))
+                row["diversity"] = (row["distinct_2"] + row["embedding_diversity"]) / 2
+                row["hm"] = metrics.harmonic_mean(row["success"], row["coherence"], row["diversity"])
+            out.append(row)
+    return pd.DataFrame(out)
+
+
+def save_sweep(stem: str | Path, summary: pd.DataFrame, samples: pd.DataFrame, config: dict) -> None:
+    stem = Path(stem)
+    write_text(stem.with_suffix(".csv"), summary.to_csv(index=False))
+    write_text(stem.parent / f"{stem.name}_samples.csv", samples.to_csv(index=False))
+    write_json(stem.with_suffix(".json"), {"config": config, "summary": summary.to_dict("records")})
+
+
+def calibrate(
+    model,
+    vector: SteeringVector,
+    prompts: Sequence[str],
+    target_kl: float | None = None,
+    target_success: float | None = None,
+    success: Scorer | None = None,
+    alphas: Sequence[float] | None = None,
+    sign: float = 1.0,
+    max_alpha: float = 64.0,
+    tol: float = 0.02,
+    **sweep_kw,
+) -> float:
+    """The strength that reaches ``target_kl`` (iso-KL, by bisection on next-token KL from the
+    unsteered model) or ``target_success`` (first crossing on a swept grid, interpolated)."""
+    if (target_kl is None) == (target_success is None):
+        raise ValueError("give exactly one of target_kl or target_success")
+    if target_kl is not None:
+        if target_kl <= 0:
+            raise ValueError("target_kl must be positive")
+
+        def f(a: float) -> float:
+            return float(metrics.kl_from_unsteered(model, vector, [sign * a], prompts)[0])
+
+        lo, hi = 0.0, 1.0
+        while f(hi) < target_kl:
+            lo, hi = hi, hi * 2
+            if hi > max_alpha:
+                raise ValueError(f"KL stays below {target_kl} up to |alpha| = {max_alpha}")
+        while hi - lo > tol * hi:
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if f(mid) < target_kl else (lo, mid)
+        return sign * (lo + hi) / 2
+    if success is None or alphas is None:
+        raise ValueError("target_success needs success= and an alphas grid")
+    summary, _ = sweep(model, {"v": vector}, alphas, prompts, success, diversity=False, kl=False,
+                       progress=False, **sweep_kw)  # fmt: skip
+    s = summary.sort_values("alpha", key=lambda x: sign * x)
+    s = s[sign * s.alpha >= 0]
+    a, y = s.alpha.to_numpy(), s.success.to_numpy()
+    hit = np.nonzero(y >= target_success)[0]
+    if len(hit) == 0:
+        raise ValueError(f"success never reaches {target_success} on the grid (max {y.max():.2f})")
+    i = hit[0]
+    if i == 0:
+        return float(a[0])
+    return float(a[i - 1] + (target_success - y[i - 1]) * (a[i] - a[i - 1]) / (y[i] - y[i - 1]))

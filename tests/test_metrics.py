@@ -1,0 +1,90 @@
+import numpy as np
+import pytest
+import torch
+
+from interp_steer import build_vector, metrics
+from interp_steer.sweep import calibrate, sweep
+
+HOOK = "blocks.1.hook_resid_pre"
+PAIRS = [("I love this", "I hate this"), ("great day", "awful day"), ("so happy", "so sad")]
+
+
+def test_contains_rate_and_counts():
+    texts = ["An owl, surely.", "a hawk", "OWLS everywhere", "bowl"]
+    assert metrics.contains_rate(texts, "owl").tolist() == [1, 0, 1, 0]
+    assert metrics.count_strings(texts, ["owl", "hawk"]) == {"owl": 3, "hawk": 1}
+    with pytest.raises(ValueError):
+        metrics.contains_rate(texts, [])
+
+
+def test_diversity_measures():
+    assert metrics.distinct_n("a b a b a b", 2) == pytest.approx(2 / 5)
+    assert metrics.distinct_n("one", 2) == 0.0
+    assert metrics.ngram_entropy(["a b", "a b"]) == 0.0
+    assert metrics.ngram_entropy(["a b", "c d"]) == pytest.approx(1.0)
+
+    def embed(texts):  # orthogonal for distinct texts, identical for equal ones
+        vocab = sorted(set(texts))
+        return np.eye(len(vocab))[[vocab.index(t) for t in texts]]
+
+    assert metrics.embedding_diversity(["x", "x"], embed) == pytest.approx(0.0)
+    assert metrics.embedding_diversity(["x", "y", "z"], embed) == pytest.approx(1.0)
+
+
+def test_harmonic_mean_and_coherence():
+    assert metrics.harmonic_mean(1, 1, 1) == pytest.approx(1.0)
+    assert metrics.harmonic_mean(0.5, 1, 0) == 0.0
+    assert metrics.harmonic_mean(0.5, 0.5, 0.5) == pytest.approx(0.5)
+    c = metrics.coherence_score(np.array([10.0, 40.0, np.nan]), 10.0)
+    assert c.tolist() == [1.0, 0.25, 0.0]
+
+
+def test_perplexity_matches_manual_loss(llama):
+    prompt, completion = "hello", " world"
+    ppl = metrics.perplexity(llama, [prompt], [completion])[0]
+    toks = llama.to_tokens(prompt + completion)
+    n = len(llama.to_tokens(completion, prepend_bos=False)[0])
+    logp = llama(toks).log_softmax(-1)[0, :-1].gather(-1, toks[0, 1:, None])[:, 0]
+    assert ppl == pytest.approx(float(torch.exp(-logp[-n:].mean())), rel=1e-4)
+
+
+def test_code_grading_runs_in_subprocess():
+    task = {"test": "assert add(2, 3) == 5"}
+    good = "Sure!\n```python\ndef add(a, b):\n    return a + b\n```"
+    assert metrics.grade_code([good, "def add(a, b): return a - b", "while True: pass"],
+                              [task] * 3, timeout=2).tolist() == [1, 0, 0]
+    assert metrics.grade_qa(["It is Paris."], [{"answer": "paris"}]).tolist() == [1]
+    tasks = metrics.capability_tasks()
+    assert len(tasks["qa"]) >= 5 and len(tasks["code"]) >= 5
+
+
+def test_kl_is_zero_at_alpha_zero_and_grows(llama):
+    v = build_vector(llama, PAIRS, HOOK, progress=False)
+    kl = metrics.kl_from_unsteered(llama, v, [0.0, 1.0, 4.0], ["hello there", "hi"])
+    assert kl[0] == pytest.approx(0.0, abs=1e-9) and kl[1] < kl[2]
+
+
+def test_sweep_table_and_files(llama, tmp_path):
+    v = build_vector(llama, PAIRS, HOOK, progress=False)
+    embed = lambda ts: np.stack([np.r_[len(t), 1.0] / np.hypot(len(t), 1.0) for t in ts])  # noqa: E731
+    summary, samples = sweep(llama, {"v": v, "neg": -v}, [2.0], ["hi", "yo"],
+                             success=lambda ts: np.array([float("a" in t) for t in ts]),
+                             samples_per_prompt=2, max_new_tokens=5, embed=embed,
+                             out=tmp_path / "sw", progress=False)
+    assert len(summary) == 4 and set(summary.alpha) == {0.0, 2.0}  # alpha 0 always added
+    assert len(samples) == 2 * 2 * 2 * 2
+    base = summary[summary.alpha == 0]
+    assert (base.kl.abs() < 1e-9).all() and (summary[summary.alpha == 2].kl > 0).all()
+    assert summary.coherence.between(0, 1).all() and summary.hm.between(0, 1).all()
+    for f in ("sw.csv", "sw_samples.csv", "sw.json"):
+        assert (tmp_path / f).exists()
+
+
+def test_calibrate_hits_target_kl(llama):
+    v = build_vector(llama, PAIRS, HOOK, progress=False)
+    prompts = ["hello there", "hi"]
+    a = calibrate(llama, v, prompts, target_kl=0.05)
+    kl = metrics.kl_from_unsteered(llama, v, [a], prompts)[0]
+    assert kl == pytest.approx(0.05, rel=0.1)
+    with pytest.raises(ValueError):
+        calibrate(llama, v, prompts)
