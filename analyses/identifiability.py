@@ -25,8 +25,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from interp_steer import __version__, build_vector, chat, datasets, load_model  # noqa: E402
-from interp_steer._io import atomic_path, write_json  # noqa: E402
+from analyses._common import save_figure  # noqa: E402
+from interp_steer import build_vector, chat, datasets, load_model  # noqa: E402
+from interp_steer._io import write_json  # noqa: E402
 from interp_steer.activations import get_activations  # noqa: E402
 from interp_steer.classifiers import for_trait  # noqa: E402
 from interp_steer.identifiability import (  # noqa: E402
@@ -75,15 +76,7 @@ class Config:
         return cls(**{**quick, **kw})
 
 
-def _save(fig, stem: Path, numbers: dict, cfg: Config) -> None:
-    with atomic_path(stem.with_suffix(".png")) as tmp:
-        fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
-    plt.close(fig)
-    write_json(stem.with_suffix(".json"), {"config": asdict(cfg), "interp_steer": __version__,
-                                           **numbers})
-
-
-def _corpus(model) -> tuple[list[str], dict[str, list[str]]]:
+def covariance_prompts(model) -> tuple[list[str], dict[str, list[str]]]:
     """Chat-formatted prompts from every shipped prompt set (the covariance corpus)."""
     sets = {k: [chat(model, p) for p in v] for k, v in datasets.prompt_sets().items()}
     ds_prompts = [chat(model, p) for name in datasets.available()
@@ -132,7 +125,7 @@ def spectrum_figure(model, cfg, layers, corpus, out: Path) -> dict:
         ax.legend(fontsize=7.5, loc="lower left")
         numbers["layers"][str(layer)] = entry
     numbers["seconds"] = time.time() - t0
-    _save(fig, out, numbers, cfg)
+    save_figure(fig, out, numbers, cfg)
     return null_spaces
 
 
@@ -167,7 +160,7 @@ def overlap_figure(model, cfg, layer, sets, out: Path) -> dict:
                "null_dims": {n: spaces[n].dim for n in names},
                "note": "each set has only 8 prompts (~300 tokens) so its covariance is "
                        "rank-limited; null dims are upper-biased"}
-    _save(fig, out, numbers, cfg)
+    save_figure(fig, out, numbers, cfg)
     return numbers
 
 
@@ -181,7 +174,7 @@ def run(cfg: Config, out_dir: Path = Path("figures"), model=None) -> dict:
     cfg.layers = layers
     # quick runs (make demo) must not overwrite the full run's figures
     stem = out_dir / f"identifiability_{cfg.model}{'_quick' if cfg.quick else ''}"
-    corpus, sets = _corpus(model)
+    corpus, sets = covariance_prompts(model)
     null_spaces = spectrum_figure(model, cfg, layers, corpus, Path(f"{stem}_spectrum"))
 
     layer = layers[0]
@@ -324,7 +317,7 @@ def efficacy_figure(cfg, by_layer, out: Path) -> None:
     fig.suptitle(f"{cfg.model}: efficacy of v+δ (mean ± sd over {cfg.n_perturb} draws), "
                  f"α = {alpha}")
     fig.tight_layout()
-    _save(fig, out, numbers, cfg)
+    save_figure(fig, out, numbers, cfg)
 
 
 def equivalence_figure(cfg, tables, out: Path) -> None:
@@ -359,7 +352,7 @@ def equivalence_figure(cfg, tables, out: Path) -> None:
         numbers["traits"][trait] = entry
     fig.suptitle(f"{cfg.model}: behavioural equivalence of v and v+δ over α")
     fig.tight_layout()
-    _save(fig, out, numbers, cfg)
+    save_figure(fig, out, numbers, cfg)
 
 
 def headline(res: dict, cfg: Config) -> str:

@@ -25,11 +25,14 @@ class ContrastiveDataset:
         return len(self.train) + len(self.test)
 
 
+_NOT_CONTRASTIVE = {"prompt_sets", "capability"}
+
+
 def available() -> list[str]:
     return sorted(
         p.name[:-5]
         for p in files("interp_steer.data").iterdir()
-        if p.name.endswith(".json") and p.name != "prompt_sets.json"
+        if p.name.endswith(".json") and p.name[:-5] not in _NOT_CONTRASTIVE
     )
 
 

@@ -22,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib.resources import files
 
 import numpy as np
@@ -200,18 +200,25 @@ def capability(
 
 
 @torch.no_grad()
-def kl_from_unsteered(model, vector, alphas: Sequence[float], prompts: Sequence[str]) -> np.ndarray:
-    """Mean next-token KL(P_steered ‖ P_unsteered) in nats over prompt positions, per alpha."""
+def kl_under(model, prompts: Sequence[str], contexts: Sequence[Callable]) -> np.ndarray:
+    """Mean next-token KL(P_edited ‖ P_unedited) in nats over prompt positions, one value per
+    intervention: each of ``contexts`` is a zero-argument factory of a context manager."""
     from interp_steer.activations import tokenize
-    from interp_steer.interventions import steer
 
     batch = tokenize(model, list(prompts))
     kw = forward_kwargs(batch)
     base = model(batch.tokens, **kw).double().log_softmax(-1)
     out = []
-    for a in alphas:
-        with steer(model, vector, a):
+    for make in contexts:
+        with make():
             lp = model(batch.tokens, **kw).double().log_softmax(-1)
         kl = (lp.exp() * (lp - base)).sum(-1)
         out.append(float(kl[batch.mask].mean()))
     return np.array(out)
+
+
+def kl_from_unsteered(model, vector, alphas: Sequence[float], prompts: Sequence[str]) -> np.ndarray:
+    """`kl_under` for steering with ``vector`` at each of ``alphas``."""
+    from interp_steer.interventions import steer
+
+    return kl_under(model, prompts, [lambda a=a: steer(model, vector, a) for a in alphas])

@@ -130,6 +130,19 @@ def save_sweep(stem: str | Path, summary: pd.DataFrame, samples: pd.DataFrame, c
     write_json(stem.with_suffix(".json"), {"config": config, "summary": summary.to_dict("records")})
 
 
+def bisect_increasing(f: Callable[[float], float], target: float, max_x: float, tol: float = 0.02) -> float:
+    """x ≥ 0 with f(x) ≈ target for an increasing f with f(0) < target (doubling, then bisection)."""
+    lo, hi = 0.0, 1.0
+    while f(hi) < target:
+        lo, hi = hi, hi * 2
+        if hi > max_x:
+            raise ValueError(f"value stays below {target} up to {max_x}")
+    while hi - lo > tol * hi:
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if f(mid) < target else (lo, mid)
+    return (lo + hi) / 2
+
+
 def calibrate(
     model,
     vector: SteeringVector,
@@ -154,15 +167,7 @@ def calibrate(
         def f(a: float) -> float:
             return float(metrics.kl_from_unsteered(model, vector, [sign * a], prompts)[0])
 
-        lo, hi = 0.0, 1.0
-        while f(hi) < target_kl:
-            lo, hi = hi, hi * 2
-            if hi > max_alpha:
-                raise ValueError(f"KL stays below {target_kl} up to |alpha| = {max_alpha}")
-        while hi - lo > tol * hi:
-            mid = (lo + hi) / 2
-            lo, hi = (mid, hi) if f(mid) < target_kl else (lo, mid)
-        return sign * (lo + hi) / 2
+        return sign * bisect_increasing(f, target_kl, max_alpha, tol)
     if success is None or alphas is None:
         raise ValueError("target_success needs success= and an alphas grid")
     summary, _ = sweep(model, {"v": vector}, alphas, prompts, success, diversity=False, kl=False,

@@ -1,0 +1,37 @@
+"""What every analysis shares: figure + JSON writing, model loading, the CLI skeleton."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import asdict
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from interp_steer import __version__  # noqa: E402
+from interp_steer._io import atomic_path, write_json  # noqa: E402
+
+
+def save_figure(fig, stem: Path, numbers: dict, cfg) -> None:
+    """Write ``stem``.png and ``stem``.json (numbers + the config that produced them)."""
+    with atomic_path(stem.with_suffix(".png")) as tmp:
+        fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
+    plt.close(fig)
+    write_json(stem.with_suffix(".json"), {"config": asdict(cfg), "interp_steer": __version__,
+                                           **numbers})
+
+
+def stem(out_dir: Path, analysis: str, model_name: str, quick: bool, name: str | None = None) -> Path:
+    parts = [analysis, model_name] + (["quick"] if quick else []) + ([name] if name else [])
+    return Path(out_dir) / "_".join(parts)
+
+
+def arg_parser(doc: str) -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="small grid for a fast check")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", type=Path, default=Path("figures"))
+    return ap

@@ -1,0 +1,212 @@
+"""The ``interp-steer`` command: build, generate, sweep, identifiability, sae-train, figures."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ANALYSES = ["identifiability", "steering_window", "diversity_tradeoff", "sae_vs_steering",
+            "emergent_misalignment"]  # fmt: skip
+
+
+def _floats(s: str) -> list[float]:
+    try:
+        return [float(x) for x in s.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {s!r}") from None
+
+
+def _model(args):
+    from interp_steer import load_model
+
+    return load_model(args.model, device=args.device)
+
+
+def _pairs(spec: str):
+    """A shipped dataset name, or a JSON file with [[positive, negative], ...]."""
+    from interp_steer import datasets
+
+    if spec in datasets.available():
+        return spec
+    p = Path(spec)
+    if not p.exists():
+        raise SystemExit(f"error: {spec!r} is neither a shipped dataset {datasets.available()} nor a file")
+    return [tuple(x) for x in json.loads(p.read_text())]
+
+
+def cmd_build(args) -> None:
+    from interp_steer import build_vector
+
+    model = _model(args)
+    opts = {}
+    if args.method == "pca":
+        opts["k"] = args.k
+    if args.method == "sae_feature":
+        from interp_steer import sae
+
+        opts["sae"] = sae.load_default(model, args.hook)
+    if args.method == "one_shot":
+        data = {"prompt": args.prompt, "promote": args.promote, "suppress": args.suppress}
+        data = {k: v for k, v in data.items() if v is not None}
+    else:
+        data = _pairs(args.data)
+    vec = build_vector(model, data, args.hook, method=args.method, seed=args.seed, **opts)
+    vec.save(args.out)
+    print(f"{vec}\nsaved to {args.out}")
+
+
+def cmd_generate(args) -> None:
+    from interp_steer import SteeringVector, generate
+
+    model = _model(args)
+    vec = SteeringVector.load(args.vector) if args.vector else None
+    alphas = args.alpha if vec is not None else [0.0]
+    for a in alphas:
+        outs = generate(model, args.prompt, vector=vec, alphas=a if vec is not None else None,
+                        max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                        seed=args.seed, positions=args.positions)  # fmt: skip
+        for p, o in zip(args.prompt, outs):
+            print(f"--- alpha={a:+g} | {p}\n{o}\n")
+
+
+def _scorer(spec: str | None):
+    if spec is None:
+        return None
+    from interp_steer import classifiers, metrics
+
+    if spec.startswith("contains:"):
+        targets = spec.split(":", 1)[1].split(",")
+        return lambda ts: metrics.contains_rate(ts, targets)
+    if spec == "vader":
+        return lambda ts: (classifiers.Vader()(ts) + 1) / 2  # [-1, 1] -> [0, 1]
+    if spec.startswith("trait:"):
+        return classifiers.EmbeddingClassifier(spec.split(":", 1)[1])
+    raise SystemExit(f"error: unknown --success {spec!r}; use vader, trait:NAME or contains:A,B")
+
+
+def cmd_sweep(args) -> None:
+    from interp_steer import SteeringVector, datasets
+    from interp_steer.sweep import sweep
+
+    model = _model(args)
+    vectors = {Path(v).stem: SteeringVector.load(v) for v in args.vector}
+    prompts = args.prompt or datasets.load(args.prompts_from).prompts
+    summary, _ = sweep(model, vectors, args.alphas, prompts, _scorer(args.success),
+                       samples_per_prompt=args.samples, max_new_tokens=args.max_new_tokens,
+                       seed=args.seed, out=args.out)  # fmt: skip
+    print(summary.to_string(index=False))
+
+
+def cmd_sae_train(args) -> None:
+    from interp_steer import sae
+
+    model = _model(args)
+    cfg = sae.SAETrainConfig(architecture=args.architecture, k=args.k, expansion=args.expansion,
+                             training_tokens=args.training_tokens, seed=args.seed)  # fmt: skip
+    hook = args.hook or sae.default_hook(model)
+    path = sae.default_path(model, hook, cfg)
+    if path.exists() and not args.force:
+        print(f"cached SAE at {path} (use --force to retrain)")
+    else:
+        s, report = sae.train(model, hook, config=cfg)
+        sae.save(s, path, report)
+    print(json.dumps(sae.report_of(path), indent=2))
+
+
+def _run_analysis(name: str, quick: bool, seed: int) -> None:
+    import importlib
+
+    try:
+        mod = importlib.import_module(f"analyses.{name}")
+    except ImportError as e:
+        raise SystemExit(f"error: cannot import analyses.{name} ({e}); run from a checkout") from e
+    argv = ["--quick"] if quick else []
+    mod.main([*argv, "--seed", str(seed)])
+
+
+def cmd_identifiability(args) -> None:
+    _run_analysis("identifiability", args.quick, args.seed)
+
+
+def cmd_figures(args) -> None:
+    for name in args.only or ANALYSES:
+        print(f"== analyses.{name}")
+        _run_analysis(name, args.quick, args.seed)
+
+
+def parser() -> argparse.ArgumentParser:
+    from interp_steer.methods import METHODS
+    from interp_steer.models import DEFAULT_MODEL
+
+    p = argparse.ArgumentParser(prog="interp-steer", description=__doc__)
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+
+    def add(name, fn, help):
+        s = sub.add_parser(name, help=help, description=help)
+        s.set_defaults(fn=fn)
+        s.add_argument("--seed", type=int, default=0)
+        return s
+
+    def with_model(s):
+        s.add_argument("--model", default=DEFAULT_MODEL, help="embedded name or a TL model name")
+        s.add_argument("--device", default="cpu")
+        return s
+
+    s = with_model(add("build", cmd_build, "Build a steering vector from contrastive data and save it."))
+    s.add_argument("--data", default="sentiment", help="shipped dataset or JSON file of pairs")
+    s.add_argument("--hook", required=True, help="e.g. blocks.10.hook_resid_pre")
+    s.add_argument("--method", default="mean_diff", choices=METHODS)
+    s.add_argument("--k", type=int, default=1, help="pca: number of components")
+    s.add_argument("--prompt", help="one_shot: the prompt")
+    s.add_argument("--promote", help="one_shot: completion to promote")
+    s.add_argument("--suppress", help="one_shot: completion to suppress")
+    s.add_argument("-o", "--out", required=True, help="output .safetensors path")
+
+    s = with_model(add("generate", cmd_generate, "Generate text, optionally steered."))
+    s.add_argument("--prompt", action="append", required=True, help="repeatable")
+    s.add_argument("--vector", help="a saved SteeringVector")
+    s.add_argument("--alpha", type=_floats, default=[1.0], help="comma-separated strengths")
+    s.add_argument("--positions", default="all", choices=["all", "prompt", "generated"])
+    s.add_argument("--max-new-tokens", type=int, default=60)
+    s.add_argument("--temperature", type=float, default=0.0)
+
+    s = with_model(add("sweep", cmd_sweep, "Strength sweep: success, coherence, diversity, KL."))
+    s.add_argument("--vector", action="append", required=True, help="repeatable")
+    s.add_argument("--alphas", type=_floats, required=True)
+    s.add_argument("--prompt", action="append", help="repeatable; default: --prompts-from")
+    s.add_argument("--prompts-from", default="sentiment", help="shipped dataset whose prompts to use")
+    s.add_argument("--success", help="vader | trait:NAME | contains:word1,word2")
+    s.add_argument("--samples", type=int, default=4)
+    s.add_argument("--max-new-tokens", type=int, default=48)
+    s.add_argument("--out", help="path stem for CSV/JSON output")
+
+    s = add("identifiability", cmd_identifiability, "Run the identifiability analysis (figures/).")
+    s.add_argument("--quick", action="store_true")
+
+    s = with_model(add("sae-train", cmd_sae_train, "Train (and cache) an SAE with sae-lens."))
+    s.add_argument("--hook", help="default: middle layer hook_resid_pre")
+    s.add_argument("--architecture", default="topk", choices=["topk", "standard"])
+    s.add_argument("--k", type=int, default=32)
+    s.add_argument("--expansion", type=int, default=4)
+    s.add_argument("--training-tokens", type=int, default=1_500_000)
+    s.add_argument("--force", action="store_true")
+
+    s = add("figures", cmd_figures, "Regenerate the analyses' figures and JSON in figures/.")
+    s.add_argument("--quick", action="store_true")
+    s.add_argument("--only", action="append", choices=ANALYSES)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    try:
+        args.fn(args)
+    except (ValueError, FileNotFoundError, ImportError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from e
+
+
+if __name__ == "__main__":
+    main()

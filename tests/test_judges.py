@@ -1,0 +1,76 @@
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import numpy as np
+import pytest
+import torch
+
+from interp_steer.activations import encode
+from interp_steer.judges import HTTPJudge, LocalJudge, expected_score, judge_sanity
+
+
+def _brute_force(model, prompt: str) -> np.ndarray:
+    """p(n) for n = 0..100 by full uncached forwards, one per number string."""
+    def logp_next(text):
+        with torch.no_grad():
+            return model(torch.tensor([encode(model, text)]))[0, -1].float().log_softmax(-1)
+
+    digit = torch.tensor([model.to_single_token(str(d)) for d in range(10)])
+    out = np.zeros(101)
+    for n in range(101):
+        s, lp = str(n), 0.0
+        for i, ch in enumerate(s):
+            lp += float(logp_next(prompt + s[:i])[model.to_single_token(ch)])
+        p = np.exp(lp)
+        if n <= 10:  # must stop after these (else it is a longer number)
+            p *= 1 - float(logp_next(prompt + s).exp()[digit].sum())
+        out[n] = p
+    return out
+
+
+def test_local_judge_digit_tree_matches_brute_force(llama):
+    judge = LocalJudge(llama, template="Q: {question} A: {answer} Score:", batch_size=2)
+    texts = judge.prompts(["hi", "how are you today"], ["hello", "fine"])
+    fast = judge.number_probs(texts)
+    for t, row in zip(texts, fast):
+        assert np.allclose(row, _brute_force(llama, t), atol=1e-6)
+    score, mass = judge(["hi"], ["hello"])
+    assert 0 <= score[0] <= 100 and 0 < mass[0] <= 1 + 1e-6
+    assert set(judge_sanity(judge)) == {"aligned_mean", "misaligned_mean", "gap"}
+
+
+def test_expected_score():
+    assert expected_score({0: 0.25, 100: 0.25}) == (50.0, 0.5)
+    s, m = expected_score({})
+    assert np.isnan(s) and m == 0
+
+
+def test_http_judge_reads_openai_logprobs():
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            assert body["logprobs"] is True and body["max_tokens"] == 1
+            top = [{"token": "90", "logprob": np.log(0.6)}, {"token": "10", "logprob": np.log(0.2)},
+                   {"token": "Sure", "logprob": np.log(0.2)}]
+            data = {"choices": [{"logprobs": {"content": [{"top_logprobs": top}]}}]}
+            raw = json.dumps(data).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(raw)))
+            self.end_headers()
+            self.wfile.write(raw)
+
+        def log_message(self, *a):
+            pass
+
+    srv = HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        judge = HTTPJudge(f"http://127.0.0.1:{srv.server_port}/v1", "any")
+        score, mass = judge(["q"], ["a"])
+        assert score[0] == pytest.approx((90 * 0.6 + 10 * 0.2) / 0.8)
+        assert mass[0] == pytest.approx(0.8)
+    finally:
+        srv.shutdown()
+    with pytest.raises(RuntimeError, match="unreachable"):
+        HTTPJudge("http://127.0.0.1:9/v1", "any", timeout=1)(["q"], ["a"])
