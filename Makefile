@@ -39,8 +39,13 @@ bench: install
 	$(PY) -m benchmarks.bench_load
 	$(PY) -m benchmarks.bench_generate
 
+# Trains (once) and caches the default SAE for SmolLM2 with sae-lens.
+sae: install
+	$(PY) -m interp_steer.cli sae-train
+
+# Every analysis: figures/*.png + *.json (the SAE comparison trains the SAE first if needed).
 figures: install
-	$(PY) -m analyses.identifiability
+	$(PY) -m interp_steer.cli figures
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

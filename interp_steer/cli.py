@@ -103,8 +103,9 @@ def cmd_sae_train(args) -> None:
     from interp_steer import sae
 
     model = _model(args)
-    cfg = sae.SAETrainConfig(architecture=args.architecture, k=args.k, expansion=args.expansion,
-                             training_tokens=args.training_tokens, seed=args.seed)  # fmt: skip
+    given = {"architecture": args.architecture, "k": args.k, "expansion": args.expansion,
+             "training_tokens": args.training_tokens, "seed": args.seed}  # fmt: skip
+    cfg = sae.SAETrainConfig(**{k: v for k, v in given.items() if v is not None})
     hook = args.hook or sae.default_hook(model)
     path = sae.default_path(model, hook, cfg)
     if path.exists() and not args.force:
@@ -187,10 +188,10 @@ def parser() -> argparse.ArgumentParser:
 
     s = with_model(add("sae-train", cmd_sae_train, "Train (and cache) an SAE with sae-lens."))
     s.add_argument("--hook", help="default: middle layer hook_resid_pre")
-    s.add_argument("--architecture", default="topk", choices=["topk", "standard"])
-    s.add_argument("--k", type=int, default=32)
-    s.add_argument("--expansion", type=int, default=4)
-    s.add_argument("--training-tokens", type=int, default=1_500_000)
+    s.add_argument("--architecture", choices=["topk", "standard"], help="default: topk")
+    s.add_argument("--k", type=int, help="topk latents per token (default 64)")
+    s.add_argument("--expansion", type=int, help="d_sae / d_model (default 4)")
+    s.add_argument("--training-tokens", type=int, help="default 2,000,000")
     s.add_argument("--force", action="store_true")
 
     s = add("figures", cmd_figures, "Regenerate the analyses' figures and JSON in figures/.")

@@ -55,10 +55,10 @@ class SAETrainConfig:
     architecture: str = "topk"  # "topk" or "standard" (ReLU + L1)
     expansion: int = 4
     d_sae: int | None = None
-    k: int = 32  # topk: active latents per token
+    k: int = 64  # topk: active latents per token (the L0 bar is <= 64)
     l1_coefficient: float = 5.0  # standard
     lr: float = 1e-3
-    training_tokens: int = 1_500_000
+    training_tokens: int = 2_000_000
     batch_size: int = 2048
     heldout_fraction: float = 0.1
     skip_first: int = 1  # leading tokens per document left out (attention sink)

@@ -58,12 +58,15 @@ def sweep(
     diversity: bool = True,
     kl: bool = True,
     embed=None,
+    judge=None,
     out: str | Path | None = None,
     progress: bool = True,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Evaluate every (vector, alpha). Returns (summary per vector × alpha, one row per sample).
 
     alpha = 0 is always added: its completions set the coherence reference perplexity.
+    ``judge``: optional (questions, answers) -> (scores 0-100, mass), e.g. a
+    `interp_steer.judges.LocalJudge` with the COHERENT template; adds a ``judge`` column.
     ``out``: a path stem; writes ``{out}.csv``, ``{out}_samples.csv`` and ``{out}.json``.
     """
     if not vectors:
@@ -86,10 +89,12 @@ def sweep(
         )  # fmt: skip
         ppl = metrics.perplexity(model, [formatted[p] for _, p, _ in grid], texts)
         scores = success(texts) if success is not None else np.full(len(texts), np.nan)
+        judged = (judge([prompts[p] for _, p, _ in grid], texts)[0] if judge is not None
+                  else np.full(len(texts), np.nan))  # fmt: skip
         resid = residual_norm(model, vec.hook, prompts, chat)
-        for (a, p, s), t, pp, sc in zip(grid, texts, ppl, scores):
+        for (a, p, s), t, pp, sc, jd in zip(grid, texts, ppl, scores, judged):
             rows.append(dict(vector=name, hook=vec.hook, alpha=a, prompt=p, sample=s, text=t,
-                             ppl=pp, success=sc, distinct_2=metrics.distinct_n(t, 2),
+                             ppl=pp, success=sc, judge=jd, distinct_2=metrics.distinct_n(t, 2),
                              rel_strength=abs(a) * float(vec.norm()) / resid))  # fmt: skip
     samples = pd.DataFrame(rows)
     summary = summarise(samples, diversity=diversity, embed=embed)
@@ -112,6 +117,7 @@ def summarise(samples: pd.DataFrame, diversity: bool = True, embed=None) -> pd.D
             coh = metrics.coherence_score(ga.ppl.to_numpy(), ref)
             row = dict(vector=name, hook=ga.hook.iloc[0], alpha=a, rel_strength=ga.rel_strength.iloc[0],
                        success=float(ga.success.mean()), ppl=float(np.nanmedian(ga.ppl)),
+                       judge=float(ga.judge.mean()),
                        coherence=float(coh.mean()), distinct_2=float(ga.distinct_2.mean()),
                        ngram_entropy=metrics.ngram_entropy(ga.text.tolist()))  # fmt: skip
             if diversity:

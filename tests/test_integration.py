@@ -89,3 +89,28 @@ def test_cached_generation_equals_uncached_on_smollm2(smollm2):
 def test_unknown_model_name_lists_embedded_models():
     with pytest.raises(RuntimeError, match="smollm2-135m-instruct"):
         load_model("definitely-not-a-model")
+
+
+def test_sae_trains_on_smollm2_and_feature_ablation_is_local(smollm2, tmp_path):
+    """A small sae-lens TopK SAE on SmolLM2's shipped texts: held-out EV, save/load, ablation."""
+    from interp_steer import sae as S
+    from interp_steer.corpus import plain_texts
+
+    hook = "blocks.15.hook_resid_pre"
+    sae, report = S.train(smollm2, hook, plain_texts(), d_sae=1152, k=32,
+                          training_tokens=150_000, batch_size=1024, progress=False)
+    held = report["heldout"]
+    assert held["explained_variance"] > 0.6 and held["l0"] <= 32 + 1e-6, held
+    back = S.load(S.save(sae, tmp_path / "sae", report))
+    x = torch.randn(4, 576) * 10
+    assert torch.equal(sae.encode(x), back.encode(x))
+    ids = torch.tensor([encode(smollm2, chat(smollm2, "Tell me about owls."))])
+    _, cache = smollm2.run_with_cache(ids, names_filter=[hook], stop_at_layer=16)
+    f = back.encode(cache[hook][0])
+    j = int(f[1:].sum(0).argmax())
+    with S.ablate_features(smollm2, back, j):
+        _, cache2 = smollm2.run_with_cache(ids, names_filter=[hook], stop_at_layer=16)
+    diff = (cache2[hook] - cache[hook])[0]
+    d = back.W_dec[j] / back.W_dec[j].norm()
+    assert diff.norm() > 1e-2
+    assert torch.allclose(diff, (diff @ d)[:, None] * d, atol=1e-3)

@@ -70,12 +70,14 @@ def test_sweep_table_and_files(llama, tmp_path):
     summary, samples = sweep(llama, {"v": v, "neg": -v}, [2.0], ["hi", "yo"],
                              success=lambda ts: np.array([float("a" in t) for t in ts]),
                              samples_per_prompt=2, max_new_tokens=5, embed=embed,
+                             judge=lambda qs, ans: (np.full(len(ans), 70.0), np.ones(len(ans))),
                              out=tmp_path / "sw", progress=False)
     assert len(summary) == 4 and set(summary.alpha) == {0.0, 2.0}  # alpha 0 always added
     assert len(samples) == 2 * 2 * 2 * 2
     base = summary[summary.alpha == 0]
     assert (base.kl.abs() < 1e-9).all() and (summary[summary.alpha == 2].kl > 0).all()
     assert summary.coherence.between(0, 1).all() and summary.hm.between(0, 1).all()
+    assert (summary.judge == 70.0).all()
     for f in ("sw.csv", "sw_samples.csv", "sw.json"):
         assert (tmp_path / f).exists()
 
