@@ -35,3 +35,13 @@ def arg_parser(doc: str) -> argparse.ArgumentParser:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=Path("figures"))
     return ap
+
+
+def single_model_main(doc: str, config_cls, run, headline, argv=None) -> None:
+    """The CLI of an analysis over one model: --model, --quick, --seed, --out."""
+    ap = arg_parser(doc)
+    ap.add_argument("--model", default="smollm2-135m-instruct")
+    args = ap.parse_args(argv)
+    make = config_cls.quick_config if args.quick else config_cls
+    cfg = make(model=args.model, seed=args.seed)
+    print(headline(run(cfg, args.out), cfg))

@@ -20,7 +20,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from analyses._common import arg_parser, save_figure, stem
+from analyses._common import save_figure, single_model_main, stem
 from interp_steer import build_vector, datasets, load_model
 from interp_steer.classifiers import EmbeddingClassifier, MiniLM
 from interp_steer.sweep import residual_norm, sweep
@@ -143,12 +143,7 @@ def headline(res: dict, cfg: Config) -> str:
 
 
 def main(argv=None) -> None:
-    ap = arg_parser(__doc__)
-    ap.add_argument("--model", default="smollm2-135m-instruct")
-    args = ap.parse_args(argv)
-    cfg = (Config.quick_config if args.quick else Config)(model=args.model, seed=args.seed)
-    res = run(cfg, args.out)
-    print(headline(res, cfg))
+    single_model_main(__doc__, Config, run, headline, argv)
 
 
 if __name__ == "__main__":

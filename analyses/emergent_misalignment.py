@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from analyses._common import arg_parser, save_figure, stem
+from analyses._common import save_figure, single_model_main, stem
 from interp_steer import SteeringVector, build_vector, generate, load_model, steer
 from interp_steer.judges import ALIGNED, COHERENT, LocalJudge, judge_sanity
 from interp_steer.metrics import count_strings
@@ -248,11 +248,7 @@ def headline(res: dict, cfg: Config) -> str:
 
 
 def main(argv=None) -> None:
-    ap = arg_parser(__doc__)
-    ap.add_argument("--model", default="smollm2-135m-instruct")
-    args = ap.parse_args(argv)
-    cfg = (Config.quick_config if args.quick else Config)(model=args.model, seed=args.seed)
-    print(headline(run(cfg, args.out), cfg))
+    single_model_main(__doc__, Config, run, headline, argv)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from analyses._common import arg_parser, save_figure, stem
+from analyses._common import save_figure, single_model_main, stem
 from analyses.identifiability import covariance_prompts
 from interp_steer import build_vector, datasets, generate, load_model, metrics, steer
 from interp_steer import sae as S
@@ -217,11 +217,7 @@ def headline(res: dict, cfg: Config) -> str:
 
 
 def main(argv=None) -> None:
-    ap = arg_parser(__doc__)
-    ap.add_argument("--model", default="smollm2-135m-instruct")
-    args = ap.parse_args(argv)
-    cfg = (Config.quick_config if args.quick else Config)(model=args.model, seed=args.seed)
-    print(headline(run(cfg, args.out), cfg))
+    single_model_main(__doc__, Config, run, headline, argv)
 
 
 if __name__ == "__main__":
