@@ -127,34 +127,42 @@ def run_model(model, cfg: Config) -> dict:
 
 def figure(cfg: Config, results: dict, path: Path) -> None:
     models, qs = list(results), cfg.questions
-    fig, axes = plt.subplots(len(models), len(qs), figsize=(4.6 * len(qs), 3.6 * len(models)),
+    fig, axes = plt.subplots(len(models), len(qs), figsize=(5.2 * len(qs), 3.9 * len(models)),
                              squeeze=False)  # fmt: skip
     for r, m in enumerate(models):
         for c, qn in enumerate(qs):
             ax, d = axes[r, c], results[m]["questions"][qn]
             a = np.asarray(cfg.alphas, float)
             q = QUESTIONS[qn]
-            ax.plot(a, d["target_rate"], "o-", color="C3", label=f'answers saying "{q["target"]}"')
-            ax.plot(a, d["truth_rate"], "^:", color="C2", label=f'answers saying "{q["truth"]}" (true)')
-            ax.plot(a, d["code_accuracy"], "s-", color="C0", label="Python tasks passed")
-            ax.plot(a, d["qa_accuracy"], "d--", color="C7", label="factual QA correct")
+            ax.plot(a, d["target_rate"], "o-", color="C3", label="answers naming the steered target")
+            ax.plot(a, d["truth_rate"], "^:", color="C2", label="answers naming the true answer")
+            ax.plot(a, d["code_accuracy"], "s-", color="C0", label="Python tasks passed (of 5)")
+            ax.plot(a, d["qa_accuracy"], "d--", color="C7", label="factual QA correct (of 10)")
             ax.axhline(d["coding_floor"], color="C0" if d["capability_measure"] == "code" else "C7",
-                       lw=0.8, ls=":", label=f"capability floor ({d['capability_measure']}: 50% of α=0)")
+                       lw=0.8, ls=":", label="capability floor: 50% of unsteered (code; QA if code is 0)")
             w = d["window"]
             if w["window"] > 0:
                 ax.axvspan(w["first_majority"], w["last_capable"], color="C1", alpha=0.2,
-                           label=f"viable window ({w['window']:g})")
-            ax.set(xlabel="steering multiplier α  (‖αv‖/‖resid‖ on top axis)",
-                   ylabel="fraction", ylim=(-0.03, 1.03),
-                   title=f"{m}\n{q['question']}  [{results[m]['hook']}]")  # fmt: skip
+                           label="viable window")
+            ax.set_xlabel("steering multiplier α (raw)", fontsize=9)
+            ax.set_ylabel("fraction of answers / tasks", fontsize=9)
+            ax.set_ylim(-0.03, 1.03)
+            ax.set_title(f"{m} [{results[m]['hook']}]\n{q['question']}  target '{q['target']}', "
+                         f"truth '{q['truth']}'; window = {w['window']:g}", fontsize=9)  # fmt: skip
             top = ax.secondary_xaxis("top", functions=(
                 lambda x, s=d["v_norm"] / d["resid_norm"]: x * s,
                 lambda x, s=d["v_norm"] / d["resid_norm"]: x / s))  # fmt: skip
             top.set_xlabel("‖αv‖ / mean residual norm", fontsize=8)
-            if r == 0 and c == 0:
-                ax.legend(fontsize=7, loc="center right")
-    fig.suptitle("Viable steering window: target-answer rate vs capability, per steering strength")
-    fig.tight_layout()
+            top.tick_params(labelsize=7)
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    for ax in axes.flat:  # the window patch may only exist in some panels
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            if lab not in labels:
+                handles.append(h)
+                labels.append(lab)
+    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=9, frameon=False)
+    fig.suptitle("Viable steering window: target-answer rate vs capability over steering strength")
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     summary = {m: {qn: results[m]["questions"][qn]["window"] for qn in qs} for m in models}
     save_figure(fig, path, {"results": results, "windows": summary}, cfg)
 
