@@ -33,7 +33,7 @@ from interp_steer.activations import forward_kwargs, get_activations, tokenize
 from interp_steer.classifiers import EmbeddingClassifier
 from interp_steer.generation import format_prompts
 from interp_steer.identifiability import activation_covariance, null_space
-from interp_steer.sweep import bisect_increasing
+from interp_steer.sweep import bisect_increasing, residual_norm
 
 METHODS = ["mean_diff", "pca", "probe", "sae_feature", "sae_clamp", "sae_ablate"]
 
@@ -80,6 +80,7 @@ def interventions(model, sae, trait: str, cfg: Config, prompts: list[str]) -> di
     acts = get_activations(model, pos + neg, hook, progress=False)[hook]
     neg_feats = [r["feature"] for r in S.contrast_features(sae, acts[len(pos):], acts[: len(pos)], top=cfg.n_ablate)]
 
+    resid = residual_norm(model, hook, prompts)
     out, info = {}, {}
     for m, v in vecs.items():
 
@@ -88,7 +89,7 @@ def interventions(model, sae, trait: str, cfg: Config, prompts: list[str]) -> di
 
         a = bisect_increasing(kl, cfg.target_kl, max_x=4096.0)
         out[m] = lambda v=v, a=a: steer(model, v, a)
-        info[m] = {"alpha": a, "directions": v.directions, "rel_strength": None}
+        info[m] = {"alpha": a, "directions": v.directions, "rel_strength": a / resid}
 
     def clamp_kl(c):
         return metrics.kl_under(model, prompts, [lambda: S.clamp_features(model, sae, j, c)])[0]
@@ -131,15 +132,18 @@ def run(cfg: Config, out_dir: Path = Path("figures"), model=None, sae=None) -> d
         ref = float(np.nanmedian(base_ppl))
         md = iv["contexts"]["mean_diff"]
         kls = metrics.kl_under(model, prompts, list(iv["contexts"].values()))
-        rows = {"unsteered": {"efficacy": float(base_eff.mean()), "coherence": 1.0,
+        # the unsteered samples scored like every other condition (≈ 0.75, not 1: half of them
+        # are more perplexing than their own median)
+        rows = {"unsteered": {"efficacy": float(base_eff.mean()),
+                              "coherence": float(metrics.coherence_score(base_ppl, ref).mean()),
                               "kl_unsteered": 0.0, "example": base_texts[0]}}  # fmt: skip
         for (m, make), kl in zip(iv["contexts"].items(), kls):
             texts, eff, ppl = evaluate(make)
             # equivalence: KL between this intervention and mean_diff, both at iso-KL
-            with md():
+            with torch.no_grad(), md():
                 b = tokenize(model, prompts)
                 ref_lp = model(b.tokens, **forward_kwargs(b)).double().log_softmax(-1)
-            with make():
+            with torch.no_grad(), make():
                 lp = model(b.tokens, **forward_kwargs(b)).double().log_softmax(-1)
             kl_md = float((lp.exp() * (lp - ref_lp)).sum(-1)[b.mask].mean())
             info = iv["info"][m]
@@ -151,12 +155,11 @@ def run(cfg: Config, out_dir: Path = Path("figures"), model=None, sae=None) -> d
                 "setting": {k: v for k, v in info.items() if k != "directions"},
                 "example": texts[0],
             }  # fmt: skip
-        v = iv["vecs"]["mean_diff"]
+        v = iv["vecs"]["mean_diff"] * iv["info"]["mean_diff"]["alpha"]  # at its iso-KL strength
         ref_acts = S.token_activations(model, S.Corpus.from_texts(model, formatted[:8]), hook,
                                        progress=False)[0]  # fmt: skip
         decomposition = S.decompose(sae, v, ref_acts, top=10)
-        survival = S.effect_survival(model, sae, v * iv["info"]["mean_diff"]["alpha"], prompts,
-                                     cfg.survival_ks, 1.0, ref_acts)  # fmt: skip
+        survival = S.effect_survival(model, sae, v, prompts, cfg.survival_ks, 1.0, ref_acts)
         results[trait] = {"methods": rows, "decomposition": decomposition, "survival": survival,
                           "best_feature": iv["info"]["sae_clamp"]["feature"]}  # fmt: skip
     report = S.report_of(S.default_path(model)) or {}
@@ -180,6 +183,7 @@ def figure(cfg: Config, res: dict, path: Path) -> None:
         axes[0].bar(x + i * w, eff, w, yerr=sem, capsize=2, color=f"C{i}", label=t)
         axes[0].axhline(rows["unsteered"]["efficacy"], color=f"C{i}", ls=":", lw=1)
         axes[1].bar(x + i * w, [rows[m]["coherence"] for m in METHODS], w, color=f"C{i}", label=t)
+        axes[1].axhline(rows["unsteered"]["coherence"], color=f"C{i}", ls=":", lw=1)
         axes[2].bar(x + i * w, [rows[m]["null_fraction"] for m in METHODS], w, color=f"C{i}", label=t)
         surv = res["results"][t]["survival"]
         axes[3].plot([s["k"] for s in surv], [s["survival"] for s in surv], "o-", color=f"C{i}", label=t)
@@ -187,7 +191,7 @@ def figure(cfg: Config, res: dict, path: Path) -> None:
                     label=f"random direction ({res['null_dim']}/{res['d_model']} dims null)")  # fmt: skip
     for ax, yl, title in [
         (axes[0], "probe P(positive) on generations", f"efficacy at iso-KL {cfg.target_kl} nats (dotted: unsteered)"),
-        (axes[1], "coherence min(1, ppl₀/ppl)", "coherence"),
+        (axes[1], "coherence: mean min(1, median ppl₀ / ppl)", "coherence (dotted: unsteered)"),
         (axes[2], "fraction of ‖direction‖² in null space", f"null-space fraction ({cfg.null_rule} rule)"),
     ]:  # fmt: skip
         ax.set_xticks(x + w * (len(traits) - 1) / 2, METHODS, rotation=25)
