@@ -5,7 +5,7 @@ python -m analyses.diversity_tradeoff [--model smollm2-135m-instruct] [--quick]
 4 construction methods (mean_diff, pca, probe, one_shot) x 3 concepts (sentiment, formality,
 weddings). Each vector is scaled to unit norm and swept at strengths given as a fraction of the
 mean residual norm at the hook, so methods are compared at equal ‖αv‖. Scores, each in [0, 1]
-(see `interp_steer.metrics`): success = the concept's MiniLM probe P(positive); coherence =
+(see `interp_steer.metrics`): success = (VADER+1)/2 for sentiment, else the MiniLM probe P(positive); coherence =
 min(1, ppl_ref/ppl) under the unsteered model; diversity = mean(distinct-2, 1 − mean pairwise
 MiniLM cosine); HM = their harmonic mean. Sweet spot: success ≥ 0.7, coherence ≥ 0.7 and
 diversity ≥ 0.9 x the unsteered diversity. Writes figures/diversity_tradeoff_<model>.png/.json.
@@ -22,7 +22,7 @@ import pandas as pd
 
 from analyses._common import save_figure, single_model_main, stem
 from interp_steer import build_vector, datasets, load_model
-from interp_steer.classifiers import EmbeddingClassifier, MiniLM
+from interp_steer.classifiers import MiniLM, success_scorer
 from interp_steer.sweep import residual_norm, sweep
 
 METHODS = ["mean_diff", "pca", "probe", "one_shot"]
@@ -70,7 +70,7 @@ def run(cfg: Config, out_dir: Path = Path("figures"), model=None) -> dict:
     for concept in cfg.concepts:
         ds = datasets.load(concept)
         prompts = ds.prompts[: cfg.n_prompts]
-        clf = EmbeddingClassifier(concept)
+        clf = success_scorer(concept)
         resid = residual_norm(model, hook, prompts)
         vecs = {m: _vector(model, m, ds, hook, cfg).normalized() for m in cfg.methods}
         alphas = [r * resid for r in cfg.rel_strengths]
@@ -95,7 +95,7 @@ def run(cfg: Config, out_dir: Path = Path("figures"), model=None) -> dict:
 def figure(cfg: Config, res: dict, path: Path) -> None:
     df = res["df"]
     concepts = cfg.concepts
-    metrics = [("success", "success: probe P(concept)"), ("coherence", "coherence: min(1, ppl₀/ppl)"),
+    metrics = [("success", "success: (VADER+1)/2 | probe P"), ("coherence", "coherence: min(1, ppl₀/ppl)"),
                ("diversity", "diversity: mean(distinct-2, embed.)"), ("hm", "harmonic mean")]  # fmt: skip
     fig, axes = plt.subplots(len(concepts), 4, figsize=(17, 3.4 * len(concepts)), squeeze=False)
     for r, concept in enumerate(concepts):

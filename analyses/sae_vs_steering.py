@@ -8,7 +8,7 @@ decoder direction), clamping that feature, and ablating the k latents most tied 
 negative side (error term kept). Direction methods are unit-normalised and each strength
 (and the clamp value) is set by bisection to the same next-token KL from the unsteered
 model (iso-KL), so efficacy is compared at equal disruption. Metrics on sampled generations:
-efficacy = the trait's MiniLM probe P(positive), coherence = min(1, ppl_ref/ppl); equivalence
+efficacy = (VADER+1)/2 for sentiment, else the MiniLM probe P(positive); coherence = min(1, ppl_ref/ppl); equivalence
 = next-token KL to the mean_diff-steered model. We also report where each direction lies
 relative to the activation null space (energy rule, as in the identifiability analysis) —
 the fraction of its squared norm inside it — and, for mean_diff, its top SAE latents and how
@@ -30,7 +30,7 @@ from analyses.identifiability import covariance_prompts
 from interp_steer import build_vector, datasets, generate, load_model, metrics, steer
 from interp_steer import sae as S
 from interp_steer.activations import forward_kwargs, get_activations, tokenize
-from interp_steer.classifiers import EmbeddingClassifier
+from interp_steer.classifiers import success_scorer
 from interp_steer.generation import format_prompts
 from interp_steer.identifiability import activation_covariance, null_space
 from interp_steer.sweep import bisect_increasing, residual_norm
@@ -113,7 +113,7 @@ def run(cfg: Config, out_dir: Path = Path("figures"), model=None, sae=None) -> d
     for trait in cfg.traits:
         ds = datasets.load(trait)
         prompts = ds.prompts[: cfg.n_prompts]
-        clf = EmbeddingClassifier(trait)
+        clf = success_scorer(trait)
         iv = interventions(model, sae, trait, cfg, prompts)
         rep = [p for p in prompts for _ in range(cfg.samples)]
         formatted = format_prompts(model, rep, True)
@@ -190,7 +190,7 @@ def figure(cfg: Config, res: dict, path: Path) -> None:
     axes[2].axhline(res["null_dim"] / res["d_model"], color="k", ls="--", lw=1,
                     label=f"random direction ({res['null_dim']}/{res['d_model']} dims null)")  # fmt: skip
     for ax, yl, title in [
-        (axes[0], "probe P(positive) on generations", f"efficacy at iso-KL {cfg.target_kl} nats (dotted: unsteered)"),
+        (axes[0], "success on generations: (VADER+1)/2 | probe P", f"efficacy at iso-KL {cfg.target_kl} nats (dotted: unsteered)"),
         (axes[1], "coherence: mean min(1, median ppl₀ / ppl)", "coherence (dotted: unsteered)"),
         (axes[2], "fraction of ‖direction‖² in null space", f"null-space fraction ({cfg.null_rule} rule)"),
     ]:  # fmt: skip

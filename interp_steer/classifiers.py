@@ -123,3 +123,17 @@ def for_trait(trait: str) -> list:
     if trait == "refusal":
         out.append(refusal())
     return out
+
+
+def success_scorer(trait: str):
+    """A trait's primary classifier as a [0, 1] success score: (VADER + 1) / 2 for sentiment
+    (lexicon-based, sensitive on free text), the MiniLM probe P(positive) otherwise."""
+    if trait == "sentiment":
+        vader = Vader()
+
+        def score(texts: Sequence[str]) -> np.ndarray:
+            return (vader(texts) + 1) / 2
+
+        score.name = "vader_01"
+        return score
+    return EmbeddingClassifier(trait)
