@@ -196,7 +196,7 @@ def figure(cfg: Config, res: dict, path: Path) -> None:
     ]:  # fmt: skip
         ax.set_xticks(x + w * (len(traits) - 1) / 2, METHODS, rotation=25)
         ax.set(ylabel=yl, title=title)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="lower right", framealpha=0.9)
     axes[3].set_xscale("symlog", linthresh=1)
     axes[3].axhline(1, color="0.6", lw=0.8)
     axes[3].set(xlabel="k top SAE latents of mean_diff ablated (encoder-gain ranking)",
