@@ -25,6 +25,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
+from tqdm.auto import tqdm
 
 from analyses._common import save_figure, single_model_main, stem
 from interp_steer import SteeringVector, build_vector, generate, load_model, steer
@@ -144,7 +145,7 @@ def run(cfg: Config, out_dir: Path = Path("figures"), model=None) -> dict:
     anti = torch.tensor([conds[ci]["anti"] for ci, _, _ in rows], dtype=torch.float32)
     bs = 64
     texts: list[str] = []
-    for i in range(0, len(rows), bs):
+    for i in tqdm(range(0, len(rows), bs), desc="EM generations"):
         # the anti-refusal vector sits at another hook: its own steer context, per-row strengths
         with steer(model, vecs["anti"], anti[i : i + bs]):
             texts += generate(model, [prompts[qi] for _, qi, _ in rows[i : i + bs]], vector=stacked,

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 from transformer_lens import TransformerLensKeyValueCache
 
 from interp_steer.activations import encode, tokenize
@@ -72,7 +73,8 @@ class LocalJudge:
 
         m, out = self.model, []
         dg = self.digits.to(m.cfg.device)
-        for i in range(0, len(texts), self.batch_size):
+        steps = range(0, len(texts), self.batch_size)
+        for i in tqdm(steps, desc="judge", disable=len(steps) < 4):
             batch = tokenize(m, texts[i : i + self.batch_size])
             b = batch.tokens.shape[0]
             cache = TransformerLensKeyValueCache.init_cache(m.cfg, m.cfg.device, b)
