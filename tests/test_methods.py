@@ -87,6 +87,7 @@ def test_shipped_datasets():
         assert all(a != b for a, b in ds.train)
 
 
-def test_sae_feature_not_yet_available_is_a_clear_error(tiny):
-    with pytest.raises(NotImplementedError, match="SAE module"):
+def test_sae_feature_without_an_sae_is_a_clear_error(tiny):
+    # the full sae_feature pipeline (with a trained SAE) is in tests/test_sae.py
+    with pytest.raises(ValueError, match="needs sae="):
         build_vector(tiny, PAIRS, HOOK, method="sae_feature")
