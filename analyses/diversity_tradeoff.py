@@ -78,7 +78,6 @@ def run(cfg: Config, out_dir: Path = Path("figures"), model=None) -> dict:
                            max_new_tokens=cfg.max_new_tokens, seed=cfg.seed, embed=embed,
                            out=stem(out_dir, "diversity_tradeoff", cfg.model, cfg.quick, f"{concept}_sweep"))  # fmt: skip
         summary["concept"] = concept
-        summary["rel_strength"] = summary.alpha / resid
         tables.append(summary)
     df = pd.concat(tables, ignore_index=True)
     df["sweet_spot"] = False

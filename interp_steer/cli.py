@@ -80,7 +80,7 @@ def _scorer(spec: str | None):
         targets = spec.split(":", 1)[1].split(",")
         return lambda ts: metrics.contains_rate(ts, targets)
     if spec == "vader":
-        return lambda ts: (classifiers.Vader()(ts) + 1) / 2  # [-1, 1] -> [0, 1]
+        return classifiers.success_scorer("sentiment")  # (VADER + 1) / 2, in [0, 1]
     if spec.startswith("trait:"):
         return classifiers.EmbeddingClassifier(spec.split(":", 1)[1])
     raise SystemExit(f"error: unknown --success {spec!r}; use vader, trait:NAME or contains:A,B")

@@ -139,8 +139,9 @@ def build_corpus(model, cfg: CorpusConfig | None = None, progress: bool = True) 
     )
     docs, starts = [], []
     for p, c in zip(prompts, completions):
-        head = encode(model, chat(model, p))
-        full = encode(model, chat(model, p) + c)
+        framed = chat(model, p)
+        head = encode(model, framed)
+        full = encode(model, framed + c)
         docs.append(full)
         starts.append(len(head))
     for t in plain_texts():

@@ -89,16 +89,20 @@ def _words(text: str) -> list[str]:
     return re.findall(r"\w+|[^\w\s]", text.lower())
 
 
+def _ngrams(text: str, n: int) -> list[tuple[str, ...]]:
+    w = _words(text)
+    return [tuple(w[i : i + n]) for i in range(len(w) - n + 1)]
+
+
 def distinct_n(text: str, n: int = 2) -> float:
     """Unique n-grams / n-grams within one text (sample-level diversity); 0 if none."""
-    w = _words(text)
-    grams = [tuple(w[i : i + n]) for i in range(len(w) - n + 1)]
+    grams = _ngrams(text, n)
     return len(set(grams)) / len(grams) if grams else 0.0
 
 
 def ngram_entropy(texts: Sequence[str], n: int = 2) -> float:
     """Shannon entropy (bits) of the n-gram distribution pooled over texts (set-level)."""
-    c = Counter(tuple(w[i : i + n]) for t in texts for w in [_words(t)] for i in range(len(w) - n + 1))
+    c = Counter(g for t in texts for g in _ngrams(t, n))
     total = sum(c.values())
     if total == 0:
         return 0.0
@@ -200,14 +204,20 @@ def capability(
 
 
 @torch.no_grad()
-def kl_under(model, prompts: Sequence[str], contexts: Sequence[Callable]) -> np.ndarray:
-    """Mean next-token KL(P_edited ‖ P_unedited) in nats over prompt positions, one value per
-    intervention: each of ``contexts`` is a zero-argument factory of a context manager."""
+def kl_under(
+    model, prompts: Sequence[str], contexts: Sequence[Callable], reference: Callable | None = None
+) -> np.ndarray:
+    """Mean next-token KL(P_edited ‖ P_reference) in nats over prompt positions, one value per
+    intervention: each of ``contexts`` (and ``reference``; default: no intervention) is a
+    zero-argument factory of a context manager."""
+    from contextlib import nullcontext
+
     from interp_steer.activations import tokenize
 
     batch = tokenize(model, list(prompts))
     kw = forward_kwargs(batch)
-    base = model(batch.tokens, **kw).double().log_softmax(-1)
+    with (reference or nullcontext)():
+        base = model(batch.tokens, **kw).double().log_softmax(-1)
     out = []
     for make in contexts:
         with make():

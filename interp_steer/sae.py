@@ -30,7 +30,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from interp_steer._io import atomic_dir, write_json
-from interp_steer.activations import forward_kwargs, pad_left
+from interp_steer.activations import _stop_layer, forward_kwargs, pad_left
 from interp_steer.corpus import Corpus, CorpusConfig, build_corpus
 from interp_steer.interventions import Positions, _validate_positions, _where, position_mask
 from interp_steer.models import cache_dir
@@ -85,8 +85,7 @@ def token_activations(
 ) -> tuple[Float[Tensor, "n d"], Tensor]:
     """Every token's activation at ``hook`` (float32, CPU) and whether it is a completion token."""
     check_hook(model, hook)
-    layer = int(hook.split(".")[1]) if hook.startswith("blocks.") else None
-    stop = layer + 1 if layer is not None and layer + 1 < model.cfg.n_layers else None
+    stop = _stop_layer(model, [hook])
     acts, completion = [], []
     # Sorting by length keeps padding (wasted compute) small.
     order = sorted(range(len(corpus.docs)), key=lambda i: len(corpus.docs[i]))
@@ -192,7 +191,7 @@ def train(
         raise ValueError(f"{len(x_train)} training tokens < one batch of {cfg.batch_size}")
     t_acts = time.time() - t0
 
-    d_in = model.cfg.d_model if x_train.shape[1] == model.cfg.d_model else x_train.shape[1]
+    d_in = x_train.shape[1]
     d_sae = cfg.d_sae or cfg.expansion * d_in
     common = dict(d_in=d_in, d_sae=d_sae, normalize_activations="expected_average_only_in")
     if cfg.architecture == "topk":

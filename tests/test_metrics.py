@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from interp_steer import build_vector, metrics
+from interp_steer import build_vector, metrics, steer
 from interp_steer.sweep import calibrate, sweep
 
 HOOK = "blocks.1.hook_resid_pre"
@@ -62,6 +62,11 @@ def test_kl_is_zero_at_alpha_zero_and_grows(llama):
     v = build_vector(llama, PAIRS, HOOK, progress=False)
     kl = metrics.kl_from_unsteered(llama, v, [0.0, 1.0, 4.0], ["hello there", "hi"])
     assert kl[0] == pytest.approx(0.0, abs=1e-9) and kl[1] < kl[2]
+    # against a steered reference: zero for the same intervention, positive for another
+    same, other = metrics.kl_under(llama, ["hello there", "hi"],
+                                   [lambda: steer(llama, v, 4.0), lambda: steer(llama, v, 1.0)],
+                                   reference=lambda: steer(llama, v, 4.0))
+    assert same == pytest.approx(0.0, abs=1e-9) and other > 0
 
 
 def test_sweep_table_and_files(llama, tmp_path):

@@ -55,7 +55,6 @@ def build_vector(
         directions, extra = sae_feature.build(
             model, data, hook, batch_size=batch_size, progress=progress, **opts
         )
-        meta.update(dataset=_pairs(data)[1] if extra.get("selected_by") else "none")
     elif method in CONTRASTIVE:
         pairs, label = _pairs(data)
         if len(pairs[0]) == 3:

@@ -17,15 +17,15 @@ def build(model, data, hook, sae=None, feature=None, top: int = 1, batch_size=16
         raise ValueError("method='sae_feature' needs sae= (e.g. interp_steer.sae.load_default(model))")
     if sae_mod.sae_hook(sae) != hook:
         raise ValueError(f"SAE is at {sae_mod.sae_hook(sae)}, vector requested at {hook}")
-    extra: dict = {}
+    extra: dict = {"dataset": "none"}
     if feature is None:
         from interp_steer.methods import _pairs
 
-        pairs, _ = _pairs(data)
+        pairs, label = _pairs(data)
         texts = [p for p, *_ in pairs] + [n for *_, n in pairs]
         acts = get_activations(model, texts, hook, batch_size=batch_size, progress=progress)[hook]
         ranked = sae_mod.contrast_features(sae, acts[: len(pairs)], acts[len(pairs) :], top=top)
         feature = [r["feature"] for r in ranked]
-        extra = {"selected_by": "contrast", "contrast": ranked}
+        extra = {"dataset": label, "selected_by": "contrast", "contrast": ranked}
     vec = sae_mod.feature_vector(sae, feature, model)
     return vec.directions, {**vec.metadata, **extra}
