@@ -37,6 +37,7 @@ lint: install
 
 bench: install
 	$(PY) -m benchmarks.bench_load
+	$(PY) -m benchmarks.bench_linear
 	$(PY) -m benchmarks.bench_generate
 
 # Trains (once) and caches the default SAE for SmolLM2 with sae-lens.

@@ -15,6 +15,12 @@ each decode step. The replacements below do the same maths and fire the same hoo
   ``hook_attn_scores`` or ``hook_pattern`` (run_with_cache on those hooks, or a user hook,
   falls back to TL's explicit path, so the hooks still see real patterns). Model variants
   we do not cover (soft-capping, local windows, QK-norm, ALiBi, ...) always use TL's path.
+- GEMMs: on CPU float32, the frozen weights are prepacked once for oneDNN (torch's own
+  ``mkldnn`` linear, the kernel Inductor's CPU freezing uses). On this project's AMD EPYC
+  machines MKL's sgemm, which ``F.linear`` calls, runs 2-4x slower than the packed oneDNN
+  kernel at decode and prefill shapes (``benchmarks/bench_linear.py``). The packed copies
+  cost one extra copy of the linear weights in memory; autograd through them is not
+  supported, so a forward that needs gradients uses the dense weights.
 """
 
 from __future__ import annotations
@@ -26,16 +32,59 @@ import torch.nn.functional as F  # noqa: N812
 from transformer_lens import HookedTransformer
 
 
+def _onednn_available() -> bool:
+    mk = torch.ops.mkldnn
+    return (torch.backends.mkldnn.is_available() and hasattr(mk, "_linear_pointwise")
+            and hasattr(mk, "_reorder_linear_weight"))
+
+
+_ONEDNN = _onednn_available()
+
+
+class _Linear:
+    """``F.linear(x, w, b)`` for a frozen weight, through a oneDNN-prepacked copy on CPU."""
+
+    __slots__ = ("w", "b", "packed")
+
+    def __init__(self, w, b=None, pack: bool = False):
+        self.w, self.b, self.packed = w, b, None
+        if pack and _ONEDNN and w.device.type == "cpu" and w.dtype == torch.float32:
+            try:
+                packed = torch.ops.mkldnn._reorder_linear_weight(w)
+                probe = w.new_ones(1, w.shape[1])  # guard against a broken backend build
+                if torch.allclose(self._packed_linear(probe, packed),
+                                  F.linear(probe, w, b), rtol=1e-4, atol=1e-4):
+                    self.packed = packed
+            except RuntimeError:
+                pass
+
+    def _packed_linear(self, x, packed):
+        return torch.ops.mkldnn._linear_pointwise(x, packed, self.b, "none", [], "")
+
+    def __call__(self, x):
+        if (self.packed is not None and x.dtype == torch.float32 and x.device.type == "cpu"
+                and not (x.requires_grad and torch.is_grad_enabled())):
+            return self._packed_linear(x, self.packed)
+        return F.linear(x, self.w, self.b)
+
+    def __deepcopy__(self, memo):  # opaque packed tensors neither copy nor pickle
+        return _Linear(self.w.clone(), None if self.b is None else self.b.clone())
+
+    def __reduce__(self):
+        return _Linear, (self.w, self.b)
+
+
 def _versioned(self, name: str, params: tuple, build):
-    """``build()`` cached on the modules' parameter versions; rebuilt after in-place edits."""
+    """``build(pack)`` cached on the modules' parameter versions; rebuilt after in-place edits."""
     if torch.is_grad_enabled() and any(p.requires_grad for p in params):
-        return build()  # keep autograd through the weights
+        return build(False)  # keep autograd through the weights
     # a dtype/device move or a re-assignment gives a new storage, so data_ptr covers those
     key = tuple((p.data_ptr(), p._version) for p in params)
     cached = self.__dict__.get(name)
     if cached is None or cached[0] != key:
-        with torch.no_grad():
-            cached = (key, build())
+        # built outside inference mode so a later forward with gradients may use them
+        with torch.inference_mode(False), torch.no_grad():
+            cached = (key, build(True))
         self.__dict__[name] = cached
     return cached[1]
 
@@ -43,41 +92,41 @@ def _versioned(self, name: str, params: tuple, build):
 def _gated_mlp_forward(self, x):
     if self.cfg.is_layer_norm_activation():
         return type(self).forward(self, x)
-    def build():
+
+    def build(pack):
         # F.linear's [out, in] layout (what HF streams, measured faster for small batches),
         # gate and in stacked into one [2*d_mlp, d_model] GEMM (one weight stream per layer);
         # biases that are exactly zero (Llama-style) are dropped to save two adds per layer.
         w_gate_in = torch.cat([self.W_gate.T, self.W_in.T]).contiguous()
-        w_out = self.W_out.T.contiguous()
         b_in = None if not self.b_in.any() else self.b_in
         b_out = None if not self.b_out.any() else self.b_out
-        return w_gate_in, w_out, b_in, b_out
+        return _Linear(w_gate_in, None, pack), _Linear(self.W_out.T.contiguous(), b_out, pack), b_in
 
-    w_gate_in, w_out, b_in, b_out = _versioned(
+    gate_in, out, b_in = _versioned(
         self, "_fast_mlp", (self.W_gate, self.W_in, self.W_out, self.b_in, self.b_out), build
     )
-    gate, lin = F.linear(x, w_gate_in).chunk(2, dim=-1)
+    gate, lin = gate_in(x).chunk(2, dim=-1)
     pre_act = self.hook_pre(gate)
     pre_linear = self.hook_pre_linear(lin)
     post = self.act_fn(pre_act) * pre_linear
     post_act = self.hook_post(post if b_in is None else post + b_in)
-    return F.linear(post_act, w_out, b_out)
+    return out(post_act)
 
 
 def _unembed_forward(self, residual):
+    def build(pack):
+        b_u = None if not self.b_U.any() else self.b_U
+        if pack and _ONEDNN:
+            return _Linear(self.W_U.T.contiguous(), b_u, pack)
+        # without oneDNN, x @ W_U in the stored layout (a transposed view, no copy)
+        return _Linear(self.W_U.T, b_u)
+
     x = self.hook_in(residual)
-    b_u = _versioned(self, "_fast_bu", (self.b_U,), lambda: None if not self.b_U.any() else self.b_U)
-    if x.shape[:-1].numel() >= 8:
-        # for several rows the [vocab, d_model] layout streams faster (measured: 10.9 vs
-        # 12.8 ms at 16 rows on SmolLM2); for one row the stored layout is faster (3.9 vs 7.1)
-        w_t = _versioned(self, "_fast_wut", (self.W_U,), lambda: self.W_U.T.contiguous())
-        return self.hook_out(F.linear(x, w_t, b_u))
-    out = x @ self.W_U
-    return self.hook_out(out if b_u is None else out + b_u)
+    return self.hook_out(_versioned(self, "_fast_unembed", (self.W_U, self.b_U), build)(x))
 
 
 def _attn_weights(self):
-    """Packed QKV weight/bias, W_O matrix and bias, and the number of K/V heads.
+    """Packed QKV linear, W_O linear, and the number of K/V heads.
 
     Biases that are exactly zero (Llama-style) come back as None to skip the add.
     """
@@ -85,15 +134,16 @@ def _attn_weights(self):
     wk, bk = (self._W_K, self._b_K) if grouped else (self.W_K, self.b_K)
     wv, bv = (self._W_V, self._b_V) if grouped else (self.W_V, self.b_V)
 
-    def build():
-        def pack(w):  # [heads, d_model, d_head] -> [(heads d_head), d_model], F.linear layout
+    def build(pack):
+        def qkv(w):  # [heads, d_model, d_head] -> [(heads d_head), d_model], F.linear layout
             return w.permute(0, 2, 1).reshape(-1, w.shape[1])
 
-        w = torch.cat([pack(self.W_Q), pack(wk), pack(wv)])
+        w = torch.cat([qkv(self.W_Q), qkv(wk), qkv(wv)])
         b = torch.cat([self.b_Q.reshape(-1), bk.reshape(-1), bv.reshape(-1)])
         w_o = self.W_O.reshape(-1, self.W_O.shape[-1]).T.contiguous()  # [d_model, heads*d_head]
         b_o = None if not self.b_O.any() else self.b_O
-        return w, (None if not b.any() else b), w_o, b_o, wk.shape[0]
+        return (_Linear(w, None if not b.any() else b, pack), _Linear(w_o, b_o, pack),
+                wk.shape[0])
 
     params = (self.W_Q, self.b_Q, wk, bk, wv, bv, self.W_O, self.b_O)
     return _versioned(self, "_fast_attn", params, build)
@@ -108,10 +158,10 @@ def _fast_qkv(self, query_input, key_input, value_input):
         or not (query_input is key_input is value_input)
     ):
         return type(self).calculate_qkv_matrices(self, query_input, key_input, value_input)
-    w, b, _, _, n_kv = _attn_weights(self)
+    qkv_linear, _, n_kv = _attn_weights(self)
     bsz, pos, _ = query_input.shape
     h, dh = self.cfg.n_heads, self.cfg.d_head
-    qkv = F.linear(query_input, w, b)
+    qkv = qkv_linear(query_input)
     q, k, v = qkv.split([h * dh, n_kv * dh, n_kv * dh], dim=-1)
     q = self.hook_q(q.view(bsz, pos, h, dh))
     k = self.hook_k(k.view(bsz, pos, n_kv, dh))
@@ -282,8 +332,7 @@ def _fast_attention_forward(
         enable_gqa=k.shape[2] != q.shape[2],
     )
     z = self.hook_z(z.transpose(1, 2))  # [b, pq, heads, d_head]
-    _, _, w_o, b_o, _ = _attn_weights(self)
-    return F.linear(z.reshape(z.shape[0], pq, -1), w_o, b_o)
+    return _attn_weights(self)[1](z.reshape(z.shape[0], pq, -1))
 
 
 def _rms_norm_forward(self, x):

@@ -120,3 +120,41 @@ def test_fast_forward_matches_stock_tl(tiny):
 def test_gpt2_and_llama_fixtures_differ():
     assert tiny_model("gpt2").cfg.normalization_type == "LN"
     assert tiny_model("llama").cfg.n_key_value_heads == 2
+
+
+def test_packed_linear_matches_dense_and_copies():
+    import copy
+    import pickle
+
+    from interp_steer.fast import _ONEDNN, _Linear
+
+    g = torch.Generator().manual_seed(0)
+    w, b = torch.randn(7, 5, generator=g), torch.randn(7, generator=g)
+    lin = _Linear(w, b, pack=True)
+    assert (lin.packed is not None) == _ONEDNN
+    x = torch.randn(2, 3, 5, generator=g)
+    assert torch.allclose(lin(x), torch.nn.functional.linear(x, w, b), atol=1e-5)
+    # gradients flow through the dense weights
+    xg = x.clone().requires_grad_(True)
+    lin(xg).sum().backward()
+    assert torch.allclose(xg.grad, w.sum(0).expand_as(x), atol=1e-5)
+    for twin in (copy.deepcopy(lin), pickle.loads(pickle.dumps(lin))):
+        assert torch.allclose(twin(x), lin(x), atol=1e-5)
+
+
+def test_gradients_after_inference_generation(llama):
+    """Weights packed under inference_mode still serve a later forward that needs gradients."""
+    from interp_steer import build_vector
+
+    generate(llama, PROMPTS, max_new_tokens=2)
+    v = build_vector(llama, {"prompt": "hi", "promote": "ok"}, "blocks.1.hook_resid_pre",
+                     method="one_shot", steps=2)
+    assert torch.isfinite(v.directions).all()
+    # the deep-copied model runs and agrees
+    import copy
+
+    twin = copy.deepcopy(llama)
+    batch = tokenize(llama, PROMPTS)
+    with torch.no_grad():
+        assert torch.allclose(twin(batch.tokens, **forward_kwargs(batch)),
+                              llama(batch.tokens, **forward_kwargs(batch)), atol=1e-5)

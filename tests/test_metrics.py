@@ -44,7 +44,8 @@ def test_perplexity_matches_manual_loss(llama):
     ppl = metrics.perplexity(llama, [prompt], [completion])[0]
     toks = llama.to_tokens(prompt + completion)
     n = len(llama.to_tokens(completion, prepend_bos=False)[0])
-    logp = llama(toks).log_softmax(-1)[0, :-1].gather(-1, toks[0, 1:, None])[:, 0]
+    with torch.no_grad():
+        logp = llama(toks).log_softmax(-1)[0, :-1].gather(-1, toks[0, 1:, None])[:, 0]
     assert ppl == pytest.approx(float(torch.exp(-logp[-n:].mean())), rel=1e-4)
 
 
