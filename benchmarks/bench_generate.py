@@ -2,7 +2,10 @@
 
 All three run in this process on the same dequantized SmolLM2 weights, the same prompts,
 batch and token count (greedy, EOS ignored so every row makes exactly N tokens).
-Run: python -m benchmarks.bench_generate [--batches 1 16] [--new-tokens 40]
+Run: python -m benchmarks.bench_generate [--batches 1 16] [--new-tokens 40] [--hf-onednn]
+
+``--hf-onednn`` also times HF with every nn.Linear routed through the same prepacked oneDNN
+kernel interp_steer uses, to show how much of the ratio is the GEMM backend.
 """
 
 from __future__ import annotations
@@ -37,12 +40,28 @@ def _times(fns, repeats: int) -> list[list[float]]:
     return out
 
 
+def _hf_with_onednn(hf):
+    """A copy of ``hf`` whose nn.Linear layers run interp_steer's packed oneDNN GEMM."""
+    import copy
+
+    from interp_steer.fast import _Linear
+
+    twin = copy.deepcopy(hf)
+    with torch.no_grad():
+        for m in twin.modules():
+            if isinstance(m, torch.nn.Linear):
+                m.forward = _Linear(m.weight.detach(), m.bias, pack=True)
+    return twin
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 16])
     ap.add_argument("--new-tokens", type=int, default=40)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--skip-tl", action="store_true", help="skip the slow stock TL baseline")
+    ap.add_argument("--hf-onednn", action="store_true",
+                    help="also time HF with its linears on the packed oneDNN kernel")
     args = ap.parse_args()
     torch.manual_seed(0)
     warnings.filterwarnings("ignore")
@@ -56,6 +75,8 @@ def main() -> None:
     tok = model.tokenizer
     vec = SteeringVector(torch.randn(model.cfg.d_model) * 10, "blocks.10.hook_resid_pre")
     n = args.new_tokens
+    hf_dnn = _hf_with_onednn(hf) if args.hf_onednn else None
+    extra: list[str] = []
     print(f"torch threads={torch.get_num_threads()}  new_tokens={n}  model=SmolLM2-135M")
     print(f"{'batch':>5} {'ours steered':>14} {'HF unsteered':>14} {'TL stock':>12} "
           f"{'ours/HF':>8} {'TL/HF':>7}   ours/HF per paired run")
@@ -69,7 +90,7 @@ def main() -> None:
         def ours(prompts=prompts, b=b):
             generate(model, prompts, vec, [4.0] * b, max_new_tokens=n, stop_at_eos=False)
 
-        def hf_gen(enc=enc):
+        def hf_gen(enc=enc, hf=hf):
             with torch.inference_mode():
                 hf.generate(**enc, max_new_tokens=n, min_new_tokens=n, do_sample=False,
                             pad_token_id=tok.pad_token_id)
@@ -82,12 +103,18 @@ def main() -> None:
         t_ours, t_hf = min(runs_ours), min(runs_hf)
         t_tl = float("nan") if args.skip_tl else _times([tl_gen], 1)[0][0]
         paired = sorted(h / o for o, h in zip(runs_ours, runs_hf))
+        if hf_dnn is not None:
+            t_dnn = min(_times([lambda enc=enc: hf_gen(enc, hf_dnn)], args.repeats)[0])
+            extra.append(f"{b:>5}  HF+oneDNN {b * n / t_dnn:.1f} t/s   ours/(HF+oneDNN) "
+                         f"{t_dnn / t_ours:.2f}")
         tps = lambda t, b=b: b * n / t  # noqa: E731
         print(f"{b:>5} {tps(t_ours):>10.1f} t/s {tps(t_hf):>10.1f} t/s {tps(t_tl):>8.1f} t/s "
               f"{t_hf / t_ours:>8.2f} {t_hf / t_tl:>7.2f}   "
               f"median {paired[len(paired) // 2]:.2f} [{paired[0]:.2f}, {paired[-1]:.2f}]")
     print("ratios are throughput relative to HF generate (>1 = faster than HF); "
           "columns use best-of-N, the last column each interleaved pair")
+    if extra:
+        print("\n".join(extra))
 
 
 if __name__ == "__main__":
