@@ -41,6 +41,10 @@ def _onednn_available() -> bool:
 _ONEDNN = _onednn_available()
 
 
+def _packable(w) -> bool:
+    return _ONEDNN and w.device.type == "cpu" and w.dtype == torch.float32
+
+
 class _Linear:
     """``F.linear(x, w, b)`` for a frozen weight, through a oneDNN-prepacked copy on CPU."""
 
@@ -48,7 +52,7 @@ class _Linear:
 
     def __init__(self, w, b=None, pack: bool = False):
         self.w, self.b, self.packed = w, b, None
-        if pack and _ONEDNN and w.device.type == "cpu" and w.dtype == torch.float32:
+        if pack and _packable(w):
             try:
                 packed = torch.ops.mkldnn._reorder_linear_weight(w)
                 probe = w.new_ones(1, w.shape[1])  # guard against a broken backend build
@@ -116,7 +120,7 @@ def _gated_mlp_forward(self, x):
 def _unembed_forward(self, residual):
     def build(pack):
         b_u = None if not self.b_U.any() else self.b_U
-        if pack and _ONEDNN:
+        if pack and _packable(self.W_U):
             return _Linear(self.W_U.T.contiguous(), b_u, pack)
         # without oneDNN, x @ W_U in the stored layout (a transposed view, no copy)
         return _Linear(self.W_U.T, b_u)
