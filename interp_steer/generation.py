@@ -73,7 +73,8 @@ def generate_tokens(
     b = batch.tokens.shape[0]
     device = batch.tokens.device
     eos = model.tokenizer.eos_token_id if model.tokenizer is not None else None
-    gen = torch.Generator(device="cpu").manual_seed(seed)
+    # on the logits' device: multinomial refuses a generator on another device
+    gen = torch.Generator(device=device).manual_seed(seed)
     out = torch.empty((b, 0), dtype=torch.long, device=device)
     done = torch.zeros(b, dtype=torch.bool, device=device)
     tokens, mask = batch.tokens, batch.mask.long()

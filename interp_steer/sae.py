@@ -222,7 +222,9 @@ def train(
 
     with tempfile.TemporaryDirectory() as tmp:
         trained.save_inference_model(tmp)
-        sae = sl.SAE.load_from_disk(tmp)  # the inference class, as a user would load it
+        # the inference class, as a user would load it, on the model's device (training ran
+        # on the CPU, where the cached activations live)
+        sae = sl.SAE.load_from_disk(tmp, device=str(model.W_E.device))
     _set_metadata(sae, model, hook)
     held = evaluate(sae, x_held)
     report = {
@@ -339,6 +341,10 @@ def check_sae(model, sae) -> None:
         and sae.cfg.d_in != model.cfg.d_model
     ):
         raise ValueError(f"SAE d_in {sae.cfg.d_in} != model d_model {model.cfg.d_model}")
+    model_device = model.W_E.device
+    if sae.W_dec.device != model_device:
+        raise ValueError(f"SAE is on {sae.W_dec.device}, model on {model_device}: "
+                         f"move one, e.g. sae.to({str(model_device)!r})")
 
 
 def _feature_index(sae, features: int | Sequence[int]) -> Tensor:

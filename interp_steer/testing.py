@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import string
 import warnings
 from functools import lru_cache
@@ -46,7 +47,9 @@ def tiny_config(kind: str = "llama", **overrides) -> HookedTransformerConfig:
     vocab = len(char_tokenizer())
     common = dict(
         d_model=64, n_layers=3, n_ctx=256, d_head=16, n_heads=4, d_vocab=vocab,
-        seed=0, model_name=f"tiny-{kind}", device="cpu", dtype=torch.float32,
+        seed=0, model_name=f"tiny-{kind}", dtype=torch.float32,
+        # the unit suite runs on another device with INTERP_STEER_TEST_DEVICE=cuda
+        device=os.environ.get("INTERP_STEER_TEST_DEVICE", "cpu"),
     )
     if kind == "llama":
         cfg = dict(

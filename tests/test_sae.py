@@ -156,5 +156,9 @@ def test_bad_input(model, trained, tmp_path):
         S.check_sae(other, sae)
     with pytest.raises(ValueError, match="architecture"):
         S.SAETrainConfig(architecture="gated-ish")
+    import copy
+
+    with pytest.raises(ValueError, match="move one"):  # an SAE on another device
+        S.check_sae(model, copy.deepcopy(sae).to("meta"))
     with pytest.raises(ValueError, match="unknown hook"):
         S.train(model, "blocks.9.hook_resid_pre", ["text"], progress=False)
