@@ -114,3 +114,32 @@ def test_sae_trains_on_smollm2_and_feature_ablation_is_local(smollm2, tmp_path):
     d = back.W_dec[j] / back.W_dec[j].norm()
     assert diff.norm() > 1e-2
     assert torch.allclose(diff, (diff @ d)[:, None] * d, atol=1e-3)
+
+
+def test_llama_cpp_control_vector_matches_hf_layer_output(smollm2, hf_smollm2, tmp_path):
+    """An exported control vector, added where llama.cpp adds it (the output of decoder layer
+    il, here with an HF forward hook), gives the logits of steering with it in interp_steer."""
+    from interp_steer import steer
+    from interp_steer.control_vectors import export_llama_cpp, load_llama_cpp
+
+    v = build_vector(smollm2, datasets.load("sentiment").train[:8], HOOK, progress=False)
+    (w,) = load_llama_cpp(export_llama_cpp(v, tmp_path / "v.gguf", alpha=-2.0), smollm2)
+    il = w.metadata["llama_cpp_layer"]
+    assert il == 9  # blocks.10.hook_resid_pre is the output of layer 9
+    d = w.vector
+
+    def add(_module, _inputs, out):
+        return (out[0] + d, *out[1:]) if isinstance(out, tuple) else out + d
+
+    ids = torch.tensor([encode(smollm2, chat(smollm2, "How was your day?"))])
+    handle = hf_smollm2.model.layers[il].register_forward_hook(add)
+    try:
+        with torch.no_grad():
+            ref = hf_smollm2(ids).logits.log_softmax(-1)
+    finally:
+        handle.remove()
+    with torch.no_grad(), steer(smollm2, w, 1.0):
+        ours = smollm2(ids).log_softmax(-1)
+        base = hf_smollm2(ids).logits.log_softmax(-1)
+    assert float((ours - ref).abs().max()) < 1e-3
+    assert float((base - ref).abs().max()) > 0.1  # the vector does move the output
