@@ -39,6 +39,10 @@ def _pairs(spec: str):
 def cmd_build(args) -> None:
     from interp_steer import build_vector
 
+    if args.gguf:  # fail before the work when the hook has no llama.cpp slot
+        from interp_steer.control_vectors import llama_cpp_layer
+
+        llama_cpp_layer(args.hook)
     model = _model(args)
     opts = {}
     if args.method == "pca":
@@ -55,6 +59,11 @@ def cmd_build(args) -> None:
     vec = build_vector(model, data, args.hook, method=args.method, seed=args.seed, **opts)
     vec.save(args.out)
     print(f"{vec}\nsaved to {args.out}")
+    if args.gguf:
+        from interp_steer.control_vectors import export_llama_cpp
+
+        export_llama_cpp(vec, args.gguf, alpha=args.gguf_alpha)
+        print(f"llama.cpp control vector (x{args.gguf_alpha:g}) saved to {args.gguf}")
 
 
 def cmd_generate(args) -> None:
@@ -164,6 +173,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--promote", help="one_shot: completion to promote")
     s.add_argument("--suppress", help="one_shot: completion to suppress")
     s.add_argument("-o", "--out", required=True, help="output .safetensors path")
+    s.add_argument("--gguf", help="also write a llama.cpp control vector (.gguf) here")
+    s.add_argument("--gguf-alpha", type=float, default=1.0, help="scale baked into --gguf")
 
     s = with_model(add("generate", cmd_generate, "Generate text, optionally steered."))
     s.add_argument("--prompt", action="append", required=True, help="repeatable")

@@ -31,6 +31,22 @@ def test_build_then_generate(tiny_loader, tmp_path, capsys):
     assert "alpha=+0" in text and "alpha=+2" in text
 
 
+def test_build_exports_llama_cpp_control_vector(tiny_loader, tmp_path, capsys):
+    from interp_steer.control_vectors import load_llama_cpp
+
+    out, gg = tmp_path / "v.safetensors", tmp_path / "v.gguf"
+    cli.main(["build", "--hook", "blocks.2.hook_resid_pre", "-o", str(out), "--gguf", str(gg),
+              "--gguf-alpha", "2"])
+    (w,) = load_llama_cpp(gg)
+    assert w.metadata["llama_cpp_layer"] == 1
+    assert w.vector.allclose(SteeringVector.load(out).vector * 2)
+    with pytest.raises(SystemExit) as e:
+        cli.main(["build", "--hook", "blocks.1.hook_resid_pre", "-o", str(tmp_path / "w"),
+                  "--gguf", str(tmp_path / "w.gguf")])
+    assert e.value.code == 2 and "llama.cpp steers layers >= 1" in capsys.readouterr().err
+    assert not (tmp_path / "w").exists()
+
+
 def test_clear_errors(tiny_loader, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         cli.main(["build", "--hook", "blocks.99.hook_resid_pre", "-o", str(tmp_path / "v")])
