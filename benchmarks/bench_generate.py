@@ -17,6 +17,8 @@ import warnings
 import torch
 
 from interp_steer import SteeringVector, generate, load_model
+from interp_steer.activations import tokenize
+from interp_steer.generation import format_prompts
 from interp_steer.models import gguf_path
 
 PROMPTS = [
@@ -59,6 +61,7 @@ def main() -> None:
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 16])
     ap.add_argument("--new-tokens", type=int, default=40)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--model", default="smollm2-135m-instruct", help="an embedded model")
     ap.add_argument("--skip-tl", action="store_true", help="skip the slow stock TL baseline")
     ap.add_argument("--hf-onednn", action="store_true",
                     help="also time HF with its linears on the packed oneDNN kernel")
@@ -68,24 +71,24 @@ def main() -> None:
 
     from transformers import AutoModelForCausalLM
 
-    src = gguf_path("smollm2-135m-instruct")
+    src = gguf_path(args.model)
     hf = AutoModelForCausalLM.from_pretrained(src.parent, gguf_file=src.name).eval()
-    model = load_model("smollm2-135m-instruct")
-    stock = load_model("smollm2-135m-instruct", fast=False)  # TL 3.9 as shipped
+    model = load_model(args.model)
+    stock = load_model(args.model, fast=False)  # TL 3.9 as shipped
     tok = model.tokenizer
-    vec = SteeringVector(torch.randn(model.cfg.d_model) * 10, "blocks.10.hook_resid_pre")
+    vec = SteeringVector(torch.randn(model.cfg.d_model) * 10,
+                         f"blocks.{model.cfg.n_layers // 3}.hook_resid_pre")
     n = args.new_tokens
     hf_dnn = _hf_with_onednn(hf) if args.hf_onednn else None
     extra: list[str] = []
-    print(f"torch threads={torch.get_num_threads()}  new_tokens={n}  model=SmolLM2-135M")
+    print(f"torch threads={torch.get_num_threads()}  new_tokens={n}  model={args.model}")
     print(f"{'batch':>5} {'ours steered':>14} {'HF unsteered':>14} {'TL stock':>12} "
           f"{'ours/HF':>8} {'TL/HF':>7}   ours/HF per paired run")
     for b in args.batches:
         prompts = [PROMPTS[i % len(PROMPTS)] for i in range(b)]
-        from interp_steer.generation import format_prompts
-
         texts = format_prompts(model, prompts, chat=True)
-        enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        batch = tokenize(model, texts)  # HF gets exactly the tokens we generate from
+        enc = {"input_ids": batch.tokens, "attention_mask": batch.mask.long()}
 
         def ours(prompts=prompts, b=b):
             generate(model, prompts, vec, [4.0] * b, max_new_tokens=n, stop_at_eos=False)

@@ -10,7 +10,8 @@ each decode step. The replacements below do the same maths and fire the same hoo
   rebuilt only when a weight's version counter changes (so in-place edits are seen).
 - RMSNorm: torch's fused ``F.rms_norm`` unless its hooks are in use.
 - KV cache: appends into a preallocated buffer instead of concatenating every step.
-- transformer block: ln1 once instead of three times (TL normalises q, k, v inputs apart).
+- transformer block: ln1 once instead of three times (TL normalises q, k, v inputs apart),
+  so the packed QKV GEMM applies (QK-norm, where the model has it, runs after it as in TL).
 - attention core: ``F.scaled_dot_product_attention`` whenever nothing listens on
   ``hook_attn_scores`` or ``hook_pattern`` (run_with_cache on those hooks, or a user hook,
   falls back to TL's explicit path, so the hooks still see real patterns). Model variants
@@ -170,6 +171,9 @@ def _fast_qkv(self, query_input, key_input, value_input):
     q = self.hook_q(q.view(bsz, pos, h, dh))
     k = self.hook_k(k.view(bsz, pos, n_kv, dh))
     v = self.hook_v(v.view(bsz, pos, n_kv, dh))
+    if self.cfg.use_qk_norm:  # Gemma 3, Qwen 3: per-head norms after the hooks, as TL does
+        q = self._apply_qk_norm(q, self.q_norm)
+        k = self._apply_qk_norm(k, self.k_norm)
     return q, k, v
 
 
@@ -354,7 +358,6 @@ def _plain_block(cfg) -> bool:
     return (
         not cfg.use_attn_in
         and not cfg.use_split_qkv_input
-        and not cfg.use_normalization_before_and_after
         and not cfg.parallel_attn_mlp
         and not cfg.attn_only
         and not cfg.use_hook_mlp_in
@@ -379,9 +382,11 @@ def _fast_block_forward(
         past_kv_cache_entry=past_kv_cache_entry,
         attention_mask=attention_mask,
     )
+    if self.cfg.use_normalization_before_and_after:  # Gemma 2/3: norms after attn and MLP
+        attn_out = self.ln1_post(attn_out)
     resid_mid = self.hook_resid_mid(resid_pre + self.hook_attn_out(attn_out))
-    mlp_out = self.hook_mlp_out(self.mlp(self.ln2(resid_mid)))
-    return self.hook_resid_post(resid_mid + mlp_out)
+    # TL's apply_mlp: the MLP, ln2_post where the model has one, then hook_mlp_out
+    return self.hook_resid_post(resid_mid + self.apply_mlp(self.ln2(resid_mid)))
 
 
 def patch_fast_forward(model: HookedTransformer) -> HookedTransformer:

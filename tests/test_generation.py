@@ -117,6 +117,45 @@ def test_fast_forward_matches_stock_tl(tiny):
                               stock(batch.tokens, **forward_kwargs(batch))[batch.mask], atol=1e-4)
 
 
+# Gemma-3-like (norms before and after, QK-norm, local + global attention, one K/V head) and
+# Qwen-3-like (QK-norm in a plain pre-norm block): the packed QKV path must keep the QK-norm.
+VARIANTS = {
+    "gemma3": dict(use_normalization_before_and_after=True, use_qk_norm=True, n_key_value_heads=1,
+                   use_local_attn=True, attn_types=["local", "global", "local"], window_size=4,
+                   act_fn="gelu_pytorch_tanh"),
+    "qwen3": dict(use_qk_norm=True),
+}
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_fast_forward_matches_stock_tl_on_variants(variant):
+    import warnings
+
+    from transformer_lens import HookedTransformer
+
+    from interp_steer.testing import char_tokenizer
+
+    fast = tiny_model("llama", **VARIANTS[variant])
+    with torch.no_grad():  # norms away from 1 so a skipped norm shows
+        for name, p in fast.named_parameters():
+            if "norm" in name or "ln" in name:
+                p.copy_(torch.rand_like(p) + 0.5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        stock = HookedTransformer(fast.cfg, char_tokenizer(), default_padding_side="left")
+    stock.load_state_dict(fast.state_dict())
+    texts = ["hello there, a longer prompt", "a"]
+    batch = tokenize(fast, texts)
+    with torch.no_grad():
+        a = fast(batch.tokens, **forward_kwargs(batch))
+        b = stock(batch.tokens, **forward_kwargs(batch))
+    assert torch.allclose(a[batch.mask], b[batch.mask], atol=1e-4)
+    v = SteeringVector(torch.randn(fast.cfg.d_model) * 4, "blocks.1.hook_resid_pre")
+    kw = dict(max_new_tokens=8, stop_at_eos=False)
+    assert (generate(fast, texts, v, 1.0, use_cache=True, **kw)
+            == generate(fast, texts, v, 1.0, use_cache=False, **kw))
+
+
 def test_gpt2_and_llama_fixtures_differ():
     assert tiny_model("gpt2").cfg.normalization_type == "LN"
     assert tiny_model("llama").cfg.n_key_value_heads == 2
