@@ -84,18 +84,20 @@ def interventions(model, sae, trait: str, cfg: Config, prompts: list[str]) -> di
     neg_feats = [r["feature"] for r in S.contrast_features(sae, acts[n:], acts[:n], top=cfg.n_ablate)]
 
     resid = residual_norm(model, hook, prompts)
+    # KL is measured on what generation conditions on: the chat-formatted prompts
+    chat_prompts = format_prompts(model, prompts, True)
     out, info = {}, {}
     for m, v in vecs.items():
 
         def kl(a, v=v):
-            return metrics.kl_from_unsteered(model, v, [a], prompts)[0]
+            return metrics.kl_from_unsteered(model, v, [a], chat_prompts)[0]
 
         a = bisect_increasing(kl, cfg.target_kl, max_x=4096.0)
         out[m] = lambda v=v, a=a: steer(model, v, a)
         info[m] = {"alpha": a, "directions": v.directions, "rel_strength": a / resid}
 
     def clamp_kl(c):
-        return metrics.kl_under(model, prompts, [lambda: S.clamp_features(model, sae, j, c)])[0]
+        return metrics.kl_under(model, chat_prompts, [lambda: S.clamp_features(model, sae, j, c)])[0]
 
     c = bisect_increasing(clamp_kl, cfg.target_kl, max_x=1e5)
     out["sae_clamp"] = lambda c=c: S.clamp_features(model, sae, j, c)
@@ -131,9 +133,10 @@ def run(cfg: Config, out_dir: Path = Path("figures"), model=None, sae=None) -> d
         base_texts, base_eff, base_ppl = evaluate()
         ref = float(np.nanmedian(base_ppl))
         md = iv["contexts"]["mean_diff"]
-        kls = metrics.kl_under(model, prompts, list(iv["contexts"].values()))
+        chat_prompts = format_prompts(model, prompts, True)
+        kls = metrics.kl_under(model, chat_prompts, list(iv["contexts"].values()))
         # equivalence: KL from the mean_diff-steered model, every intervention at iso-KL
-        kls_md = metrics.kl_under(model, prompts, list(iv["contexts"].values()), reference=md)
+        kls_md = metrics.kl_under(model, chat_prompts, list(iv["contexts"].values()), reference=md)
         # the unsteered samples scored like every other condition (≈ 0.75, not 1: half of them
         # are more perplexing than their own median)
         rows = {"unsteered": {"efficacy": float(base_eff.mean()),
@@ -154,7 +157,7 @@ def run(cfg: Config, out_dir: Path = Path("figures"), model=None, sae=None) -> d
         ref_acts = S.token_activations(model, S.Corpus.from_texts(model, formatted[:8]), hook,
                                        progress=False)[0]  # fmt: skip
         decomposition = S.decompose(sae, v, ref_acts, top=10)
-        survival = S.effect_survival(model, sae, v, prompts, cfg.survival_ks, 1.0, ref_acts)
+        survival = S.effect_survival(model, sae, v, chat_prompts, cfg.survival_ks, 1.0, ref_acts)
         results[trait] = {"methods": rows, "decomposition": decomposition, "survival": survival,
                           "best_feature": iv["info"]["sae_clamp"]["feature"]}  # fmt: skip
     report = S.report_of(S.default_path(model)) or {}

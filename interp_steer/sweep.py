@@ -102,7 +102,9 @@ def sweep(
         summary["kl"] = np.nan
         for name, vec in vectors.items():
             sel = summary.vector == name
-            summary.loc[sel, "kl"] = metrics.kl_from_unsteered(model, vec, summary[sel].alpha, prompts)
+            # on the texts the model generated from (chat-formatted when chat=True)
+            summary.loc[sel, "kl"] = metrics.kl_from_unsteered(model, vec, summary[sel].alpha,
+                                                               formatted)
     if out is not None:
         save_sweep(out, summary, samples, asdict(cfg))
     return summary, samples
@@ -160,6 +162,7 @@ def calibrate(
     sign: float = 1.0,
     max_alpha: float = 64.0,
     tol: float = 0.02,
+    chat: bool = True,
     **sweep_kw,
 ) -> float:
     """The strength that reaches ``target_kl`` (iso-KL, by bisection on next-token KL from the
@@ -170,14 +173,16 @@ def calibrate(
         if target_kl <= 0:
             raise ValueError("target_kl must be positive")
 
+        formatted = format_prompts(model, prompts, chat)
+
         def f(a: float) -> float:
-            return float(metrics.kl_from_unsteered(model, vector, [sign * a], prompts)[0])
+            return float(metrics.kl_from_unsteered(model, vector, [sign * a], formatted)[0])
 
         return sign * bisect_increasing(f, target_kl, max_alpha, tol)
     if success is None or alphas is None:
         raise ValueError("target_success needs success= and an alphas grid")
     summary, _ = sweep(model, {"v": vector}, alphas, prompts, success, diversity=False, kl=False,
-                       progress=False, **sweep_kw)  # fmt: skip
+                       progress=False, chat=chat, **sweep_kw)  # fmt: skip
     s = summary.sort_values("alpha", key=lambda x: sign * x)
     s = s[sign * s.alpha >= 0]
     a, y = s.alpha.to_numpy(), s.success.to_numpy()

@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from interp_steer import build_vector, metrics, steer
+from interp_steer.generation import format_prompts
 from interp_steer.sweep import calibrate, sweep
 
 HOOK = "blocks.1.hook_resid_pre"
@@ -82,6 +83,10 @@ def test_sweep_table_and_files(llama, tmp_path):
     assert len(samples) == 2 * 2 * 2 * 2
     base = summary[summary.alpha == 0]
     assert (base.kl.abs() < 1e-9).all() and (summary[summary.alpha == 2].kl > 0).all()
+    # the KL column is measured on the chat-formatted prompts generation conditioned on
+    kl_v = summary[(summary.vector == "v") & (summary.alpha == 2)].kl.item()
+    chat_kl = metrics.kl_from_unsteered(llama, v, [2.0], format_prompts(llama, ["hi", "yo"], True))
+    assert kl_v == pytest.approx(chat_kl[0], rel=1e-6)
     assert summary.coherence.between(0, 1).all() and summary.hm.between(0, 1).all()
     assert (summary.judge == 70.0).all()
     for f in ("sw.csv", "sw_samples.csv", "sw.json"):
@@ -91,8 +96,11 @@ def test_sweep_table_and_files(llama, tmp_path):
 def test_calibrate_hits_target_kl(llama):
     v = build_vector(llama, PAIRS, HOOK, progress=False)
     prompts = ["hello there", "hi"]
+    # KL is measured on what generation conditions on: chat-formatted prompts by default
     a = calibrate(llama, v, prompts, target_kl=0.05)
-    kl = metrics.kl_from_unsteered(llama, v, [a], prompts)[0]
+    kl = metrics.kl_from_unsteered(llama, v, [a], format_prompts(llama, prompts, True))[0]
     assert kl == pytest.approx(0.05, rel=0.1)
+    a_raw = calibrate(llama, v, prompts, target_kl=0.05, chat=False)
+    assert metrics.kl_from_unsteered(llama, v, [a_raw], prompts)[0] == pytest.approx(0.05, rel=0.1)
     with pytest.raises(ValueError):
         calibrate(llama, v, prompts)
