@@ -24,6 +24,40 @@ def format_prompts(model, prompts: str | Sequence[str], chat: bool) -> list[str]
     return [chat_format(model, p) for p in prompts] if chat else prompts
 
 
+def _draw(weights: Float[Tensor, "batch n"], gen: torch.Generator) -> Int[Tensor, "batch"]:
+    """One index per row with probability proportional to ``weights`` (inverse CDF).
+
+    Exact, and 2-3x faster than ``torch.multinomial`` on the CPU (30 rows: 54 vs 127 ms over
+    Gemma's 262k vocabulary, 8 vs 24 over SmolLM2's 49k): a float64 cumsum and a binary search.
+    """
+    cdf = weights.double().cumsum(-1)
+    u = torch.rand((weights.shape[0], 1), generator=gen, device=weights.device, dtype=cdf.dtype)
+    # the first index whose cumulative weight exceeds u * total: zero-weight tokens never win
+    idx = torch.searchsorted(cdf, u * cdf[:, -1:], right=True)[:, 0]
+    return idx.clamp_max(weights.shape[-1] - 1)
+
+
+def _nucleus(
+    probs: Float[Tensor, "batch vocab"], top_p: float
+) -> tuple[Int[Tensor, "batch n"], Float[Tensor, "batch n"]]:
+    """Top-p candidates by descending probability, with the tokens outside the nucleus (the
+    smallest prefix whose mass reaches ``top_p``; always at least one token) zeroed.
+
+    Partial selection of the top 1k, then 16k, and a full-vocabulary sort only when some
+    row's nucleus is larger still: for 30 rows of Gemma's 262k vocabulary on the CPU that is
+    10 / 55 / 300+ ms, and a coherent model's nucleus is usually well under 1k.
+    """
+    for k in (1024, 16384):
+        if k < probs.shape[-1]:
+            p, idx = probs.topk(k, dim=-1)
+            if bool((p.sum(-1) >= top_p).all()):  # every row's nucleus lies in its top k
+                break
+    else:
+        p, idx = probs.sort(-1, descending=True)
+    drop = p.cumsum(-1) - p >= top_p
+    return idx, p.masked_fill(drop, 0.0)
+
+
 def _sample(
     logits: Float[Tensor, "batch vocab"], temperature: float, top_p: float, gen: torch.Generator
 ) -> Int[Tensor, "batch"]:
@@ -31,13 +65,9 @@ def _sample(
         return logits.argmax(-1)
     probs = torch.softmax(logits.float() / temperature, -1)
     if top_p < 1.0:
-        sorted_p, idx = probs.sort(-1, descending=True)
-        # keep the smallest prefix whose mass reaches top_p (always at least one token)
-        drop = sorted_p.cumsum(-1) - sorted_p >= top_p
-        sorted_p = sorted_p.masked_fill(drop, 0.0)
-        choice = torch.multinomial(sorted_p, 1, generator=gen)
-        return idx.gather(-1, choice)[:, 0]
-    return torch.multinomial(probs, 1, generator=gen)[:, 0]
+        idx, p = _nucleus(probs, top_p)
+        return idx.gather(-1, _draw(p, gen)[:, None])[:, 0]
+    return _draw(probs, gen)
 
 
 def _last_logits(model, tokens, mask, cache) -> Float[Tensor, "batch vocab"]:

@@ -197,3 +197,33 @@ def test_gradients_after_inference_generation(llama):
     with torch.no_grad():
         assert torch.allclose(twin(batch.tokens, **forward_kwargs(batch)),
                               llama(batch.tokens, **forward_kwargs(batch)), atol=1e-5)
+
+
+@pytest.mark.parametrize("scale", [0.5, 8.0], ids=["flat", "peaked"])
+def test_nucleus_matches_full_sort(scale):
+    """The partial-selection nucleus equals the textbook one (full sort, smallest prefix whose
+    mass reaches top_p), on flat distributions (nucleus past the 1k/16k ladders) and peaked."""
+    from interp_steer.generation import _nucleus
+
+    g = torch.Generator().manual_seed(0)
+    probs = torch.softmax(torch.randn(4, 40_000, generator=g) * scale, -1)
+    idx, p = _nucleus(probs, 0.9)
+    ref_p, ref_idx = probs.sort(-1, descending=True)
+    ref_keep = ref_p.cumsum(-1) - ref_p < 0.9
+    for r in range(4):
+        keep = p[r] > 0
+        assert set(idx[r][keep].tolist()) == set(ref_idx[r][ref_keep[r]].tolist())
+        assert torch.allclose(p[r][keep].sum(), ref_p[r][ref_keep[r]].sum())
+
+
+def test_draw_is_exact_and_skips_zero_weights():
+    from interp_steer.generation import _draw
+
+    w = torch.tensor([0.0, 1.0, 0.0, 3.0, 6.0, 0.0])
+    g = torch.Generator().manual_seed(0)
+    draws = torch.cat([_draw(w.expand(1000, -1), g) for _ in range(100)])
+    freq = torch.bincount(draws, minlength=6).double() / len(draws)
+    assert freq[[0, 2, 5]].sum() == 0
+    # 100k draws: standard error <= 0.0016, so 0.01 is > 6 sigma
+    assert torch.allclose(freq[[1, 3, 4]], torch.tensor([0.1, 0.3, 0.6], dtype=freq.dtype),
+                          atol=0.01)
