@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import subprocess
 from dataclasses import asdict
 from pathlib import Path
 
@@ -15,12 +16,25 @@ from interp_steer import __version__  # noqa: E402
 from interp_steer._io import atomic_path, write_json  # noqa: E402
 
 
+def code_version() -> str:
+    """The package version plus the git commit it ran from ("+dirty" with local edits)."""
+    here = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=here,
+                                capture_output=True, text=True, timeout=10, check=True).stdout
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=here, capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return __version__  # an installed copy outside a checkout
+    return f"{__version__}+g{commit.strip()}" + ("+dirty" if dirty.strip() else "")
+
+
 def save_figure(fig, stem: Path, numbers: dict, cfg) -> None:
-    """Write ``stem``.png and ``stem``.json (numbers + the config that produced them)."""
+    """Write ``stem``.png and ``stem``.json (numbers, the config and the code that made them)."""
     with atomic_path(stem.with_suffix(".png")) as tmp:
         fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
     plt.close(fig)
-    write_json(stem.with_suffix(".json"), {"config": asdict(cfg), "interp_steer": __version__,
+    write_json(stem.with_suffix(".json"), {"config": asdict(cfg), "interp_steer": code_version(),
                                            **numbers})
 
 

@@ -29,6 +29,10 @@ def _check_outputs(stem, seed=0):
     assert stem.with_suffix(".png").stat().st_size > 10_000
     data = json.loads(stem.with_suffix(".json").read_text())
     assert data["config"]["seed"] == seed
+    # the code that made it: version, and the git commit when run from a checkout
+    from interp_steer import __version__
+
+    assert data["interp_steer"].startswith(__version__)
     return data
 
 
