@@ -3,6 +3,7 @@
 All three run in this process on the same dequantized SmolLM2 weights, the same prompts,
 batch and token count (greedy, EOS ignored so every row makes exactly N tokens).
 Run: python -m benchmarks.bench_generate [--batches 1 16] [--new-tokens 40] [--hf-onednn]
+     [--top-p 0.95]   (sampled instead of greedy; --skip-tl then, stock TL's sampler differs)
 
 ``--hf-onednn`` also times HF with every nn.Linear routed through the same prepacked oneDNN
 kernel interp_steer uses, to show how much of the ratio is the GEMM backend.
@@ -63,6 +64,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--model", default="smollm2-135m-instruct", help="an embedded model")
     ap.add_argument("--skip-tl", action="store_true", help="skip the slow stock TL baseline")
+    ap.add_argument("--top-p", type=float, default=None,
+                    help="sample at T=1 with this top-p (both sides) instead of greedy")
     ap.add_argument("--hf-onednn", action="store_true",
                     help="also time HF with its linears on the packed oneDNN kernel")
     args = ap.parse_args()
@@ -79,9 +82,15 @@ def main() -> None:
     vec = SteeringVector(torch.randn(model.cfg.d_model) * 10,
                          f"blocks.{model.cfg.n_layers // 3}.hook_resid_pre")
     n = args.new_tokens
+    # greedy by default; with --top-p both sides sample at T=1 with the same nucleus
+    sampling = ({} if args.top_p is None else
+                {"temperature": 1.0, "top_p": args.top_p})
+    hf_sampling = ({"do_sample": False} if args.top_p is None else
+                   {"do_sample": True, "temperature": 1.0, "top_p": args.top_p, "top_k": 0})
     hf_dnn = _hf_with_onednn(hf) if args.hf_onednn else None
     extra: list[str] = []
-    print(f"torch threads={torch.get_num_threads()}  new_tokens={n}  model={args.model}")
+    mode = "greedy" if args.top_p is None else f"sampled T=1 top_p={args.top_p}"
+    print(f"torch threads={torch.get_num_threads()}  new_tokens={n}  model={args.model}  {mode}")
     print(f"{'batch':>5} {'ours steered':>14} {'HF unsteered':>14} {'TL stock':>12} "
           f"{'ours/HF':>8} {'TL/HF':>7}   ours/HF per paired run")
     for b in args.batches:
@@ -91,12 +100,13 @@ def main() -> None:
         enc = {"input_ids": batch.tokens, "attention_mask": batch.mask.long()}
 
         def ours(prompts=prompts, b=b):
-            generate(model, prompts, vec, [4.0] * b, max_new_tokens=n, stop_at_eos=False)
+            generate(model, prompts, vec, [4.0] * b, max_new_tokens=n, stop_at_eos=False,
+                     **sampling)
 
         def hf_gen(enc=enc, hf=hf):
             with torch.inference_mode():
-                hf.generate(**enc, max_new_tokens=n, min_new_tokens=n, do_sample=False,
-                            pad_token_id=tok.pad_token_id)
+                hf.generate(**enc, max_new_tokens=n, min_new_tokens=n,
+                            pad_token_id=tok.pad_token_id, **hf_sampling)
 
         def tl_gen(texts=texts, b=b):
             stock.generate(texts if b > 1 else texts[0], max_new_tokens=n, do_sample=False,
@@ -104,7 +114,8 @@ def main() -> None:
 
         runs_ours, runs_hf = _times([ours, hf_gen], args.repeats)
         t_ours, t_hf = min(runs_ours), min(runs_hf)
-        t_tl = float("nan") if args.skip_tl else _times([tl_gen], 1)[0][0]
+        skip_tl = args.skip_tl or args.top_p is not None  # TL has no matching sampler
+        t_tl = float("nan") if skip_tl else _times([tl_gen], 1)[0][0]
         paired = sorted(h / o for o, h in zip(runs_ours, runs_hf))
         if hf_dnn is not None:
             t_dnn = min(_times([lambda enc=enc: hf_gen(enc, hf_dnn)], args.repeats)[0])
