@@ -66,8 +66,9 @@ def null_fraction(ns, directions: torch.Tensor) -> float:
     return float(((d @ ns.basis) ** 2).sum(-1).mean())
 
 
-def interventions(model, sae, trait: str, cfg: Config, prompts: list[str]) -> dict:
-    """Each method as a zero-argument context factory, set to the iso-KL operating point."""
+def interventions(model, sae, trait: str, cfg: Config, chat_prompts: list[str]) -> dict:
+    """Each method as a zero-argument context factory, set to the iso-KL operating point on
+    ``chat_prompts`` (already chat-formatted: KL is measured on what generation sees)."""
     hook = S.sae_hook(sae)
     ds = datasets.load(trait)
     vecs = {m: build_vector(model, trait, hook, method=m, seed=cfg.seed, progress=False).normalized()
@@ -83,9 +84,7 @@ def interventions(model, sae, trait: str, cfg: Config, prompts: list[str]) -> di
     vecs["sae_feature"] = feat
     neg_feats = [r["feature"] for r in S.contrast_features(sae, acts[n:], acts[:n], top=cfg.n_ablate)]
 
-    resid = residual_norm(model, hook, prompts)
-    # KL is measured on what generation conditions on: the chat-formatted prompts
-    chat_prompts = format_prompts(model, prompts, True)
+    resid = residual_norm(model, hook, chat_prompts, chat=False)
     out, info = {}, {}
     for m, v in vecs.items():
 
@@ -119,7 +118,8 @@ def run(cfg: Config, out_dir: Path = Path("figures"), model=None, sae=None) -> d
         ds = datasets.load(trait)
         prompts = ds.prompts[: cfg.n_prompts]
         clf = success_scorer(trait)
-        iv = interventions(model, sae, trait, cfg, prompts)
+        chat_prompts = format_prompts(model, prompts, True)
+        iv = interventions(model, sae, trait, cfg, chat_prompts)
         rep = [p for p in prompts for _ in range(cfg.samples)]
         formatted = format_prompts(model, rep, True)
 
@@ -133,7 +133,6 @@ def run(cfg: Config, out_dir: Path = Path("figures"), model=None, sae=None) -> d
         base_texts, base_eff, base_ppl = evaluate()
         ref = float(np.nanmedian(base_ppl))
         md = iv["contexts"]["mean_diff"]
-        chat_prompts = format_prompts(model, prompts, True)
         kls = metrics.kl_under(model, chat_prompts, list(iv["contexts"].values()))
         # equivalence: KL from the mean_diff-steered model, every intervention at iso-KL
         kls_md = metrics.kl_under(model, chat_prompts, list(iv["contexts"].values()), reference=md)

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from interp_steer._io import atomic_path
-from interp_steer.vectors import SteeringVector
+from interp_steer.vectors import SteeringVector, model_fingerprint
 
 ARCH = "controlvector"
 _RESID = re.compile(r"^blocks\.(\d+)\.hook_resid_(pre|post)$")
@@ -124,8 +124,6 @@ def load_llama_cpp(path: str | Path, model=None) -> list[SteeringVector]:
     methods = json.loads(field("interp_steer.methods") or "{}")
     fp = field("interp_steer.model_fingerprint") or None
     if fp is None and model is not None:
-        from interp_steer.vectors import model_fingerprint
-
         fp = model_fingerprint(model)
     found = []
     for t in r.tensors:

@@ -88,8 +88,8 @@ def test_sampling_is_seeded(tiny):
     assert generate(tiny, PROMPTS, seed=3, **kw) != generate(tiny, PROMPTS, seed=4, **kw)
 
 
-def test_fast_forward_matches_stock_tl(tiny):
-    """The copy-free patched forward computes what stock TL computes."""
+def _stock_twin(model):
+    """The same weights in an unpatched HookedTransformer (TL 3.9 as shipped)."""
     import warnings
 
     from transformer_lens import HookedTransformer
@@ -98,8 +98,14 @@ def test_fast_forward_matches_stock_tl(tiny):
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        stock = HookedTransformer(tiny.cfg, char_tokenizer(), default_padding_side="left")
-    stock.load_state_dict(tiny.state_dict())
+        stock = HookedTransformer(model.cfg, char_tokenizer(), default_padding_side="left")
+    stock.load_state_dict(model.state_dict())
+    return stock
+
+
+def test_fast_forward_matches_stock_tl(tiny):
+    """The copy-free patched forward computes what stock TL computes."""
+    stock = _stock_twin(tiny)
     batch = tokenize(tiny, PROMPTS)
     with torch.no_grad():
         a = tiny(batch.tokens, **forward_kwargs(batch))
@@ -129,21 +135,12 @@ VARIANTS = {
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_fast_forward_matches_stock_tl_on_variants(variant):
-    import warnings
-
-    from transformer_lens import HookedTransformer
-
-    from interp_steer.testing import char_tokenizer
-
     fast = tiny_model("llama", **VARIANTS[variant])
     with torch.no_grad():  # norms away from 1 so a skipped norm shows
         for name, p in fast.named_parameters():
             if "norm" in name or "ln" in name:
                 p.copy_(torch.rand_like(p) + 0.5)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        stock = HookedTransformer(fast.cfg, char_tokenizer(), default_padding_side="left")
-    stock.load_state_dict(fast.state_dict())
+    stock = _stock_twin(fast)
     texts = ["hello there, a longer prompt", "a"]
     batch = tokenize(fast, texts)
     with torch.no_grad():
