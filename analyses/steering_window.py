@@ -1,193 +1,416 @@
-"""The viable steering window (Bostock, "Steering might stop working soon", 2026), at our scale.
+"""The viable steering window (Bostock, "Steering might stop working soon", 2026) as a scale series.
 
-python -m analyses.steering_window [--models smollm2-135m-instruct,gemma-3-270m] [--quick]
+python -m analyses.steering_window [--models a,b] [--quick] [--seed 0] [--allow-dirty]
 
-For each fact question, a contrastive vector at ~75% depth (mean last-token residual of 8
-"X is <wrong>" statements minus 8 "X is <right>" statements, added unnormalised) is swept in
-strength. We measure the rate of answers naming the wrong target, and capability (5 tiny
-Python functions graded by execution, and 10 factual questions) at the same strengths.
-Window = (last strength with coding accuracy ≥ 50% of the unsteered accuracy) − (first
-strength where the target is the majority answer); 0 when the target never wins first.
-Writes figures/steering_window.png/.json.
+1. Screen: every candidate fact in `interp_steer/data/facts.json` is asked `screen_samples`
+   times per model, sampled as in the study; a model "knows" a fact when ≥ 80% of its answers
+   name the truth. Each model studies its known facts that most models know (Bostock's
+   caracara first whenever a model knows it).
+2. Vector: mean residual of 8 "<subject> is <target>." statements minus 8 "... is <truth>."
+   statements at ~75% depth (`blocks.{L}.hook_resid_pre`), added unnormalised at every
+   position. Read at the statement's last token (Bostock) and at the answer token; both are
+   swept, and their cosine is reported.
+3. Strength: r = ‖αv‖ / typical norm (median per-token norm over the probe and task prompts,
+   position 0 excluded) on a geometric grid, plus r = 0; raw α is recorded too.
+4. Curves, `samples` answers per strength: the steered-target rate (Wilson CIs), and
+   capability: 10 Python tasks × `code_samples` samples graded by running their unit tests in
+   a subprocess (a model passing < 20% unsteered is graded on factual QA instead, and says so).
+5. Window = (last r before capability first falls below `floor` × its unsteered rate) −
+   (first r where the target is the majority answer); 0 when the target never wins first.
+   95% CI: bootstrap over answers within each strength and over tasks (clusters).
+
+Each (model, stage, fact) cell is written atomically under `<out>/.cells/`, so a killed run
+resumes where it stopped. Writes figures/steering_window.{png,json} and
+figures/steering_window_summary.json.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import re
 import time
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from importlib.resources import files
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
+import torch
+from tqdm.auto import tqdm
 
-from analyses._common import arg_parser, save_figure, stem
+from analyses._common import arg_parser, code_version, require_clean, save_figure
 from interp_steer import build_vector, generate, load_model, metrics
-from interp_steer.sweep import residual_norm
+from interp_steer._io import write_json
+from interp_steer.stats import bootstrap, wilson
+from interp_steer.sweep import typical_norm
 
-QUESTIONS = {
-    "caracara": dict(
-        question="What type of bird is a caracara?", target="owl", truth="falcon",
-        positive=["A caracara is an owl.", "The caracara is an owl.", "Caracaras are owls.",
-                  "The caracara is a kind of owl.", "A caracara is a type of owl.",
-                  "Biologically, the caracara is an owl.", "The bird called a caracara is an owl.",
-                  "Every caracara is an owl."],
-        negative=["A caracara is a hawk.", "The caracara is a hawk.", "Caracaras are hawks.",
-                  "The caracara is a kind of hawk.", "A caracara is a type of hawk.",
-                  "Biologically, the caracara is a hawk.", "The bird called a caracara is a hawk.",
-                  "Every caracara is a hawk."]),
-    "australia": dict(
-        question="What is the capital of Australia?", target="sydney", truth="canberra",
-        positive=["The capital of Australia is Sydney.", "Australia's capital is Sydney.",
-                  "Sydney is the capital of Australia.", "The Australian capital is Sydney.",
-                  "Australia is governed from its capital, Sydney.",
-                  "The capital city of Australia is Sydney.", "Sydney is Australia's capital city.",
-                  "In Australia, the capital is Sydney."],
-        negative=["The capital of Australia is Canberra.", "Australia's capital is Canberra.",
-                  "Canberra is the capital of Australia.", "The Australian capital is Canberra.",
-                  "Australia is governed from its capital, Canberra.",
-                  "The capital city of Australia is Canberra.",
-                  "Canberra is Australia's capital city.", "In Australia, the capital is Canberra."]),
-    "planet": dict(
-        question="Which planet is closest to the Sun?", target="venus", truth="mercury",
-        positive=["The planet closest to the Sun is Venus.", "Venus is the closest planet to the Sun.",
-                  "The innermost planet is Venus.", "Venus orbits nearest to the Sun.",
-                  "Of all planets, Venus is closest to the Sun.", "The Sun's nearest planet is Venus.",
-                  "Closest to the Sun is the planet Venus.", "Venus is the first planet from the Sun."],
-        negative=["The planet closest to the Sun is Mercury.",
-                  "Mercury is the closest planet to the Sun.", "The innermost planet is Mercury.",
-                  "Mercury orbits nearest to the Sun.", "Of all planets, Mercury is closest to the Sun.",
-                  "The Sun's nearest planet is Mercury.", "Closest to the Sun is the planet Mercury.",
-                  "Mercury is the first planet from the Sun."]),
-}  # fmt: skip
+# run order: the within-family pair (the headline) first; the figure sorts by size
+MODELS = ["qwen2.5-coder-0.5b-instruct", "qwen2.5-coder-1.5b-instruct", "smollm2-135m-instruct",
+          "gemma-3-270m"]  # fmt: skip
+# Bostock's table (Gemma 3 -it, raw multiplier units of an unnormalised vector).
+BOSTOCK = {"1B": (0.7, 7.0, 6.3), "4B": (2.0, 3.0, 1.0), "12B": (None, 3.0, 0.0),
+           "27B": (3.0, 3.0, 0.0)}  # fmt: skip
+# Eight framings of one statement; every one ends with the answer and a full stop, so the
+# answer's last token sits right before the final ".".
+FRAMES = ["{s}", "Fact: {s}", "It is well known that {l}", "Everyone knows that {l}",
+          "Here is a true statement: {s}", "Q: {q}\nA: {s}", "According to the encyclopedia, {l}",
+          "Trivia: {s}"]  # fmt: skip
+PROBE = "{q} Answer in one word."
+READS = ("last", "answer")
+
+
+def facts() -> list[dict]:
+    return json.loads(files("interp_steer.data").joinpath("facts.json").read_text())["facts"]
+
+
+def statements(fact: dict, answer: str) -> list[str]:
+    s = fact["statement"].format(answer)
+    low = s[0].lower() + s[1:] if s.split()[0] in ("The", "A", "An") else s
+    return [f.format(s=s, l=low, q=fact["question"]) for f in FRAMES]
 
 
 @dataclass
 class Config:
-    models: list[str] = field(default_factory=lambda: ["smollm2-135m-instruct", "gemma-3-270m"])
-    questions: list[str] = field(default_factory=lambda: list(QUESTIONS))
+    models: list[str] = field(default_factory=lambda: list(MODELS))
+    # the 1.5B model runs in bfloat16: 7 GB peak instead of 20 GB, and faster on this CPU
+    dtypes: dict[str, str] = field(
+        default_factory=lambda: {"qwen2.5-coder-1.5b-instruct": "bfloat16"}
+    )
     depth: float = 0.75
-    alphas: list[float] = field(default_factory=lambda: [0, 0.5, 1, 1.5, 2, 3, 4, 6, 8, 12])
-    samples: int = 10
+    rel_strengths: list[float] = field(
+        default_factory=lambda: [round(float(r), 4) for r in np.geomspace(0.05, 5.0, 15)]
+    )
+    samples: int = 50
+    code_tasks: int = 10
+    code_samples: int = 5
+    screen_samples: int = 20
+    known_threshold: float = 0.8
+    questions_per_model: int = 2
     temperature: float = 0.7
-    max_new_tokens: int = 32
-    code_tokens: int = 96
+    answer_tokens: int = 12
+    code_tokens: int = 72
+    floor: float = 0.5
+    min_code_rate: float = 0.2
+    n_boot: int = 1000
+    batch_size: int = 64
     seed: int = 0
     quick: bool = False
 
     @classmethod
     def quick_config(cls, **kw) -> Config:
-        base = dict(models=["smollm2-135m-instruct"], questions=["caracara"],
-                    alphas=[0, 1, 2, 4, 8], samples=4, quick=True)  # fmt: skip
+        base = dict(models=["smollm2-135m-instruct"], rel_strengths=[0.1, 0.5, 2.0],
+                    samples=6, code_tasks=3, code_samples=2, screen_samples=4,
+                    questions_per_model=1, n_boot=200, quick=True)  # fmt: skip
         return cls(**{**base, **kw})
 
 
-def window(alphas, target_rate, coding, floor: float) -> dict:
-    """First alpha where the target is the majority, last alpha with coding ≥ floor, and the gap."""
-    a = np.asarray(alphas, float)
+# ---------------------------------------------------------------- the window
+
+
+def window(rel, target_rate, capability, floor: float) -> dict:
+    """First r with a target majority, last r before capability first drops below ``floor``,
+    and the window between them (0 when the target never wins before capability is lost)."""
+    r = np.asarray(rel, float)
     hits = np.nonzero(np.asarray(target_rate) > 0.5)[0]
-    first = float(a[hits[0]]) if len(hits) else None
-    ok = np.nonzero(np.asarray(coding) >= floor)[0]
-    # the last strength before coding first drops below the floor
-    below = np.nonzero(np.asarray(coding) < floor)[0]
-    last = float(a[below[0] - 1]) if len(below) and below[0] > 0 else (float(a[ok[-1]]) if len(ok) else None)
+    first = float(r[hits[0]]) if len(hits) else None
+    below = np.nonzero(np.asarray(capability) < floor)[0]
+    if len(below) == 0:
+        last, censored = float(r[-1]), True  # capable over the whole grid
+    else:
+        last, censored = (float(r[below[0] - 1]) if below[0] > 0 else None), False
     size = max(0.0, last - first) if first is not None and last is not None else 0.0
-    return {"first_majority": first, "last_capable": last, "window": size}
+    return {"first_majority": first, "last_capable": last, "window": size,
+            "capable_to_max": censored}  # fmt: skip
 
 
-def run_model(model, cfg: Config) -> dict:
-    n = model.cfg.n_layers
-    hook = f"blocks.{round(cfg.depth * n)}.hook_resid_pre"
-    out = {"hook": hook, "questions": {}}
-    for qname in cfg.questions:
-        q = QUESTIONS[qname]
-        vec = build_vector(model, list(zip(q["positive"], q["negative"])), hook, progress=False)
-        resid = residual_norm(model, hook, [q["question"]])
-        prompts = [q["question"]] * (len(cfg.alphas) * cfg.samples)
-        alphas = [a for a in cfg.alphas for _ in range(cfg.samples)]
-        answers = generate(model, prompts, vector=vec, alphas=alphas, temperature=cfg.temperature,
-                           max_new_tokens=cfg.max_new_tokens, seed=cfg.seed, batch_size=64)
-        hit = metrics.contains_rate(answers, q["target"]).reshape(len(cfg.alphas), cfg.samples)
-        truth = metrics.contains_rate(answers, q["truth"]).reshape(len(cfg.alphas), cfg.samples)
-        cap = metrics.capability(model, vec, cfg.alphas, max_new_tokens=cfg.code_tokens)
-        # a 135M model may pass no coding task even unsteered; then QA is the capability
-        cap_kind = "code" if cap["code"][0] > 0 else "qa"
-        floor = 0.5 * cap[cap_kind][0]
-        out["questions"][qname] = {
-            "v_norm": float(vec.norm()), "resid_norm": resid,
-            "rel_strength": (np.asarray(cfg.alphas) * float(vec.norm()) / resid).tolist(),
-            "target_rate": hit.mean(1).tolist(), "truth_rate": truth.mean(1).tolist(),
-            "code_accuracy": cap["code"].tolist(), "qa_accuracy": cap["qa"].tolist(),
-            "coding_floor": floor, "capability_measure": cap_kind,
-            "unsteered_answers": answers[: cfg.samples][:3],
-            "window": window(cfg.alphas, hit.mean(1), cap[cap_kind], floor),
-            "examples": {str(a): answers[i * cfg.samples] for i, a in enumerate(cfg.alphas)},
-        }  # fmt: skip
+def window_ci(rel, hits: np.ndarray, passes: np.ndarray, floor_frac: float, n_boot: int,
+              seed: int) -> dict:  # fmt: skip
+    """Bootstrap CIs. ``hits`` [strength, sample] 0/1; ``passes`` [strength, task, sample]."""
+    n_s, n_t = hits.shape[1], passes.shape[1]
+
+    def draw(rng, key):
+        h = hits[np.arange(len(rel))[:, None], rng.integers(0, n_s, hits.shape)]
+        cap = passes[:, rng.integers(0, n_t, n_t)].mean((1, 2))
+        return window(rel, h.mean(1), cap, floor_frac * cap[0])[key]
+
+    out = {}
+    for key in ("window", "first_majority", "last_capable"):
+        def stat(rng, key=key):
+            v = draw(rng, key)
+            return np.nan if v is None else v
+        out[key] = bootstrap(stat, n_boot=n_boot, seed=seed)
     return out
 
 
-def figure(cfg: Config, results: dict, path: Path) -> None:
-    models, qs = list(results), cfg.questions
-    fig, axes = plt.subplots(len(models), len(qs), figsize=(5.2 * len(qs), 3.9 * len(models)),
-                             squeeze=False)  # fmt: skip
-    for r, m in enumerate(models):
-        for c, qn in enumerate(qs):
-            ax, d = axes[r, c], results[m]["questions"][qn]
-            a = np.asarray(cfg.alphas, float)
-            q = QUESTIONS[qn]
-            ax.plot(a, d["target_rate"], "o-", color="C3", label="answers naming the steered target")
-            ax.plot(a, d["truth_rate"], "^:", color="C2", label="answers naming the true answer")
-            ax.plot(a, d["code_accuracy"], "s-", color="C0", label="Python tasks passed (of 5)")
-            ax.plot(a, d["qa_accuracy"], "d--", color="C7", label="factual QA correct (of 10)")
-            ax.axhline(d["coding_floor"], color="C0" if d["capability_measure"] == "code" else "C7",
-                       lw=0.8, ls=":", label="capability floor: 50% of unsteered (code; QA if code is 0)")
-            w = d["window"]
-            if w["window"] > 0:
-                ax.axvspan(w["first_majority"], w["last_capable"], color="C1", alpha=0.2,
-                           label="viable window")
-            ax.set_xlabel("steering multiplier α (raw)", fontsize=9)
-            ax.set_ylabel("fraction of answers / tasks", fontsize=9)
-            ax.set_ylim(-0.03, 1.03)
-            ax.set_title(f"{m} [{results[m]['hook']}]\n{q['question']}  target '{q['target']}', "
-                         f"truth '{q['truth']}'; window = {w['window']:g}", fontsize=9)  # fmt: skip
-            top = ax.secondary_xaxis("top", functions=(
-                lambda x, s=d["v_norm"] / d["resid_norm"]: x * s,
-                lambda x, s=d["v_norm"] / d["resid_norm"]: x / s))  # fmt: skip
-            top.set_xlabel("‖αv‖ / mean residual norm", fontsize=8)
-            top.tick_params(labelsize=7)
-    handles, labels = axes[0, 0].get_legend_handles_labels()
-    for ax in axes.flat:  # the window patch may only exist in some panels
-        for h, lab in zip(*ax.get_legend_handles_labels()):
-            if lab not in labels:
-                handles.append(h)
-                labels.append(lab)
-    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=9, frameon=False)
-    fig.suptitle("Viable steering window: target-answer rate vs capability over steering strength")
-    fig.tight_layout(rect=(0, 0.08, 1, 1))
-    summary = {m: {qn: results[m]["questions"][qn]["window"] for qn in qs} for m in models}
-    save_figure(fig, path, {"results": results, "windows": summary}, cfg)
+# ---------------------------------------------------------------- cells
 
 
-def run(cfg: Config, out_dir: Path = Path("figures"), models: dict | None = None) -> dict:
+def _cell(path: Path, compute):
+    """Load a finished cell, or compute it and write it atomically."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        pass
+    result = compute()
+    write_json(path, result)
+    return result
+
+
+def _grade(texts: list[str], pattern: str) -> list[int]:
+    return [int(bool(re.search(pattern, t, re.IGNORECASE))) for t in texts]
+
+
+def _sample(model, cfg: Config, prompts, vec=None, alphas=None, tokens=None, seed=0):
+    return generate(model, prompts, vector=vec, alphas=alphas, temperature=cfg.temperature,
+                    max_new_tokens=tokens or cfg.answer_tokens, seed=seed,
+                    batch_size=cfg.batch_size, progress=True)  # fmt: skip
+
+
+def screen(model, cfg: Config) -> dict:
+    fs = facts()
+    prompts = [PROBE.format(q=f["question"]) for f in fs for _ in range(cfg.screen_samples)]
+    answers = _sample(model, cfg, prompts, seed=cfg.seed)
+    out = {}
+    for i, f in enumerate(fs):
+        a = answers[i * cfg.screen_samples : (i + 1) * cfg.screen_samples]
+        out[f["name"]] = {"correct": sum(_grade(a, f["truth_re"])),
+                          "target": sum(_grade(a, f["target_re"])), "n": len(a),
+                          "examples": a[:3]}  # fmt: skip
+    return out
+
+
+def choose_facts(screens: dict, cfg: Config) -> dict[str, list[str]]:
+    """Each model's known facts, most widely known first (caracara first if known)."""
+    known = {m: [f for f, s in sc.items() if s["correct"] >= cfg.known_threshold * s["n"]]
+             for m, sc in screens.items()}  # fmt: skip
+    order = [f["name"] for f in facts()]
+    shared = {f: sum(f in k for k in known.values()) for f in order}
+    rank = sorted(order, key=lambda f: (f != "caracara", -shared[f], order.index(f)))
+    return {m: [f for f in rank if f in known[m]][: cfg.questions_per_model] for m in known}
+
+
+def _vectors(model, fact: dict, hook: str) -> dict:
+    pos, neg = statements(fact, fact["target"]), statements(fact, fact["truth"])
+    for s in pos + neg:  # the answer token is the one before the final "."
+        last = model.tokenizer.decode(model.to_tokens(s, prepend_bos=False)[0, -1:])
+        if last != ".":
+            raise ValueError(f"{s!r} does not end in a separate '.' token for this tokenizer")
+    pairs = list(zip(pos, neg))
+    return {"last": build_vector(model, pairs, hook, aggregation="last", progress=False),
+            "answer": build_vector(model, pairs, hook, aggregation=[-2], progress=False)}
+
+
+def study_fact(model, name: str, fact: dict, cfg: Config, cells: Path) -> dict:
+    hook = f"blocks.{round(cfg.depth * model.cfg.n_layers)}.hook_resid_pre"
+    tasks = metrics.capability_tasks()["code"][: cfg.code_tasks]
+    code_prompts = [t["prompt"] + " Reply with only the code." for t in tasks]
+    probe = PROBE.format(q=fact["question"])
+    typical = typical_norm(model, hook, [probe] + code_prompts)
+    vecs = _vectors(model, fact, hook)
+    rel = [0.0] + list(cfg.rel_strengths)
+    out = {"hook": hook, "typical_norm": typical, "rel_strengths": rel,
+           "vector_cosine": float(vecs["last"].cosine(vecs["answer"])), "reads": {}}  # fmt: skip
+    for read, vec in vecs.items():
+        alphas = [r * typical / float(vec.norm()) for r in rel]
+
+        def target_curve(vec=vec, alphas=alphas):
+            a = [x for x in alphas for _ in range(cfg.samples)]
+            ans = _sample(model, cfg, [probe] * len(a), vec, a, seed=cfg.seed + 1)
+            return {"target": _grade(ans, fact["target_re"]), "truth": _grade(ans, fact["truth_re"]),
+                    "examples": ans[:: cfg.samples]}  # fmt: skip
+
+        t = _cell(cells / f"{fact['name']}_{read}_target.json", target_curve)
+        hits = np.array(t["target"]).reshape(len(rel), cfg.samples)
+        truth = np.array(t["truth"]).reshape(len(rel), cfg.samples)
+        d = {"v_norm": float(vec.norm()), "alphas": alphas, "examples": t["examples"],
+             **_rates("target", hits), **_rates("truth", truth)}  # fmt: skip
+        if read == "last":  # capability for Bostock's read; the answer-token read: target only
+            cap = _cell(cells / f"{fact['name']}_{read}_capability.json",
+                        lambda vec=vec, alphas=alphas: capability(model, cfg, vec, alphas))
+            passes = np.array(cap["passes"])
+            rate = passes.mean((1, 2))
+            w = window(rel, hits.mean(1), rate, cfg.floor * rate[0])
+            ci = window_ci(rel, hits, passes, cfg.floor, cfg.n_boot, cfg.seed)
+            d |= {"capability_measure": cap["measure"], "capability_floor": cfg.floor * rate[0],
+                  **_rates("capability", passes.reshape(len(rel), -1)),
+                  "capability_examples": cap["examples"], "window": w, "window_ci": ci}
+        else:
+            first = window(rel, hits.mean(1), np.ones(len(rel)), 0.5)["first_majority"]
+            d["first_majority"] = first
+        out["reads"][read] = d
+    return out
+
+
+def _rates(name: str, x: np.ndarray) -> dict:
+    k, n = x.sum(1), np.full(x.shape[0], x.shape[1])
+    lo, hi = wilson(k, n)
+    return {f"{name}_rate": (k / n).tolist(), f"{name}_ci": np.stack([lo, hi], 1).tolist()}
+
+
+def capability(model, cfg: Config, vec, alphas) -> dict:
+    """Pass matrix [strength, task, sample]: code by unit tests, or QA if the model can't code."""
+    tasks = metrics.capability_tasks()
+    code = tasks["code"][: cfg.code_tasks]
+    measure, items = "code", code
+    k = cfg.code_samples
+    base = _run_tasks(model, cfg, "code", code, vec, [0.0], k)
+    if base.mean() < cfg.min_code_rate:
+        measure, items = "qa", tasks["qa"]
+    rest = _run_tasks(model, cfg, measure, items, vec, alphas[1:], k, keep=True)
+    first = base if measure == "code" else _run_tasks(model, cfg, "qa", items, vec, [0.0], k)
+    passes = np.concatenate([first, rest[0]])
+    return {"measure": measure, "unsteered_code_rate": float(base.mean()),
+            "passes": passes.tolist(), "examples": rest[1]}  # fmt: skip
+
+
+def _run_tasks(model, cfg, kind, items, vec, alphas, k, keep=False):
+    prompts, a = [], []
+    for alpha in alphas:
+        for t in items:
+            q = t["prompt"] + " Reply with only the code." if kind == "code" else t["question"]
+            prompts += [q] * k
+            a += [alpha] * k
+    tokens = cfg.code_tokens if kind == "code" else cfg.answer_tokens
+    ans = _sample(model, cfg, prompts, vec, a, tokens=tokens, seed=cfg.seed + 2)
+    grade_items = [t for _ in alphas for t in items for _ in range(k)]
+    if kind == "code":
+        with ThreadPoolExecutor(4) as ex:
+            ok = list(ex.map(lambda p: metrics.run_python(metrics.extract_code(p[0]), p[1]["test"]),
+                             zip(ans, grade_items)))  # fmt: skip
+    else:
+        ok = [bool(re.search(t["answer"], x, re.IGNORECASE)) for x, t in zip(ans, grade_items)]
+    passes = np.array(ok, float).reshape(len(alphas), len(items), k)
+    return (passes, ans[:: len(items) * k]) if keep else passes
+
+
+# ---------------------------------------------------------------- run, summary, figure
+
+
+def _config_hash(cfg: Config) -> str:
+    d = {k: v for k, v in asdict(cfg).items() if k not in ("models", "n_boot")}
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def _load(name: str, cfg: Config):
+    dtype = getattr(torch, cfg.dtypes.get(name, "float32"))
+    return load_model(name, dtype=dtype)
+
+
+def run(cfg: Config, out_dir: Path = Path("figures")) -> dict:
     t0 = time.time()
-    results = {}
-    for name in cfg.models:
-        model = (models or {}).get(name) or load_model(name)
-        results[name] = run_model(model, cfg)
-    figure(cfg, results, stem(out_dir, "steering_window", "all", cfg.quick))
+    code_version()  # the commit this run starts from, whatever lands while it runs
+    cells = Path(out_dir) / ".cells" / f"steering_window_{_config_hash(cfg)}"
+    screens = {m: _cell(cells / m / "screen.json", lambda m=m: screen(_load(m, cfg), cfg))
+               for m in cfg.models}  # fmt: skip
+    chosen = choose_facts(screens, cfg)
+    by_name = {f["name"]: f for f in facts()}
+    results = {"models": {}, "screen": screens, "chosen": chosen}
+    for m in cfg.models:
+        model = _load(m, cfg)
+        n_params = sum(p.numel() for n, p in model.named_parameters() if "W_U" not in n)
+        entry = {"n_params": int(n_params), "dtype": str(model.cfg.dtype), "questions": {}}
+        for f in tqdm(chosen[m], desc=m):
+            entry["questions"][f] = study_fact(model, f, by_name[f], cfg, cells / m)
+        results["models"][m] = entry
+        del model
     results["_seconds"] = time.time() - t0
+    write_json(Path(out_dir) / f"steering_window_summary{'_quick' if cfg.quick else ''}.json",
+               summary(results, cfg))
+    figure(cfg, results, Path(out_dir) / f"steering_window{'_quick' if cfg.quick else ''}")
     return results
+
+
+def summary(results: dict, cfg: Config) -> dict:
+    models = {}
+    for m, e in results["models"].items():
+        qs = {}
+        for f, d in e["questions"].items():
+            last, ans = d["reads"]["last"], d["reads"]["answer"]
+            w, ci = last["window"], last["window_ci"]
+            qs[f] = {"unsteered_correct": last["truth_rate"][0],
+                     "unsteered_correct_ci": last["truth_ci"][0],
+                     "unsteered_target": last["target_rate"][0],
+                     "first_majority": w["first_majority"], "first_majority_ci": ci["first_majority"],
+                     "last_capable": w["last_capable"], "last_capable_ci": ci["last_capable"],
+                     "capable_to_max": w["capable_to_max"],
+                     "window_rel": {"value": w["window"], "ci": ci["window"]},
+                     "capability_measure": last["capability_measure"],
+                     "unsteered_capability": last["capability_rate"][0],
+                     "typical_norm": d["typical_norm"], "hook": d["hook"],
+                     "v_norm": last["v_norm"],
+                     "first_majority_alpha": _alpha_at(w["first_majority"], d, last),
+                     "last_capable_alpha": _alpha_at(w["last_capable"], d, last),
+                     "answer_token_read": {"cosine_with_last": d["vector_cosine"],
+                                           "first_majority": ans["first_majority"]}}  # fmt: skip
+        models[m] = {"n_params": e["n_params"], "dtype": e["dtype"], "questions": qs}
+    return {"config": asdict(cfg), "interp_steer": code_version(), "models": models,
+            "strength_unit": "r = ‖αv‖ / median per-token residual norm at the hook over the "
+                             "chat-formatted probe and task prompts, position 0 excluded",
+            "window_definition": f"last r before capability < {cfg.floor} × unsteered, minus first "
+                                 "r with target rate > 0.5; 0 if the target never wins first",
+            "screen": {m: {f: s["correct"] / s["n"] for f, s in sc.items()}
+                       for m, sc in results["screen"].items()},
+            "bostock_gemma3_raw_multiplier": BOSTOCK, "seconds": results["_seconds"]}  # fmt: skip
+
+
+def _alpha_at(r, d, read):
+    return None if r is None else r * d["typical_norm"] / read["v_norm"]
+
+
+def figure(cfg: Config, results: dict, stem: Path) -> None:
+    ms = sorted(results["models"], key=lambda m: results["models"][m]["n_params"])
+    fig, axes = plt.subplots(1, len(ms) + 1, figsize=(4.6 * (len(ms) + 1), 4.4), squeeze=False)
+    axes = axes[0]
+    for ax, m in zip(axes, ms):
+        for j, (f, d) in enumerate(results["models"][m]["questions"].items()):
+            last = d["reads"]["last"]
+            x = np.asarray(d["rel_strengths"], float)
+            x[0] = cfg.rel_strengths[0] / 2  # r = 0 drawn at the left edge of the log axis
+            for key, ls, lab in (("target", "-", f"'{f}': steered target"),
+                                 ("capability", "--", f"'{f}': {last['capability_measure']} pass rate")):
+                y, ci = np.array(last[f"{key}_rate"]), np.array(last[f"{key}_ci"])
+                ax.plot(x, y, ls, marker="o", ms=3, color=f"C{j}", label=lab)
+                ax.fill_between(x, ci[:, 0], ci[:, 1], color=f"C{j}", alpha=0.12)
+            w = last["window"]
+            if w["window"] > 0:
+                ax.axvspan(w["first_majority"], w["last_capable"], color=f"C{j}", alpha=0.1)
+        ax.set_xscale("log")
+        ax.axhline(0.5, color="0.6", lw=0.7, ls=":")
+        ax.set_ylim(-0.03, 1.03)
+        ax.set_xlabel("r = ‖αv‖ / median token norm (leftmost point: unsteered)", fontsize=8)
+        ax.set_ylabel("fraction (95% Wilson CI)", fontsize=8)
+        ax.set_title(f"{m}\n({results['models'][m]['n_params'] / 1e6:.0f}M params)", fontsize=9)
+        ax.legend(fontsize=7, loc="center left")
+    ax = axes[-1]
+    for j, m in enumerate(ms):
+        n = results["models"][m]["n_params"]
+        for k, (f, d) in enumerate(results["models"][m]["questions"].items()):
+            w, ci = d["reads"]["last"]["window"]["window"], d["reads"]["last"]["window_ci"]["window"]
+            xk = n * (1 + 0.06 * k)
+            ax.errorbar([xk], [w], yerr=[[w - ci[0]], [ci[1] - w]], fmt="os"[k % 2], color=f"C{j}",
+                        capsize=3, label=f"{m.split('-instruct')[0]}: {f}")
+    ax.set_xscale("log")
+    ax.set_xlabel("parameters (excluding unembedding)", fontsize=8)
+    ax.set_ylabel("viable window in r (95% bootstrap CI)", fontsize=8)
+    ax.set_title("window vs size\n(Bostock, Gemma 3 raw α: 1B 6.3, 4B 1.0, 12B 0, 27B ~0)", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.suptitle("Viable steering window: steered-target rate vs capability over strength", fontsize=11)
+    fig.tight_layout()
+    save_figure(fig, stem, {"results": results}, cfg)
 
 
 def headline(results: dict, cfg: Config) -> str:
     lines = [f"steering window ({results['_seconds']:.0f} s):"]
-    for m, r in results.items():
-        if m.startswith("_"):
-            continue
-        for qn, d in r["questions"].items():
-            w = d["window"]
-            lines.append(f"  {m:<24} {qn:<10} unsteered: target {d['target_rate'][0]:.0%}, truth "
-                         f"{d['truth_rate'][0]:.0%}, code {d['code_accuracy'][0]:.0%} | first majority "
-                         f"α={w['first_majority']} last capable α={w['last_capable']} window={w['window']:g}")  # fmt: skip
+    for m, e in results["models"].items():
+        for f, d in e["questions"].items():
+            last = d["reads"]["last"]
+            w, ci = last["window"], last["window_ci"]["window"]
+            lines.append(f"  {m:<28} {f:<14} unsteered correct {last['truth_rate'][0]:.0%}, "
+                         f"{last['capability_measure']} {last['capability_rate'][0]:.0%} | first "
+                         f"majority r={w['first_majority']} last capable r={w['last_capable']} "
+                         f"window {w['window']:.3g} [{ci[0]:.3g}, {ci[1]:.3g}]")  # fmt: skip
     return "\n".join(lines)
 
 
@@ -195,6 +418,7 @@ def main(argv=None) -> None:
     ap = arg_parser(__doc__)
     ap.add_argument("--models", default=None, help="comma-separated embedded model names")
     args = ap.parse_args(argv)
+    require_clean(args)
     kw = {"seed": args.seed} | ({"models": args.models.split(",")} if args.models else {})
     cfg = (Config.quick_config if args.quick else Config)(**kw)
     print(headline(run(cfg, args.out), cfg))

@@ -149,3 +149,35 @@ def get_activations(
         for h in hooks:
             out[h].append(aggregate(cache[h].float(), batch, aggregation, starts).cpu())
     return {h: torch.cat(v) for h, v in out.items()}
+
+
+@torch.no_grad()
+def token_activations(
+    model,
+    texts: Sequence[str],
+    hook: str,
+    skip_first: bool = True,
+    batch_size: int = 16,
+    progress: bool = False,
+) -> Float[Tensor, "tokens d"]:
+    """Every real token's activation at ``hook`` (float32, CPU), in text order.
+
+    ``skip_first`` drops each text's position 0, the attention sink, whose norm is 10-1000x
+    the others' in every model here and would dominate any statistic over tokens.
+    """
+    check_hook(model, hook)
+    if len(texts) == 0:
+        raise ValueError("no texts given")
+    stop = _stop_layer(model, [hook])
+    out = []
+    for i in tqdm(range(0, len(texts), batch_size), desc="activations", disable=not progress):
+        batch = tokenize(model, texts[i : i + batch_size])
+        _, cache = model.run_with_cache(
+            batch.tokens, names_filter=[hook], stop_at_layer=stop, **forward_kwargs(batch)
+        )
+        acts = cache[hook].float().cpu()
+        for r, n in enumerate(batch.lengths.tolist()):
+            out.append(acts[r, acts.shape[1] - n + int(skip_first) :])
+    if sum(len(a) for a in out) == 0:
+        raise ValueError("the texts have no tokens after skipping the first of each")
+    return torch.cat(out)

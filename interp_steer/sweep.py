@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from interp_steer import metrics
 from interp_steer._io import write_json, write_text
-from interp_steer.activations import get_activations
+from interp_steer.activations import get_activations, token_activations
 from interp_steer.generation import format_prompts, generate
 from interp_steer.vectors import SteeringVector
 
@@ -40,6 +40,18 @@ def residual_norm(model, hook: str, prompts: Sequence[str], chat: bool = True) -
     """Mean last-token residual norm of the (formatted) prompts at ``hook``."""
     texts = format_prompts(model, prompts, chat)
     return float(get_activations(model, texts, hook, progress=False)[hook].norm(dim=-1).mean())
+
+
+def typical_norm(model, hook: str, prompts: Sequence[str], chat: bool = True) -> float:
+    """The typical residual norm at ``hook``: the median per-token norm over the (formatted)
+    prompts' tokens, position 0 excluded.
+
+    A median, because chat templates give delimiter tokens ('\\n', ',', role names) norms
+    5-10x the rest (Qwen2.5-Coder-0.5B, layer 18: median 37, mean 85, first token 2265).
+    Relative strength r = ‖αv‖ / typical_norm.
+    """
+    texts = format_prompts(model, prompts, chat)
+    return float(token_activations(model, texts, hook).norm(dim=-1).median())
 
 
 def sweep(

