@@ -54,9 +54,24 @@ def pad_left(model, seqs: Sequence[Sequence[int]]) -> Batch:
     return Batch(tokens.to(model.cfg.device), mask.to(model.cfg.device), lengths.to(model.cfg.device))
 
 
-def tokenize(model, texts: Sequence[str]) -> Batch:
+def check_texts(texts, name: str = "texts") -> list[str]:
+    """``texts`` as a non-empty list of strings, or a ValueError/TypeError naming it."""
     if isinstance(texts, str):
-        texts = [texts]
+        return [texts]
+    if not isinstance(texts, Sequence) or not all(isinstance(t, str) for t in texts):
+        raise TypeError(f"{name} must be a string or a list of strings, got {texts!r:.80}")
+    if len(texts) == 0:
+        raise ValueError(f"no {name} given")
+    return list(texts)
+
+
+def _check_batch_size(batch_size) -> None:
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+
+
+def tokenize(model, texts: Sequence[str]) -> Batch:
+    texts = check_texts(texts)
     if model.tokenizer is None:
         raise ValueError("model has no tokenizer; pass token ids instead")
     return pad_left(model, [encode(model, t) for t in texts])
@@ -94,6 +109,11 @@ def aggregate(
     - a list of ints: mean over those unpadded positions (negative = from the end).
     """
     b, p, _ = acts.shape
+    if not isinstance(aggregation, str | Sequence) or (
+        not isinstance(aggregation, str)
+        and not all(isinstance(i, int) and not isinstance(i, bool) for i in aggregation)
+    ):
+        raise ValueError(f"aggregation must be 'last', 'mean' or a list of ints, got {aggregation!r}")
     if isinstance(aggregation, str) and aggregation == "last":
         return acts[:, -1]
     pos = torch.arange(p, device=acts.device)[None] - batch.pad[:, None]  # unpadded index
@@ -106,10 +126,10 @@ def aggregate(
     else:
         idx = torch.tensor(list(aggregation), device=acts.device)
         if idx.numel() == 0:
-            raise ValueError("explicit positions list is empty")
+            raise ValueError("aggregation: explicit positions list is empty")
         want = torch.where(idx[None] < 0, batch.lengths[:, None] + idx[None], idx[None])
         if ((want < 0) | (want >= batch.lengths[:, None])).any():
-            raise IndexError(f"positions {list(aggregation)} out of range for some text")
+            raise ValueError(f"aggregation positions {list(aggregation)} out of range for some text")
         sel = (pos[:, :, None] == want[:, None, :]).any(-1)
     if not sel.any(1).all():
         raise ValueError("aggregation selected no token for some text (empty completion?)")
@@ -128,9 +148,12 @@ def get_activations(
     progress: bool = True,
 ) -> dict[str, Float[Tensor, "n d"]]:
     """Aggregated activations of ``texts`` at every hook, one cached forward per batch."""
-    hooks = [hooks] if isinstance(hooks, str) else list(hooks)
-    if len(texts) == 0:
-        raise ValueError("no texts given")
+    texts = check_texts(texts)
+    _check_batch_size(batch_size)
+    if isinstance(hooks, str):
+        hooks = [hooks]
+    if not isinstance(hooks, Sequence) or not hooks or not all(isinstance(h, str) for h in hooks):
+        raise TypeError(f"hooks must be a hook name or a list of them, got {hooks!r:.80}")
     for h in hooks:
         check_hook(model, h)
     names = set(hooks)
@@ -165,9 +188,9 @@ def token_activations(
     ``skip_first`` drops each text's position 0, the attention sink, whose norm is 10-1000x
     the others' in every model here and would dominate any statistic over tokens.
     """
+    texts = check_texts(texts)
+    _check_batch_size(batch_size)
     check_hook(model, hook)
-    if len(texts) == 0:
-        raise ValueError("no texts given")
     stop = _stop_layer(model, [hook])
     out = []
     for i in tqdm(range(0, len(texts), batch_size), desc="activations", disable=not progress):

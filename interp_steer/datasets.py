@@ -7,6 +7,7 @@ list of open prompts for generation. Regenerate with ``python tools/make_dataset
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib.resources import files
 
@@ -25,7 +26,7 @@ class ContrastiveDataset:
         return len(self.train) + len(self.test)
 
 
-_NOT_CONTRASTIVE = {"prompt_sets", "capability"}
+_NOT_CONTRASTIVE = {"prompt_sets", "capability", "facts"}
 
 
 def available() -> list[str]:
@@ -55,3 +56,26 @@ def load(name: str) -> ContrastiveDataset:
         test=[tuple(p) for p in raw["test"]],
         prompts=list(raw["prompts"]),
     )
+
+
+def contrastive_pairs(data) -> tuple[list[tuple], str]:
+    """(pairs, label) from a shipped dataset name, a `ContrastiveDataset`, or a list of
+    (positive, negative) or (prompt, positive, negative) texts."""
+    if isinstance(data, str):
+        return list(load(data).train), f"{data}:train"
+    if isinstance(data, ContrastiveDataset):
+        return list(data.train), f"{data.name}:train"
+    if isinstance(data, dict) or not isinstance(data, Sequence):
+        raise TypeError(
+            "data must be a dataset name, a ContrastiveDataset or a list of (positive, "
+            f"negative) pairs, got {type(data).__name__}"
+        )
+    pairs = list(data)
+    if not pairs:
+        raise ValueError("empty data: no contrastive pairs given")
+    ok = all(isinstance(p, Sequence) and not isinstance(p, str) and len(p) in (2, 3)
+             and all(isinstance(t, str) and t for t in p) for p in pairs)  # fmt: skip
+    if not ok or len({len(p) for p in pairs}) != 1:
+        raise ValueError("data pairs must all be (positive, negative) or all (prompt, positive, "
+                         "negative) non-empty strings")  # fmt: skip
+    return pairs, f"custom:{len(pairs)} pairs"

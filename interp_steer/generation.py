@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from contextlib import ExitStack
 
@@ -18,10 +19,30 @@ from interp_steer.vectors import SteeringVector
 
 
 def format_prompts(model, prompts: str | Sequence[str], chat: bool) -> list[str]:
+    if not isinstance(prompts, str | Sequence) or (
+        not isinstance(prompts, str) and not all(isinstance(p, str) for p in prompts)
+    ):
+        raise TypeError(f"prompts must be a string or a list of strings, got {prompts!r:.80}")
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
     if not prompts:
         raise ValueError("no prompts given")
     return [chat_format(model, p) for p in prompts] if chat else prompts
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def check_sampling(max_new_tokens, temperature, top_p, seed) -> None:
+    """Raise a ValueError/TypeError naming the first out-of-range sampling argument."""
+    if not _is_int(max_new_tokens) or max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be an int >= 1, got {max_new_tokens!r}")
+    if not isinstance(temperature, int | float) or not math.isfinite(temperature) or temperature < 0:
+        raise ValueError(f"temperature must be a finite number >= 0, got {temperature!r}")
+    if not isinstance(top_p, int | float) or not 0 < top_p <= 1:
+        raise ValueError(f"top_p must be in (0, 1], got {top_p!r}")
+    if not _is_int(seed):
+        raise TypeError(f"seed must be an int, got {seed!r}")
 
 
 def _draw(weights: Float[Tensor, "batch n"], gen: torch.Generator) -> Int[Tensor, "batch"]:
@@ -98,8 +119,13 @@ def generate_tokens(
     Active interventions see positions via `positions_context`, so "prompt"/"generated"/int
     positions behave identically with ``use_cache`` on and off.
     """
-    if max_new_tokens < 1:
-        raise ValueError("max_new_tokens must be >= 1")
+    check_sampling(max_new_tokens, temperature, top_p, seed)
+    n_ctx = model.cfg.n_ctx
+    if batch.tokens.shape[1] + max_new_tokens > n_ctx:
+        raise ValueError(
+            f"prompt of {batch.tokens.shape[1]} tokens + max_new_tokens={max_new_tokens} exceeds "
+            f"the model's context of {n_ctx} tokens: shorten the prompt or lower max_new_tokens"
+        )
     b = batch.tokens.shape[0]
     device = batch.tokens.device
     eos = model.tokenizer.eos_token_id if model.tokenizer is not None else None
@@ -168,9 +194,21 @@ def generate(
     texts = format_prompts(model, prompts, chat)
     if vector is None and alphas is not None:
         raise ValueError("alphas given without a vector")
-    a = torch.as_tensor(1.0 if alphas is None else alphas, dtype=torch.float32)
+    try:
+        a = torch.as_tensor(1.0 if alphas is None else alphas, dtype=torch.float32)
+    except (TypeError, ValueError, RuntimeError):
+        raise TypeError(
+            f"alphas must be a number or a sequence of numbers, got {alphas!r}"
+        ) from None
+    if isinstance(alphas, str):
+        raise TypeError(f"alphas must be a number or a sequence of numbers, got {alphas!r}")
+    if not torch.isfinite(a).all():
+        raise ValueError(f"alphas must be finite, got {alphas!r}")
     if a.ndim == 1 and a.shape[0] != len(texts):
         raise ValueError(f"{a.shape[0]} alphas for {len(texts)} prompts; give one per prompt")
+    if batch_size is not None and (not _is_int(batch_size) or batch_size < 1):
+        raise ValueError(f"batch_size must be None or an int >= 1, got {batch_size!r}")
+    check_sampling(max_new_tokens, temperature, top_p, seed)
     bs = batch_size or len(texts)
     results: list[str] = []
     for i in tqdm(range(0, len(texts), bs), desc="generate", disable=not progress):

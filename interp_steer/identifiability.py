@@ -19,6 +19,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from interp_steer.activations import _stop_layer, forward_kwargs, tokenize
+from interp_steer.autograd import trains
 from interp_steer.interventions import steer
 from interp_steer.vectors import SteeringVector, check_hook
 
@@ -322,6 +323,7 @@ def _last_pos_hook(delta: Tensor):
     return fn
 
 
+@trains
 def jacobian_gram(model, prompt: str, hook: str) -> Float[Tensor, "d d"]:
     """JᵀJ for J = ∂ log p(next token | prompt) / ∂ resid[hook, last position]  (exact).
 
@@ -338,9 +340,9 @@ def jacobian_gram(model, prompt: str, hook: str) -> Float[Tensor, "d d"]:
         return model.ln_final(resid[:, -1:])[0, 0]
 
     delta0 = torch.zeros(d, device=model.cfg.device, dtype=model.cfg.dtype)
-    with torch.enable_grad():
-        g = torch.autograd.functional.jacobian(final_normed, delta0, vectorize=True)  # [d, d]
-        x = final_normed(delta0).detach()
+    g = torch.autograd.functional.jacobian(final_normed, delta0, vectorize=True)  # [d, d]
+    with torch.no_grad():
+        x = final_normed(delta0)
     w_u = model.unembed.W_U.detach()  # [d, V]
     p = torch.softmax(x @ w_u + model.unembed.b_U.detach(), -1)
     # rows of (I − 1pᵀ) W_Uᵀ are W_U columns minus the p-weighted mean column μ
@@ -434,6 +436,12 @@ def _stack(vectors: Sequence[SteeringVector]) -> SteeringVector:
 
 def _rows(conditions: Sequence[tuple[int, float]], m: int, repeat: int) -> Tensor:
     """Coefficient matrix: each (vector index, alpha) condition repeated ``repeat`` times."""
+    for cond in conditions:
+        ok = (isinstance(cond, Sequence) and len(cond) == 2 and isinstance(cond[0], int)
+              and 0 <= cond[0] < m and isinstance(cond[1], int | float) and np.isfinite(cond[1]))
+        if not ok:
+            raise ValueError(f"conditions must be (vector index < {m}, finite alpha) pairs, "
+                             f"got {cond!r}")  # fmt: skip
     coef = torch.zeros(len(conditions) * repeat, m)
     for c, (j, a) in enumerate(conditions):
         coef[c * repeat : (c + 1) * repeat, j] = a

@@ -55,8 +55,10 @@ def _validate_positions(positions: Positions) -> None:
             raise ValueError(
                 f"positions must be 'all', 'prompt', 'generated' or ints, got {positions!r}"
             )
-    elif len(positions) == 0 or not all(isinstance(p, int) for p in positions):
-        raise ValueError("explicit positions must be a non-empty list of ints")
+    elif (not isinstance(positions, Sequence) or len(positions) == 0
+          or not all(isinstance(p, int) and not isinstance(p, bool) for p in positions)):
+        raise ValueError(f"positions must be 'all', 'prompt', 'generated' or a non-empty list "
+                         f"of ints, got {positions!r}")  # fmt: skip
 
 
 def position_mask(model, positions: Positions, b: int, p: int, device) -> Tensor | None:
@@ -86,11 +88,25 @@ def position_mask(model, positions: Positions, b: int, p: int, device) -> Tensor
     return real & (pos[:, :, None] == want[:, None, :]).any(-1)
 
 
+def _as_strength(alpha) -> Tensor:
+    """``alpha`` as a float tensor, or a ValueError/TypeError naming it."""
+    if isinstance(alpha, str):
+        raise TypeError(f"alpha must be a number, a sequence of numbers or a tensor, got {alpha!r}")
+    try:
+        a = torch.as_tensor(alpha, dtype=torch.float32) if not isinstance(alpha, Tensor) else alpha
+    except (TypeError, ValueError, RuntimeError):
+        raise TypeError(f"alpha must be a number, a sequence of numbers or a tensor, "
+                        f"got {alpha!r:.60}") from None  # fmt: skip
+    if not a.is_floating_point() and a.dtype not in (torch.int32, torch.int64):
+        raise TypeError(f"alpha must be numeric, got dtype {a.dtype}")
+    if not torch.isfinite(a.float()).all():
+        raise ValueError("alpha contains NaN or inf")
+    return a
+
+
 def _coefficients(alpha, b: int, k: int, like: Tensor) -> Float[Tensor, "batch k"]:
     """Broadcast a strength spec to per-row, per-direction coefficients."""
-    a = torch.as_tensor(alpha, dtype=like.dtype, device=like.device)
-    if not torch.isfinite(a).all():
-        raise ValueError("alpha contains NaN or inf")
+    a = _as_strength(alpha).to(like.device, like.dtype)
     if a.ndim == 0:
         return a.expand(b, k)
     if a.ndim == 1:
@@ -140,6 +156,7 @@ def steer(
     force: bool = False,
 ) -> Iterator[None]:
     """Add α·v at ``vec.hook``. α: scalar, one per batch row, one per direction, or [batch, k]."""
+    _as_strength(alpha)  # fail here, not inside the first forward
     cache: dict = {}
 
     def edit(x: Tensor, mask: Tensor | None) -> Tensor:

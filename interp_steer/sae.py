@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 
 from interp_steer._io import atomic_dir, write_json
 from interp_steer.activations import _stop_layer, forward_kwargs, pad_left
+from interp_steer.autograd import trains
 from interp_steer.corpus import Corpus, CorpusConfig, build_corpus
 from interp_steer.interventions import Positions, _validate_positions, _where, position_mask
 from interp_steer.models import cache_dir
@@ -153,6 +154,7 @@ def evaluate(sae, acts: Float[Tensor, "n d"], batch_size: int = 4096) -> dict:
     }
 
 
+@trains
 def train(
     model,
     hook: str,
@@ -174,10 +176,16 @@ def train(
     if overrides:
         cfg = SAETrainConfig(**{**asdict(cfg), **overrides})
     check_hook(model, hook)
+    if corpus is not None and not isinstance(corpus, Corpus):
+        corpus = Corpus.from_texts(model, list(corpus))
+    if corpus is not None:  # the cheap size check, before collecting any activation
+        usable = corpus.n_tokens - cfg.skip_first * len(corpus.docs)
+        if usable * (1 - cfg.heldout_fraction) < cfg.batch_size:
+            raise ValueError(f"corpus has ~{usable} usable tokens, too few for a training "
+                             f"batch of {cfg.batch_size} after holding out "
+                             f"{cfg.heldout_fraction:.0%}: give more text")  # fmt: skip
     if corpus is None:
         corpus = build_corpus(model, progress=progress)
-    elif not isinstance(corpus, Corpus):
-        corpus = Corpus.from_texts(model, list(corpus))
     torch.manual_seed(cfg.seed)
     t0 = time.time()
     train_docs, held_docs = _split_docs(corpus, cfg.heldout_fraction, cfg.seed)
@@ -352,7 +360,7 @@ def _feature_index(sae, features: int | Sequence[int]) -> Tensor:
     if idx.numel() == 0:
         raise ValueError("no features given")
     if idx.min() < 0 or idx.max() >= sae.cfg.d_sae:
-        raise IndexError(f"feature index out of range for d_sae={sae.cfg.d_sae}")
+        raise ValueError(f"features: index out of range for d_sae={sae.cfg.d_sae}")
     return idx
 
 

@@ -11,6 +11,8 @@ from typing import Any
 
 import torch
 from jaxtyping import Float
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 from torch import Tensor
 
 from interp_steer._io import atomic_path
@@ -28,6 +30,9 @@ def model_fingerprint(model) -> str:
 
 
 def check_hook(model, hook: str) -> None:
+    """Raise a ValueError/TypeError naming ``hook`` unless the model has that hook point."""
+    if not isinstance(hook, str):
+        raise TypeError(f"hook must be a hook name string, got {hook!r:.60}")
     if hook not in model.hook_dict:
         near = [h for h in model.hook_dict if h.endswith(hook.split(".")[-1])][:4]
         raise ValueError(
@@ -142,8 +147,6 @@ class SteeringVector:
     # -- persistence
     def save(self, path: str | Path) -> Path:
         """Write safetensors (the tensor, bit-exact) with JSON metadata in its header."""
-        from safetensors.torch import save_file
-
         path = Path(path)
         header = {
             "format_version": str(FORMAT_VERSION),
@@ -158,13 +161,19 @@ class SteeringVector:
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu") -> SteeringVector:
-        from safetensors import safe_open
 
-        with safe_open(str(path), framework="pt", device=str(device)) as f:
-            header = f.metadata() or {}
-            if "hook" not in header:
-                raise ValueError(f"{path} is not an interp_steer vector file (no hook in header)")
-            directions = f.get_tensor("directions")
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"no steering-vector file at {path}")
+        try:
+            with safe_open(str(path), framework="pt", device=str(device)) as f:
+                header = f.metadata() or {}
+                if "hook" not in header or "directions" not in f.keys():
+                    raise ValueError(f"{path} is not an interp_steer vector file "
+                                     "(no hook or directions in it)")  # fmt: skip
+                directions = f.get_tensor("directions")
+        except (SafetensorError, OSError, RuntimeError) as e:
+            raise ValueError(f"{path} is not a readable safetensors vector file "
+                             f"(truncated, empty or another format?): {e}") from None  # fmt: skip
         return cls(
             directions=directions,
             hook=header["hook"],

@@ -91,3 +91,16 @@ def test_sae_feature_without_an_sae_is_a_clear_error(tiny):
     # the full sae_feature pipeline (with a trained SAE) is in tests/test_sae.py
     with pytest.raises(ValueError, match="needs sae="):
         build_vector(tiny, PAIRS, HOOK, method="sae_feature")
+
+
+def test_unknown_method_options_raise_naming_the_valid_ones(llama):
+    pairs = [("good", "bad"), ("happy", "sad")]
+    with pytest.raises(ValueError, match=r"takes no option\(s\) \['centre'\].*'center'"):
+        build_vector(llama, pairs, "blocks.1.hook_resid_pre", method="pca", centre=True)
+    with pytest.raises(ValueError, match=r"takes no option\(s\) \['k'\]"):
+        build_vector(llama, pairs, "blocks.1.hook_resid_pre", method="mean_diff", k=2)
+    with pytest.raises(ValueError, match="'steps'"):
+        build_vector(llama, {"prompt": "a", "promote": "b"}, "blocks.1.hook_resid_pre",
+                     method="one_shot", step=3)
+    with pytest.raises(ValueError, match="unknown method"):
+        build_vector(llama, pairs, "blocks.1.hook_resid_pre", method="PCA")

@@ -145,7 +145,7 @@ def test_sae_feature_pipeline(model, trained, tmp_path):
 
 def test_bad_input(model, trained, tmp_path):
     sae, _ = trained
-    with pytest.raises(IndexError):
+    with pytest.raises(ValueError, match="out of range"):
         S.ablate_features(model, sae, sae.cfg.d_sae).__enter__()
     with pytest.raises(FileNotFoundError):
         S.load(tmp_path / "nothing")

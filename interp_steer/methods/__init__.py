@@ -1,32 +1,73 @@
-"""Steering-vector construction methods, one per module, behind `build_vector`."""
+"""Steering-vector construction methods, one per module, behind `build_vector`.
+
+Every method registers a builder ``(model, data, hook, *, aggregation, batch_size, seed,
+progress, **options) -> (directions [k, d_model], metadata)``. Options a method does not
+take raise, naming the ones it does.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import inspect
+from collections.abc import Callable, Sequence
 
 from interp_steer import __version__
 from interp_steer.activations import encode, get_activations
+from interp_steer.datasets import contrastive_pairs
 from interp_steer.methods import mean_diff, one_shot, pca, probe, sae_feature
-from interp_steer.vectors import SteeringVector, model_fingerprint
+from interp_steer.vectors import SteeringVector, check_hook, model_fingerprint
 
-CONTRASTIVE = {"mean_diff": mean_diff.fit, "pca": pca.fit, "probe": probe.fit}
-METHODS = [*CONTRASTIVE, "one_shot", "sae_feature"]
+Builder = Callable[..., tuple]
 
 
-def _pairs(data) -> tuple[list[tuple], str]:
-    """(pairs, dataset label) from a shipped dataset name, a dataset, or a list of pairs."""
-    from interp_steer import datasets
+def _options(fn: Callable, skip: Sequence[str]) -> list[str]:
+    """The keyword options of ``fn`` a caller may set (everything with a default)."""
+    return [n for n, p in inspect.signature(fn).parameters.items()
+            if p.default is not inspect.Parameter.empty and n not in skip]  # fmt: skip
 
-    if isinstance(data, str):
-        return list(datasets.load(data).train), f"{data}:train"
-    if isinstance(data, datasets.ContrastiveDataset):
-        return list(data.train), f"{data.name}:train"
-    pairs = list(data)
-    if not pairs:
-        raise ValueError("empty dataset: no contrastive pairs given")
-    if any(not isinstance(p, Sequence) or len(p) not in (2, 3) for p in pairs):
-        raise ValueError("pairs must be (positive, negative) or (prompt, positive, negative)")
-    return pairs, f"custom:{len(pairs)} pairs"
+
+def _contrastive(fit: Callable) -> Builder:
+    """A builder that aggregates the pairs' activations and hands them to ``fit(pos, neg)``."""
+
+    def build(model, data, hook, *, aggregation, batch_size, seed, progress, **opts):
+        pairs, label = contrastive_pairs(data)
+        if len(pairs[0]) == 3:
+            texts = [p + c for p, c, _ in pairs] + [p + c for p, _, c in pairs]
+            starts = [len(encode(model, p)) for p, _, _ in pairs] * 2
+        else:
+            texts, starts = [p for p, _ in pairs] + [n for _, n in pairs], None
+        acts = get_activations(
+            model, texts, hook, aggregation, starts, batch_size=batch_size, progress=progress
+        )[hook]
+        n = len(pairs)
+        if "seed" in inspect.signature(fit).parameters:
+            opts["seed"] = seed
+        directions, extra = fit(acts[:n], acts[n:], **opts)
+        return directions, {"dataset": label, "n_pairs": n, "aggregation": aggregation, **extra}
+
+    build.options = _options(fit, ["seed"])
+    return build
+
+
+def _one_shot(model, data, hook, *, aggregation, batch_size, seed, progress, **opts):
+    directions, extra = one_shot.build(model, data, hook, seed=seed, progress=progress, **opts)
+    return directions, {"dataset": "one-shot prompt", "aggregation": "all positions", **extra}
+
+
+def _sae_feature(model, data, hook, *, aggregation, batch_size, seed, progress, **opts):
+    return sae_feature.build(model, data, hook, batch_size=batch_size, progress=progress, **opts)
+
+
+_one_shot.options = _options(one_shot.build, ["seed", "progress"])
+_sae_feature.options = _options(sae_feature.build, ["batch_size", "progress"])
+
+REGISTRY: dict[str, Builder] = {
+    "mean_diff": _contrastive(mean_diff.fit),
+    "pca": _contrastive(pca.fit),
+    "probe": _contrastive(probe.fit),
+    "one_shot": _one_shot,
+    "sae_feature": _sae_feature,
+}
+METHODS = list(REGISTRY)
 
 
 def build_vector(
@@ -45,30 +86,22 @@ def build_vector(
     ``data``: a shipped dataset name (its train split), a `ContrastiveDataset`, a list of
     (positive, negative) texts, or (prompt, positive, negative) triples — with triples,
     ``aggregation="mean"`` averages over the completion only. ``one_shot`` takes a dict
-    instead (see `interp_steer.methods.one_shot`).
+    instead (see `interp_steer.methods.one_shot`). ``opts`` go to the method (e.g. ``k`` for
+    pca, ``C`` for probe, ``steps`` for one_shot); unknown ones raise.
     """
-    meta = {"seed": seed, "interp_steer_version": __version__}
-    if method == "one_shot":
-        directions, extra = one_shot.build(model, data, hook, seed=seed, progress=progress, **opts)
-        meta.update(dataset="one-shot prompt", aggregation="all positions")
-    elif method == "sae_feature":
-        directions, extra = sae_feature.build(
-            model, data, hook, batch_size=batch_size, progress=progress, **opts
-        )
-    elif method in CONTRASTIVE:
-        pairs, label = _pairs(data)
-        if len(pairs[0]) == 3:
-            texts = [p + c for p, c, _ in pairs] + [p + c for p, _, c in pairs]
-            starts = [len(encode(model, p)) for p, _, _ in pairs] * 2
-        else:
-            texts, starts = [p for p, _ in pairs] + [n for _, n in pairs], None
-        acts = get_activations(
-            model, texts, hook, aggregation, starts, batch_size=batch_size, progress=progress
-        )[hook]
-        n = len(pairs)
-        directions, extra = CONTRASTIVE[method](acts[:n], acts[n:], seed=seed, **opts)
-        meta.update(dataset=label, n_pairs=n, aggregation=aggregation)
-    else:
+    if method not in REGISTRY:
         raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
-    meta.update(extra)
+    builder = REGISTRY[method]
+    unknown = sorted(set(opts) - set(builder.options))
+    if unknown:
+        raise ValueError(f"method {method!r} takes no option(s) {unknown}; "
+                         f"its options are {builder.options}")  # fmt: skip
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    if not isinstance(hook, str):
+        raise TypeError(f"hook must be a hook name string, got {type(hook).__name__}")
+    check_hook(model, hook)
+    directions, extra = builder(model, data, hook, aggregation=aggregation,
+                                batch_size=batch_size, seed=seed, progress=progress, **opts)  # fmt: skip
+    meta = {"seed": seed, "interp_steer_version": __version__, **extra}
     return SteeringVector(directions, hook, model_fingerprint(model), method, meta)

@@ -13,7 +13,7 @@ from torch import Tensor
 
 
 def fit(
-    pos: Float[Tensor, "n d"], neg: Float[Tensor, "n d"], **_
+    pos: Float[Tensor, "n d"], neg: Float[Tensor, "n d"]
 ) -> tuple[Float[Tensor, "1 d"], dict]:
     v = (pos.double() - neg.double()).mean(0, keepdim=True)
     return v.float(), {}

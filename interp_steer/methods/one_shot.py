@@ -22,6 +22,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from interp_steer.activations import encode, pad_left
+from interp_steer.autograd import check_trainable, trains
 from interp_steer.models import chat as chat_format
 from interp_steer.vectors import check_hook
 
@@ -50,6 +51,7 @@ def _completion_logprobs(model, hook, v, prompt_ids, completion, coldness):
     return lp.gather(-1, batch.tokens[0, len(prompt_ids) :, None])[:, 0]
 
 
+@trains
 def build(
     model,
     data: dict,
@@ -66,6 +68,17 @@ def build(
     progress: bool = True,
 ) -> tuple[Float[Tensor, "1 d"], dict]:
     check_hook(model, hook)
+    if not isinstance(data, dict):
+        raise TypeError(
+            "one_shot takes data={'prompt': ..., 'promote': ... and/or 'suppress': ...}, one "
+            f"prompt and the completion to promote or suppress; got {type(data).__name__}. "
+            "(positive, negative) pairs are for mean_diff, pca and probe."
+        )
+    unknown = set(data) - {"prompt", "promote", "suppress"}
+    if unknown:
+        raise ValueError(f"one_shot data has unknown keys {sorted(unknown)}; "
+                         "valid: 'prompt', 'promote', 'suppress'")  # fmt: skip
+    check_trainable(model)
     promote, suppress = data.get("promote"), data.get("suppress")
     if not data.get("prompt") or not (promote or suppress):
         raise ValueError("one_shot needs data={'prompt': ..., 'promote' and/or 'suppress': ...}")

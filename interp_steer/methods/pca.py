@@ -21,7 +21,6 @@ def fit(
     neg: Float[Tensor, "n d"],
     k: int = 1,
     center: bool = False,
-    **_,
 ) -> tuple[Float[Tensor, "k d"], dict]:
     d = pos.double() - neg.double()
     if k < 1 or k > min(d.shape):

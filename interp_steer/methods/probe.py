@@ -21,7 +21,6 @@ def fit(
     neg: Float[Tensor, "n d"],
     C: float = 1.0,  # noqa: N803
     seed: int = 0,
-    **_,
 ) -> tuple[Float[Tensor, "1 d"], dict]:
     from sklearn.linear_model import LogisticRegression
 

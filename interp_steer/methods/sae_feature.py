@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from interp_steer import sae as sae_mod
 from interp_steer.activations import get_activations
+from interp_steer.datasets import contrastive_pairs
 
 
 def build(model, data, hook, sae=None, feature=None, top: int = 1, batch_size=16, progress=True):
@@ -19,9 +20,7 @@ def build(model, data, hook, sae=None, feature=None, top: int = 1, batch_size=16
         raise ValueError(f"SAE is at {sae_mod.sae_hook(sae)}, vector requested at {hook}")
     extra: dict = {"dataset": "none"}
     if feature is None:
-        from interp_steer.methods import _pairs
-
-        pairs, label = _pairs(data)
+        pairs, label = contrastive_pairs(data)
         texts = [p for p, *_ in pairs] + [n for *_, n in pairs]
         acts = get_activations(model, texts, hook, batch_size=batch_size, progress=progress)[hook]
         ranked = sae_mod.contrast_features(sae, acts[: len(pairs)], acts[len(pairs) :], top=top)
