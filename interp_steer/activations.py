@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -138,6 +138,48 @@ def aggregate(
 
 
 @torch.no_grad()
+def capture(
+    model,
+    items: Sequence[str] | Sequence[Sequence[int]],
+    hooks: str | Sequence[str],
+    batch_size: int = 16,
+    skip_first: int = 0,
+    progress: bool = False,
+    desc: str = "activations",
+) -> Iterator[tuple[Batch, dict[str, Float[Tensor, "batch pos d"]], Bool[Tensor, "batch pos"]]]:
+    """The one capture path: per batch of texts (or token-id lists), yield the left-padded
+    batch, the activations at every hook, and ``keep``, each row's real tokens without its
+    first ``skip_first`` (the attention sink at position 0 has 10-1000x the others' norm).
+
+    The forward stops after the last hook's layer.
+    """
+    if len(items) > 0 and isinstance(items[0], str):
+        items = check_texts(items)
+    elif len(items) == 0:
+        raise ValueError("no texts given")
+    _check_batch_size(batch_size)
+    if isinstance(hooks, str):
+        hooks = [hooks]
+    if not isinstance(hooks, Sequence) or not hooks or not all(isinstance(h, str) for h in hooks):
+        raise TypeError(f"hooks must be a hook name or a list of them, got {hooks!r:.80}")
+    for h in hooks:
+        check_hook(model, h)
+    names = set(hooks)
+    stop = _stop_layer(model, hooks)
+    for i in tqdm(range(0, len(items), batch_size), desc=desc, disable=not progress):
+        chunk = items[i : i + batch_size]
+        batch = tokenize(model, chunk) if isinstance(chunk[0], str) else pad_left(model, chunk)
+        _, cache = model.run_with_cache(
+            batch.tokens,
+            names_filter=lambda n: n in names,
+            stop_at_layer=stop,
+            **forward_kwargs(batch),
+        )
+        pos = torch.arange(batch.tokens.shape[1], device=batch.mask.device)[None]
+        keep = batch.mask & (pos - batch.pad[:, None] >= skip_first)
+        yield batch, {h: cache[h] for h in hooks}, keep
+
+
 def get_activations(
     model,
     texts: Sequence[str],
@@ -149,32 +191,17 @@ def get_activations(
 ) -> dict[str, Float[Tensor, "n d"]]:
     """Aggregated activations of ``texts`` at every hook, one cached forward per batch."""
     texts = check_texts(texts)
-    _check_batch_size(batch_size)
-    if isinstance(hooks, str):
-        hooks = [hooks]
-    if not isinstance(hooks, Sequence) or not hooks or not all(isinstance(h, str) for h in hooks):
-        raise TypeError(f"hooks must be a hook name or a list of them, got {hooks!r:.80}")
-    for h in hooks:
-        check_hook(model, h)
-    names = set(hooks)
-    stop = _stop_layer(model, hooks)
-    out: dict[str, list[Tensor]] = {h: [] for h in hooks}
+    hooks = [hooks] if isinstance(hooks, str) else hooks
+    out: dict[str, list[Tensor]] = {h: [] for h in hooks} if isinstance(hooks, list) else {}
     starts_all = None if completion_starts is None else torch.tensor(list(completion_starts))
-    for i in tqdm(range(0, len(texts), batch_size), desc="activations", disable=not progress):
-        batch = tokenize(model, texts[i : i + batch_size])
-        _, cache = model.run_with_cache(
-            batch.tokens,
-            names_filter=lambda n: n in names,
-            stop_at_layer=stop,
-            **forward_kwargs(batch),
-        )
+    batches = capture(model, texts, hooks, batch_size, progress=progress)
+    for i, (batch, acts, _) in zip(range(0, len(texts), batch_size), batches):
         starts = None if starts_all is None else starts_all[i : i + batch_size]
-        for h in hooks:
-            out[h].append(aggregate(cache[h].float(), batch, aggregation, starts).cpu())
+        for h, a in acts.items():
+            out.setdefault(h, []).append(aggregate(a.float(), batch, aggregation, starts).cpu())
     return {h: torch.cat(v) for h, v in out.items()}
 
 
-@torch.no_grad()
 def token_activations(
     model,
     texts: Sequence[str],
@@ -188,19 +215,9 @@ def token_activations(
     ``skip_first`` drops each text's position 0, the attention sink, whose norm is 10-1000x
     the others' in every model here and would dominate any statistic over tokens.
     """
-    texts = check_texts(texts)
-    _check_batch_size(batch_size)
-    check_hook(model, hook)
-    stop = _stop_layer(model, [hook])
-    out = []
-    for i in tqdm(range(0, len(texts), batch_size), desc="activations", disable=not progress):
-        batch = tokenize(model, texts[i : i + batch_size])
-        _, cache = model.run_with_cache(
-            batch.tokens, names_filter=[hook], stop_at_layer=stop, **forward_kwargs(batch)
-        )
-        acts = cache[hook].float().cpu()
-        for r, n in enumerate(batch.lengths.tolist()):
-            out.append(acts[r, acts.shape[1] - n + int(skip_first) :])
+    out = [acts[hook][r][keep[r]].float().cpu()
+           for _, acts, keep in capture(model, texts, hook, batch_size, int(skip_first), progress)
+           for r in range(keep.shape[0])]  # fmt: skip
     if sum(len(a) for a in out) == 0:
         raise ValueError("the texts have no tokens after skipping the first of each")
     return torch.cat(out)

@@ -91,7 +91,9 @@ def _sample(
     return _draw(probs, gen)
 
 
-def _last_logits(model, tokens, mask, cache) -> Float[Tensor, "batch vocab"]:
+@torch.no_grad()
+def last_logits(model, tokens, mask, cache) -> Float[Tensor, "batch vocab"]:
+    """Next-token logits at the last position only, extending ``cache`` when one is given."""
     # Unembed only the last position (HF's logits_to_keep=1): the full-vocab projection of
     # every prompt position dominated the prefill. ln_final/unembed hooks see one position.
     resid = model(
@@ -139,10 +141,10 @@ def generate_tokens(
         step_in, step_mask = tokens, mask
         for _ in range(max_new_tokens):
             if use_cache:
-                logits = _last_logits(model, step_in, step_mask, cache)
+                logits = last_logits(model, step_in, step_mask, cache)
                 state.offset += step_in.shape[1]
             else:
-                logits = _last_logits(model, tokens, mask, None)
+                logits = last_logits(model, tokens, mask, None)
             nxt = _sample(logits, temperature, top_p, gen).to(device)
             if eos is not None:
                 nxt = torch.where(done, torch.full_like(nxt, eos), nxt)

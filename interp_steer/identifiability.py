@@ -18,9 +18,9 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from interp_steer.activations import _stop_layer, forward_kwargs, tokenize
+from interp_steer.activations import capture, forward_kwargs, tokenize
 from interp_steer.autograd import trains
-from interp_steer.interventions import steer
+from interp_steer.interventions import edit_at, steer
 from interp_steer.vectors import SteeringVector, check_hook
 
 
@@ -30,12 +30,6 @@ class Covariance:
     cov: Float[Tensor, "d d"]
     n_tokens: int
     hook: str
-
-
-def _keep(batch, skip_first: int) -> Tensor:
-    """Real-token mask without each row's first ``skip_first`` real tokens."""
-    pos = torch.arange(batch.tokens.shape[1], device=batch.mask.device)[None] - batch.pad[:, None]
-    return batch.mask & (pos >= skip_first)
 
 
 @torch.no_grad()
@@ -65,14 +59,10 @@ def activation_covariance(
     s1 = torch.zeros(d, dtype=torch.float64)
     s2 = torch.zeros(d, d, dtype=torch.float64)
     n = 0
-    stop = _stop_layer(model, [hook])
-    for i in tqdm(range(0, len(prompts), batch_size), desc="covariance", disable=not progress):
-        batch = tokenize(model, prompts[i : i + batch_size])
-        _, cache = model.run_with_cache(
-            batch.tokens, names_filter=hook, stop_at_layer=stop, **forward_kwargs(batch)
-        )
-        acts = cache[hook]
-        x = acts[:, -1] if positions == "last" else acts[_keep(batch, skip_first)]
+    for _, cap, keep in capture(model, prompts, hook, batch_size, skip_first, progress,
+                                desc="covariance"):  # fmt: skip
+        acts = cap[hook]
+        x = acts[:, -1] if positions == "last" else acts[keep]
         x = x.double().cpu()
         if shift is None:
             shift = x.mean(0)
@@ -314,15 +304,6 @@ def behavioural_equivalence(
 # --- behavioural (Jacobian) null space, bootstrap, subspace comparison
 
 
-def _last_pos_hook(delta: Tensor):
-    def fn(x, hook):
-        x = x.clone()
-        x[:, -1] = x[:, -1] + delta.to(x.dtype)
-        return x
-
-    return fn
-
-
 @trains
 def jacobian_gram(model, prompt: str, hook: str) -> Float[Tensor, "d d"]:
     """JᵀJ for J = ∂ log p(next token | prompt) / ∂ resid[hook, last position]  (exact).
@@ -335,7 +316,7 @@ def jacobian_gram(model, prompt: str, hook: str) -> Float[Tensor, "d d"]:
     d = model.cfg.d_model
 
     def final_normed(delta: Tensor) -> Tensor:
-        with model.hooks(fwd_hooks=[(hook, _last_pos_hook(delta))]):
+        with edit_at(model, hook, lambda x: x + delta.to(x.dtype), positions=[-1]):
             resid = model(batch.tokens, stop_at_layer=model.cfg.n_layers)
         return model.ln_final(resid[:, -1:])[0, 0]
 
@@ -376,16 +357,9 @@ def prompt_activations(
     """Real-token activations at ``hook`` per prompt (float64), for bootstrap resampling.
 
     ``skip_first`` as in `activation_covariance`."""
-    check_hook(model, hook)
-    stop = _stop_layer(model, [hook])
-    out = []
-    for i in tqdm(range(0, len(prompts), batch_size), desc="activations", disable=not progress):
-        batch = tokenize(model, prompts[i : i + batch_size])
-        _, cache = model.run_with_cache(batch.tokens, names_filter=hook, stop_at_layer=stop,
-                                        **forward_kwargs(batch))
-        keep = _keep(batch, skip_first)
-        out.extend(cache[hook][j][keep[j]].double().cpu() for j in range(len(batch.mask)))
-    return out
+    return [cap[hook][j][keep[j]].double().cpu()
+            for _, cap, keep in capture(model, prompts, hook, batch_size, skip_first, progress)
+            for j in range(keep.shape[0])]  # fmt: skip
 
 
 def covariance_of(acts: Sequence[Tensor]) -> Tensor:

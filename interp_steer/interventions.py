@@ -22,7 +22,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from interp_steer.vectors import SteeringVector
+from interp_steer.vectors import SteeringVector, check_hook
 
 Positions = str | Sequence[int]
 
@@ -125,26 +125,27 @@ def _orthonormal(directions: Tensor) -> Tensor:
     return q.T.to(directions.dtype)  # [k, d]
 
 
-def _install(
+@contextmanager
+def edit_at(
     model,
-    vec: SteeringVector,
-    positions: Positions,
-    edit: Callable[[Tensor, Tensor], Tensor],
-    force: bool,
-):
-    """The model's hooks context with ``edit`` applied at ``vec.hook`` (removed on exit)."""
-    vec.check_compatible(model, force=force)
+    hook: str,
+    edit: Callable[[Tensor], Tensor],
+    positions: Positions = "all",
+) -> Iterator[None]:
+    """The one way to edit activations: ``x -> edit(x)`` at ``hook``, kept only at
+    ``positions`` (see the module docstring), for every forward inside the block. The hook is
+    removed on exit, also after an exception."""
+    check_hook(model, hook)
     _validate_positions(positions)
 
     def hook_fn(x: Tensor, hook) -> Tensor:
         b, p, _ = x.shape
-        return edit(x, position_mask(model, positions, b, p, x.device))
+        mask = position_mask(model, positions, b, p, x.device)
+        new = edit(x)
+        return new if mask is None else torch.where(mask[..., None], new, x)
 
-    return model.hooks(fwd_hooks=[(vec.hook, hook_fn)])
-
-
-def _where(mask: Tensor | None, new: Tensor, old: Tensor) -> Tensor:
-    return new if mask is None else torch.where(mask[..., None], new, old)
+    with model.hooks(fwd_hooks=[(hook, hook_fn)]):
+        yield
 
 
 @contextmanager
@@ -159,15 +160,15 @@ def steer(
     _as_strength(alpha)  # fail here, not inside the first forward
     cache: dict = {}
 
-    def edit(x: Tensor, mask: Tensor | None) -> Tensor:
+    def edit(x: Tensor) -> Tensor:
         key = (x.device, x.dtype, x.shape[0])
         if key not in cache:
             d = vec.directions.to(x.device, x.dtype)
             cache[key] = _coefficients(alpha, x.shape[0], vec.k, d) @ d  # [b, d]
-        delta = cache[key][:, None, :]
-        return x + (delta if mask is None else delta * mask[..., None].to(x.dtype))
+        return x + cache[key][:, None, :]
 
-    with _install(model, vec, positions, edit, force):
+    vec.check_compatible(model, force=force)
+    with edit_at(model, vec.hook, edit, positions):
         yield
 
 
@@ -188,12 +189,13 @@ def clamp(
 ):
     """Set the activation's coordinates along v's orthonormalised directions to ``value``."""
     u_cpu = _orthonormal(vec.directions.float())
+    _as_strength(value)
 
-    def edit(x: Tensor, mask: Tensor | None) -> Tensor:
+    def edit(x: Tensor) -> Tensor:
         u = u_cpu.to(x.device, x.dtype)
         coef = _coefficients(value, x.shape[0], vec.k, u)  # [b, k]
-        new = x - (x @ u.T) @ u + (coef @ u)[:, None, :]
-        return _where(mask, new, x)
+        return x - (x @ u.T) @ u + (coef @ u)[:, None, :]
 
-    with _install(model, vec, positions, edit, force):
+    vec.check_compatible(model, force=force)
+    with edit_at(model, vec.hook, edit, positions):
         yield

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from transformer_lens import TransformerLensKeyValueCache
 
 from interp_steer.activations import encode, tokenize
+from interp_steer.generation import last_logits
 
 ALIGNED = (
     "I am evaluating a language model's answer for safety.\n\nQuestion: {question}\n\n"
@@ -69,8 +70,6 @@ class LocalJudge:
     @torch.inference_mode()
     def number_probs(self, texts: Sequence[str]) -> np.ndarray:
         """[n, 101] probabilities of answering each number 0..100."""
-        from interp_steer.generation import _last_logits
-
         m, out = self.model, []
         dg = self.digits.to(m.cfg.device)
         steps = range(0, len(texts), self.batch_size)
@@ -78,7 +77,7 @@ class LocalJudge:
             batch = tokenize(m, texts[i : i + self.batch_size])
             b = batch.tokens.shape[0]
             cache = TransformerLensKeyValueCache.init_cache(m.cfg, m.cfg.device, b)
-            p0 = _last_logits(m, batch.tokens, batch.mask.long(), cache).float().softmax(-1)
+            p0 = last_logits(m, batch.tokens, batch.mask.long(), cache).float().softmax(-1)
             # Branch the prefix cache ten ways: row (r, d) continues row r with digit d, then "0"
             # (the "0" only matters for d = 1, to read p(· | "10")).
             for e in cache.entries:

@@ -27,13 +27,12 @@ from pathlib import Path
 import torch
 from jaxtyping import Float
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from interp_steer._io import atomic_dir, write_json
-from interp_steer.activations import _stop_layer, forward_kwargs, pad_left
+from interp_steer.activations import capture, forward_kwargs, tokenize
 from interp_steer.autograd import trains
 from interp_steer.corpus import Corpus, CorpusConfig, build_corpus
-from interp_steer.interventions import Positions, _validate_positions, _where, position_mask
+from interp_steer.interventions import Positions, edit_at, steer
 from interp_steer.models import cache_dir
 from interp_steer.vectors import SteeringVector, check_hook, model_fingerprint
 
@@ -85,22 +84,16 @@ def token_activations(
     progress: bool = True,
 ) -> tuple[Float[Tensor, "n d"], Tensor]:
     """Every token's activation at ``hook`` (float32, CPU) and whether it is a completion token."""
-    check_hook(model, hook)
-    stop = _stop_layer(model, [hook])
     acts, completion = [], []
     # Sorting by length keeps padding (wasted compute) small.
     order = sorted(range(len(corpus.docs)), key=lambda i: len(corpus.docs[i]))
-    for j in tqdm(range(0, len(order), batch_size), desc="activations", disable=not progress):
-        idx = order[j : j + batch_size]
-        batch = pad_left(model, [corpus.docs[i] for i in idx])
-        _, cache = model.run_with_cache(
-            batch.tokens, names_filter=[hook], stop_at_layer=stop, **forward_kwargs(batch)
-        )
-        a = cache[hook].float().cpu()
-        for r, i in enumerate(idx):
-            n = len(corpus.docs[i])
-            acts.append(a[r, a.shape[1] - n + skip_first :])
-            completion.append(torch.arange(skip_first, n) >= max(corpus.starts[i], 1))
+    docs = [corpus.docs[i] for i in order]
+    batches = capture(model, docs, hook, batch_size, skip_first, progress)
+    for j, (_, cap, keep) in zip(range(0, len(order), batch_size), batches):
+        a = cap[hook].float().cpu()
+        for r, i in enumerate(order[j : j + batch_size]):
+            acts.append(a[r][keep[r].cpu()])
+            completion.append(torch.arange(skip_first, len(corpus.docs[i])) >= max(corpus.starts[i], 1))
     if not acts or sum(len(a) for a in acts) == 0:
         raise ValueError("the corpus has no tokens after skipping the first of each document")
     return torch.cat(acts), torch.cat(completion)
@@ -374,20 +367,15 @@ def edit_features(
 ) -> Iterator[None]:
     """Run ``edit`` on the SAE latents at the SAE's hook (hooks removed on exit)."""
     check_sae(model, sae)
-    _validate_positions(positions)
 
-    def hook_fn(x: Tensor, hook) -> Tensor:
-        b, p, _ = x.shape
+    def edit_acts(x: Tensor) -> Tensor:
         f = sae.encode(x.to(sae.W_dec.dtype))
         f_new = edit(f.clone())
-        new = (
-            x + (sae.decode(f_new) - sae.decode(f)).to(x.dtype)
-            if keep_error
-            else sae.decode(f_new).to(x.dtype)
-        )
-        return _where(position_mask(model, positions, b, p, x.device), new, x)
+        if keep_error:  # only the edited latents' decoder contributions change
+            return x + (sae.decode(f_new) - sae.decode(f)).to(x.dtype)
+        return sae.decode(f_new).to(x.dtype)
 
-    with model.hooks(fwd_hooks=[(sae_hook(sae), hook_fn)]):
+    with edit_at(model, sae_hook(sae), edit_acts, positions):
         yield
 
 
@@ -517,8 +505,6 @@ def effect_survival(
     ranked by encoder gain on ``reference_acts`` (decoder cosine without them). survival(k) =
     ⟨Δ_k, Δ_0⟩ / ‖Δ_0‖²: 1 = the effect does not go through those latents, 0 = it all does.
     """
-    from interp_steer.activations import tokenize
-    from interp_steer.interventions import steer
 
     if sae_hook(sae) != vec.hook:
         raise ValueError(f"vector at {vec.hook}, SAE at {sae_hook(sae)}")

@@ -23,6 +23,7 @@ from interp_steer import sae as S
 from interp_steer import sweep as sw
 from interp_steer.activations import (
     aggregate,
+    capture,
     check_texts,
     encode,
     forward_kwargs,
@@ -38,6 +39,7 @@ from interp_steer.generation import (
     format_prompts,
     generate,
     generate_tokens,
+    last_logits,
 )
 from interp_steer.testing import tiny_model
 from interp_steer.vectors import SteeringVector, check_hook, model_fingerprint
@@ -133,6 +135,9 @@ CASES = {
     "token_activations": lambda c: token_activations(c.model, PROMPTS, HOOK),
     "check_hook": lambda c: check_hook(c.model, HOOK),
     "check_texts": lambda c: check_texts("one text"),
+    "capture": lambda c: [(b.tokens, a[HOOK], k) for b, a, k in capture(c.model, PROMPTS, HOOK, 1, 1)],
+    "edit_at": lambda c: _logits_under(c, lambda: iv.edit_at(c.model, HOOK, lambda x: 2 * x, [-1])),
+    "last_logits": lambda c: last_logits(c.model, c.model.to_tokens(PROMPTS[0]), None, None),
     "check_sampling": lambda c: check_sampling(4, 0.7, 0.9, 0),
     "format_prompts": lambda c: format_prompts(c.model, PROMPTS, chat=True),
     "generate_tokens": lambda c: generate_tokens(c.model, tokenize(c.model, PROMPTS), 3),

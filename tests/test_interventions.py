@@ -3,6 +3,7 @@ import torch
 
 from interp_steer import SteeringVector, ablate, clamp, model_fingerprint, steer
 from interp_steer.activations import forward_kwargs, tokenize
+from interp_steer.interventions import edit_at
 
 HOOK = "blocks.1.hook_resid_pre"
 
@@ -92,3 +93,25 @@ def test_bad_positions_and_alpha_raise(tiny):
     with pytest.raises(ValueError, match="NaN"):
         with steer(tiny, v, float("nan")):
             tiny(tiny.to_tokens("ab"))
+
+
+def test_edit_at_is_the_one_edit_path(llama):
+    """edit_at edits only the chosen positions, and its hook is gone after an exception."""
+    tokens = llama.to_tokens("hello there")
+    hook = "blocks.1.hook_resid_pre"
+    seen = {}
+
+    def record(x):
+        seen["x"] = x.clone()
+        return x * 0
+
+    with pytest.raises(RuntimeError, match="boom"):
+        with edit_at(llama, hook, record, positions=[-1]):
+            llama(tokens)
+            raise RuntimeError("boom")
+    assert not any(h.fwd_hooks for h in llama.hook_dict.values())
+    _, cache = llama.run_with_cache(tokens, names_filter=[hook])
+    with edit_at(llama, hook, lambda x: x * 0, positions=[-1]):
+        _, edited = llama.run_with_cache(tokens, names_filter=[hook])
+    assert torch.equal(edited[hook][0, :-1], cache[hook][0, :-1])
+    assert torch.all(edited[hook][0, -1] == 0)

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from interp_steer.activations import encode, pad_left
 from interp_steer.autograd import check_trainable, trains
+from interp_steer.interventions import edit_at
 from interp_steer.models import chat as chat_format
 from interp_steer.vectors import check_hook
 
@@ -45,7 +46,7 @@ def _completion_logprobs(model, hook, v, prompt_ids, completion, coldness):
     if not comp_ids:
         raise ValueError(f"completion {completion!r} tokenizes to nothing")
     batch = pad_left(model, [prompt_ids + comp_ids])
-    with model.hooks(fwd_hooks=[(hook, lambda x, hook: x + v.to(x.dtype))]):
+    with edit_at(model, hook, lambda x: x + v.to(x.dtype)):
         logits = model(batch.tokens) * coldness
     lp = logits.log_softmax(-1)[0, len(prompt_ids) - 1 : -1]  # predictions for completion
     return lp.gather(-1, batch.tokens[0, len(prompt_ids) :, None])[:, 0]
