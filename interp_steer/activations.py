@@ -191,8 +191,8 @@ def get_activations(
 ) -> dict[str, Float[Tensor, "n d"]]:
     """Aggregated activations of ``texts`` at every hook, one cached forward per batch."""
     texts = check_texts(texts)
-    hooks = [hooks] if isinstance(hooks, str) else hooks
-    out: dict[str, list[Tensor]] = {h: [] for h in hooks} if isinstance(hooks, list) else {}
+    _check_batch_size(batch_size)
+    out: dict[str, list[Tensor]] = {}
     starts_all = None if completion_starts is None else torch.tensor(list(completion_starts))
     batches = capture(model, texts, hooks, batch_size, progress=progress)
     for i, (batch, acts, _) in zip(range(0, len(texts), batch_size), batches):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -120,8 +121,15 @@ def build_corpus(model, cfg: CorpusConfig | None = None, progress: bool = True) 
     cfg = cfg or CorpusConfig()
     path = _path(model, cfg)
     if path.exists():
-        raw = json.loads(path.read_text())
-        return Corpus(raw["docs"], raw["starts"], raw["config"])
+        try:
+            raw = json.loads(path.read_text())
+            corpus = Corpus(raw["docs"], raw["starts"], raw["config"])
+            if len(corpus.docs) != len(corpus.starts) or not corpus.docs:
+                raise ValueError("docs and starts disagree")
+            return corpus
+        except (ValueError, KeyError, TypeError) as e:  # half-written or foreign: rebuild
+            warnings.warn(f"corpus cache {path} is unreadable ({e}); rebuilding it", stacklevel=2)
+            path.unlink()
     prompts = chat_prompts()
     random.Random(cfg.seed).shuffle(prompts)
     prompts = prompts[: cfg.n_prompts]

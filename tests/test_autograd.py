@@ -61,7 +61,7 @@ def test_sae_trains_in_every_mode(model, mode):
 
 
 def test_sae_rejects_a_tiny_corpus_before_collecting_activations(model, monkeypatch):
-    monkeypatch.setattr(S, "token_activations", lambda *a, **k: pytest.fail("collected"))
+    monkeypatch.setattr(S.training, "token_activations", lambda *a, **k: pytest.fail("collected"))
     with pytest.raises(ValueError, match="too few for a training batch"):
         S.train(model, HOOK, ["just a few words"], batch_size=512, progress=False)
 

@@ -113,13 +113,21 @@ def test_behavioural_equivalence_verdicts(llama):
 
 def test_jacobian_gram_matches_finite_differences(llama):
     from interp_steer.activations import tokenize
-    from interp_steer.identifiability import _last_pos_hook, jacobian_gram, jacobian_null_space
+    from interp_steer.identifiability import jacobian_gram, jacobian_null_space
+
+    def last_pos_hook(delta):  # an independent hook, not the library's edit path
+        def fn(x, hook):
+            x = x.clone()
+            x[:, -1] += delta
+            return x
+
+        return fn
 
     g = jacobian_gram(llama, "hello there", HOOK)
     b = tokenize(llama, ["hello there"])
 
     def f(delta):
-        with llama.hooks(fwd_hooks=[(HOOK, _last_pos_hook(delta))]):
+        with llama.hooks(fwd_hooks=[(HOOK, last_pos_hook(delta))]):
             with torch.no_grad():
                 return llama(b.tokens)[0, -1].log_softmax(-1).double()
 

@@ -162,3 +162,39 @@ def test_bad_input(model, trained, tmp_path):
         S.check_sae(model, copy.deepcopy(sae).to("meta"))
     with pytest.raises(ValueError, match="unknown hook"):
         S.train(model, "blocks.9.hook_resid_pre", ["text"], progress=False)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "no_config"])
+def test_corrupt_default_sae_cache_is_rebuilt(model, trained, tmp_path, monkeypatch, damage):
+    """load_default notices a damaged cached SAE, warns, and rebuilds it (the retraining
+    itself is stubbed with the module's trained SAE: the real one takes minutes)."""
+    import interp_steer.sae.io as sae_io
+
+    sae, report = trained
+    path = tmp_path / "default_sae"
+    monkeypatch.setattr(sae_io, "default_path", lambda *a, **k: path)
+    S.save(sae, path, report)
+    weights = next(path.glob("*.safetensors"))
+    if damage == "truncate":
+        weights.write_bytes(weights.read_bytes()[:100])
+    else:
+        (path / "cfg.json").unlink()
+    retrained = []
+    monkeypatch.setattr(sae_io, "train", lambda *a, **k: retrained.append(1) or trained)
+    with pytest.warns(UserWarning, match="unreadable.*retraining"):
+        again = S.load_default(model, HOOK)
+    assert retrained == [1] and torch.equal(again.W_dec, sae.W_dec)
+    assert S.load_default(model, HOOK) is not None and retrained == [1]  # now a clean hit
+
+
+def test_corrupt_corpus_cache_is_rebuilt(model, tmp_path, monkeypatch):
+    from interp_steer.corpus import CorpusConfig, build_corpus
+
+    monkeypatch.setenv("INTERP_STEER_CACHE", str(tmp_path))
+    cfg = CorpusConfig(n_prompts=2, max_new_tokens=3)
+    first = build_corpus(model, cfg, progress=False)
+    (cached,) = (tmp_path / "corpus").glob("*.json")
+    cached.write_text(cached.read_text()[:40])  # half-written
+    with pytest.warns(UserWarning, match="unreadable"):
+        again = build_corpus(model, cfg, progress=False)
+    assert again.docs == first.docs and again.starts == first.starts

@@ -1,0 +1,105 @@
+"""A steering vector in SAE latents: top latents by decoder cosine and by encoder gain, the
+latents that best separate contrastive data, and how much of a vector's effect survives
+ablating its top latents.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from interp_steer.activations import forward_kwargs, tokenize
+from interp_steer.interventions import steer
+from interp_steer.sae.features import ablate_features, sae_hook
+from interp_steer.vectors import SteeringVector
+
+
+@torch.no_grad()
+def decompose(
+    sae,
+    vec: SteeringVector | Tensor,
+    reference_acts: Float[Tensor, "n d"] | None = None,
+    top: int = 10,
+) -> dict[str, list[dict]]:
+    """Top latents of a vector: by decoder cosine, and (with ``reference_acts``) by how much
+    the encoder's activation rises when v is added to typical activations."""
+    v = (vec.vector if isinstance(vec, SteeringVector) else vec).float().to(sae.W_dec.device)
+    if v.ndim != 1 or v.shape[0] != sae.cfg.d_in:
+        raise ValueError(f"vector of shape {tuple(v.shape)} does not fit SAE d_in={sae.cfg.d_in}")
+    w = sae.W_dec.float()
+    cos = (w @ v) / (w.norm(dim=-1) * v.norm()).clamp_min(1e-12)
+    c_val, c_idx = cos.topk(top)
+    out = {
+        "by_decoder_cosine": [{"feature": int(i), "cosine": float(c)} for i, c in zip(c_idx, c_val)]
+    }
+    if reference_acts is not None:
+        x = reference_acts.float().to(w.device)
+        gain = (sae.encode(x + v) - sae.encode(x)).mean(0)
+        g_val, g_idx = gain.topk(top)
+        out["by_encoder_gain"] = [
+            {"feature": int(i), "gain": float(g), "cosine": float(cos[i])}
+            for i, g in zip(g_idx, g_val)
+        ]
+    return out
+
+
+@torch.no_grad()
+def contrast_features(
+    sae, pos_acts: Float[Tensor, "n d"], neg_acts: Float[Tensor, "n d"], top: int = 10
+) -> list[dict]:
+    """Latents whose mean activation differs most between positive and negative texts."""
+    fp = sae.encode(pos_acts.to(sae.W_dec)).mean(0)
+    fn = sae.encode(neg_acts.to(sae.W_dec)).mean(0)
+    val, idx = (fp - fn).topk(top)
+    return [
+        {"feature": int(i), "diff": float(d), "pos_mean": float(fp[i]), "neg_mean": float(fn[i])}
+        for i, d in zip(idx, val)
+    ]
+
+
+@torch.no_grad()
+def effect_survival(
+    model,
+    sae,
+    vec: SteeringVector,
+    prompts: Sequence[str],
+    ks: Sequence[int],
+    alpha: float = 1.0,
+    reference_acts: Float[Tensor, "n d"] | None = None,
+) -> list[dict]:
+    """How much of a vector's effect on next-token logits survives ablating its top-k latents.
+
+    Δ_0 = logits(+αv) − logits(·); Δ_k = logits(+αv, ablate k) − logits(ablate k), latents
+    ranked by encoder gain on ``reference_acts`` (decoder cosine without them). survival(k) =
+    ⟨Δ_k, Δ_0⟩ / ‖Δ_0‖²: 1 = the effect does not go through those latents, 0 = it all does.
+    """
+
+    if sae_hook(sae) != vec.hook:
+        raise ValueError(f"vector at {vec.hook}, SAE at {sae_hook(sae)}")
+    key = "by_encoder_gain" if reference_acts is not None else "by_decoder_cosine"
+    ranked = [r["feature"] for r in decompose(sae, vec, reference_acts, top=max(ks))[key]]
+    batch = tokenize(model, list(prompts))
+
+    def logits() -> Tensor:
+        return model(batch.tokens, **forward_kwargs(batch))[:, -1].float()
+
+    base = logits()
+    with steer(model, vec, alpha):
+        d0 = logits() - base
+    rows = []
+    for k in ks:
+        if k == 0:
+            dk = d0
+        else:
+            with ablate_features(model, sae, ranked[:k]):
+                b_k = logits()
+            # steer's hook must run before the ablation's, so enter it first
+            with steer(model, vec, alpha), ablate_features(model, sae, ranked[:k]):
+                dk = logits() - b_k
+        rows.append(
+            {"k": k, "survival": float((dk * d0).sum() / d0.pow(2).sum()), "features": ranked[:k]}
+        )
+    return rows

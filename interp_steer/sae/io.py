@@ -1,0 +1,100 @@
+"""Saving and loading SAEs in sae-lens's own folder format, and the cached default SAE.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import warnings
+from dataclasses import asdict
+from pathlib import Path
+
+from interp_steer._io import atomic_dir, write_json
+from interp_steer.corpus import CorpusConfig
+from interp_steer.models import cache_dir
+from interp_steer.sae.features import check_sae, import_sae_lens
+from interp_steer.sae.training import SAETrainConfig, train
+from interp_steer.vectors import check_hook, model_fingerprint
+
+META_FILE = "interp_steer.json"
+
+
+def save(sae, path: str | Path, report: dict | None = None) -> Path:
+    """Save in sae-lens's format (weights + cfg.json), plus our report, atomically."""
+
+    def fill(tmp: Path) -> None:
+        sae.save_model(tmp)
+        if report is not None:
+            write_json(tmp / META_FILE, report)
+
+    return atomic_dir(path, fill)
+
+
+def load(path_or_release: str | Path, sae_id: str | None = None, device: str = "cpu"):
+    """An SAE from a sae-lens folder on disk, or from sae-lens's pretrained registry."""
+    sl = import_sae_lens()
+    p = Path(path_or_release)
+    if p.exists():
+        if not (p / "cfg.json").exists():
+            raise FileNotFoundError(f"{p} is not a sae-lens SAE folder (no cfg.json)")
+        return sl.SAE.load_from_disk(p, device=device)
+    if sae_id is None:
+        raise FileNotFoundError(
+            f"{p} does not exist; for a pretrained SAE pass a release and sae_id"
+        )
+    try:
+        return sl.SAE.from_pretrained(str(path_or_release), sae_id, device=device)
+    except Exception as e:  # hub errors come in many types
+        raise RuntimeError(
+            f"could not load SAE {path_or_release}/{sae_id} from the sae-lens registry "
+            f"(is the Hugging Face hub reachable?): {e}"
+        ) from e
+
+
+def report_of(path: str | Path) -> dict | None:
+    f = Path(path) / META_FILE
+    return json.loads(f.read_text()) if f.exists() else None
+
+
+def default_hook(model) -> str:
+    return f"blocks.{model.cfg.n_layers // 2}.hook_resid_pre"
+
+
+def default_path(model, hook: str | None = None, config: SAETrainConfig | None = None) -> Path:
+    hook = hook or default_hook(model)
+    cfg = config or SAETrainConfig()
+    blob = json.dumps([model_fingerprint(model), hook, asdict(cfg), asdict(CorpusConfig())])
+    key = hashlib.sha256(blob.encode()).hexdigest()[:12]
+    name = model.cfg.model_name.replace("/", "_")
+    return cache_dir() / "sae" / f"{name}-{hook}-{cfg.architecture}-{key}"
+
+
+def load_default(
+    model, hook: str | None = None, config: SAETrainConfig | None = None, progress=True
+):
+    """The default SAE for ``model`` at ``hook``, training and caching it first if needed.
+
+    A cached SAE that no longer loads (truncated weights, a missing config) is rebuilt, with a
+    warning."""
+    hook = hook or default_hook(model)
+    check_hook(model, hook)
+    path = default_path(model, hook, config)
+    if path.exists():
+        try:
+            sae = load(path, device=str(model.cfg.device))
+            check_sae(model, sae)
+            return sae
+        except Exception as e:  # a damaged cache: say so, then rebuild it
+            warnings.warn(f"cached SAE {path} is unreadable ({type(e).__name__}: {e}); "
+                          "retraining it", stacklevel=2)  # fmt: skip
+            shutil.rmtree(path, ignore_errors=True)
+    print(
+        f"interp_steer: no cached SAE for {model.cfg.model_name} at {hook}; training one "
+        f"with sae-lens (takes ~15-25 min on a 2-core CPU for SmolLM2), cached in {path}"
+    )
+    sae, report = train(model, hook, config=config, progress=progress)
+    save(sae, path, report)
+    sae = load(path, device=str(model.cfg.device))
+    check_sae(model, sae)
+    return sae
