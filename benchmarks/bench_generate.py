@@ -59,13 +59,13 @@ def _hf_with_onednn(hf):
     """A copy of ``hf`` whose nn.Linear layers run interp_steer's packed oneDNN GEMM."""
     import copy
 
-    from interp_steer.fast import _Linear
+    from interp_steer.fast import FrozenLinear
 
     twin = copy.deepcopy(hf)
     with torch.no_grad():
         for m in twin.modules():
             if isinstance(m, torch.nn.Linear):
-                m.forward = _Linear(m.weight.detach(), m.bias, pack=True)
+                m.forward = FrozenLinear(m.weight.detach(), m.bias, pack=True)
     return twin
 
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
+from transformer_lens import HookedTransformer
 
 from interp_steer.vectors import check_hook
 
@@ -26,7 +28,7 @@ class Batch:
         return self.tokens.shape[1] - self.lengths
 
 
-def encode(model, text: str) -> list[int]:
+def encode(model: HookedTransformer, text: str) -> list[int]:
     """Token ids of one text exactly as ``model.to_tokens`` gives them (BOS per model default)."""
     tok = model.tokenizer
     ids = tok(text, add_special_tokens=False).input_ids
@@ -37,7 +39,7 @@ def encode(model, text: str) -> list[int]:
     return ids
 
 
-def pad_left(model, seqs: Sequence[Sequence[int]]) -> Batch:
+def pad_left(model: HookedTransformer, seqs: Sequence[Sequence[int]]) -> Batch:
     if len(seqs) == 0:
         raise ValueError("empty batch: no texts given")
     if any(len(s) == 0 for s in seqs):
@@ -70,7 +72,7 @@ def _check_batch_size(batch_size) -> None:
         raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
 
 
-def tokenize(model, texts: Sequence[str]) -> Batch:
+def tokenize(model: HookedTransformer, texts: Sequence[str]) -> Batch:
     texts = check_texts(texts)
     if model.tokenizer is None:
         raise ValueError("model has no tokenizer; pass token ids instead")
@@ -84,7 +86,7 @@ def forward_kwargs(batch: Batch) -> dict:
     return {"attention_mask": batch.mask.long(), "padding_side": "left"}
 
 
-def _stop_layer(model, hooks: Sequence[str]) -> int | None:
+def _stop_layer(model: HookedTransformer, hooks: Sequence[str]) -> int | None:
     layers = []
     for h in hooks:
         if not h.startswith("blocks."):
@@ -93,7 +95,7 @@ def _stop_layer(model, hooks: Sequence[str]) -> int | None:
     return max(layers) + 1 if max(layers) + 1 < model.cfg.n_layers else None
 
 
-Aggregation = str | Sequence[int]
+Aggregation = Literal["last", "mean"] | Sequence[int]
 
 
 def aggregate(
@@ -139,7 +141,7 @@ def aggregate(
 
 @torch.no_grad()
 def capture(
-    model,
+    model: HookedTransformer,
     items: Sequence[str] | Sequence[Sequence[int]],
     hooks: str | Sequence[str],
     batch_size: int = 16,
@@ -181,7 +183,7 @@ def capture(
 
 
 def get_activations(
-    model,
+    model: HookedTransformer,
     texts: Sequence[str],
     hooks: str | Sequence[str],
     aggregation: Aggregation = "last",
@@ -203,7 +205,7 @@ def get_activations(
 
 
 def token_activations(
-    model,
+    model: HookedTransformer,
     texts: Sequence[str],
     hook: str,
     skip_first: bool = True,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 
 import torch
+from transformer_lens import HookedTransformer
 
 
 def trains(fn):
@@ -24,7 +25,7 @@ def trains(fn):
     return wrapper
 
 
-def check_trainable(model) -> None:
+def check_trainable(model: HookedTransformer) -> None:
     """Raise before any work if ``model``'s weights cannot take part in a backward pass."""
     if any(p.is_inference() for p in model.parameters()):
         raise ValueError(

@@ -22,6 +22,8 @@ import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from transformer_lens import HookedTransformer
+
 from interp_steer._io import write_json
 from interp_steer.activations import encode
 from interp_steer.models import cache_dir
@@ -106,14 +108,14 @@ class Corpus:
         return cls(docs, [0] * len(docs), {"source": "texts", "n_texts": len(texts)})
 
 
-def _path(model, cfg: CorpusConfig) -> Path:
+def _path(model: HookedTransformer, cfg: CorpusConfig) -> Path:
     blob = json.dumps(asdict(cfg), sort_keys=True) + model_fingerprint(model)
     key = hashlib.sha256(blob.encode()).hexdigest()[:12]
     name = model.cfg.model_name.replace("/", "_")
     return cache_dir() / "corpus" / f"{name}-{key}.json"
 
 
-def build_corpus(model, cfg: CorpusConfig | None = None, progress: bool = True) -> Corpus:
+def build_corpus(model: HookedTransformer, cfg: CorpusConfig | None = None, progress: bool = True) -> Corpus:
     """The default SAE corpus for ``model`` (cached; generating it takes ~5 min on SmolLM2)."""
     from interp_steer.generation import generate
     from interp_steer.models import chat

@@ -17,15 +17,17 @@ each decode step. The replacements below do the same maths and fire the same hoo
   falls back to TL's explicit path, so the hooks still see real patterns). Model variants
   we do not cover (soft-capping, local windows, QK-norm, ALiBi, ...) always use TL's path.
 - GEMMs: on CPU float32, the frozen weights are prepacked once for oneDNN (torch's own
-  ``mkldnn`` linear, the kernel Inductor's CPU freezing uses). On this project's AMD EPYC
-  machines MKL's sgemm, which ``F.linear`` calls, runs 2-4x slower than the packed oneDNN
-  kernel at decode and prefill shapes (``benchmarks/bench_linear.py``). The packed copies
-  cost one extra copy of the linear weights in memory; autograd through them is not
-  supported, so a forward that needs gradients uses the dense weights.
+  ``mkldnn`` linear, the kernel Inductor's CPU freezing uses), and the first call per weight
+  shape and row bucket times it against ``F.linear`` (MKL's sgemm) and keeps the faster one:
+  on AMD EPYC the packed kernel is 2-4x faster at decode and prefill shapes, on an Intel Xeon
+  with AMX it loses at one row (``benchmarks/bench_linear.py``). The packed copies cost one
+  extra copy of the linear weights in memory; autograd through them is not supported, so a
+  forward that needs gradients uses the dense weights.
 """
 
 from __future__ import annotations
 
+import time
 import types
 
 import torch
@@ -39,15 +41,47 @@ def _onednn_available() -> bool:
             and hasattr(mk, "_reorder_linear_weight"))
 
 
-_ONEDNN = _onednn_available()
+ONEDNN_AVAILABLE = _onednn_available()
 
 
 def _packable(w) -> bool:
-    return _ONEDNN and w.device.type == "cpu" and w.dtype == torch.float32
+    return ONEDNN_AVAILABLE and w.device.type == "cpu" and w.dtype == torch.float32
 
 
-class _Linear:
-    """``F.linear(x, w, b)`` for a frozen weight, through a oneDNN-prepacked copy on CPU."""
+# (out features, in features, row bucket) -> whether the packed oneDNN kernel won the timing
+_CHOICES: dict[tuple[int, int, int], bool] = {}
+
+
+def _bucket(rows: int) -> int:
+    """Row counts grouped by powers of two (1, 2, 4, ... 4096): one timing per group."""
+    return 1 if rows <= 1 else min(1 << (rows - 1).bit_length(), 4096)
+
+
+def backend_choices() -> dict[str, str]:
+    """The GEMM backend chosen so far in this process, per weight shape and row bucket."""
+    return {f"{o}x{i} rows<={r}": "oneDNN packed" if packed else "F.linear"
+            for (o, i, r), packed in sorted(_CHOICES.items())}  # fmt: skip
+
+
+def _time(fn, x, reps: int = 3) -> float:
+    fn(x)  # warm-up (first calls allocate)
+    best = float("inf")
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn(x)
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+class FrozenLinear:
+    """``F.linear(x, w, b)`` for a frozen weight, through a oneDNN-prepacked copy on CPU when
+    that is faster for this weight shape and row count.
+
+    Which kernel wins depends on the CPU: oneDNN's packed GEMM is 2-4x faster than MKL's sgemm
+    on AMD EPYC at every shape here, but 0.5x at one row on an Intel Xeon with AMX. So the
+    first call per (shape, row bucket) times both on its input and the faster one is used
+    from then on in this process (`backend_choices`).
+    """
 
     __slots__ = ("w", "b", "packed")
 
@@ -57,26 +91,34 @@ class _Linear:
             try:
                 packed = torch.ops.mkldnn._reorder_linear_weight(w)
                 probe = w.new_ones(1, w.shape[1])  # guard against a broken backend build
-                if torch.allclose(self._packed_linear(probe, packed),
+                if torch.allclose(self.packed_call(probe, packed),
                                   F.linear(probe, w, b), rtol=1e-4, atol=1e-4):
                     self.packed = packed
             except RuntimeError:
                 pass
 
-    def _packed_linear(self, x, packed):
+    def packed_call(self, x, packed):
         return torch.ops.mkldnn._linear_pointwise(x, packed, self.b, "none", [], "")
 
     def __call__(self, x):
         if (self.packed is not None and x.dtype == torch.float32 and x.device.type == "cpu"
                 and not (x.requires_grad and torch.is_grad_enabled())):
-            return self._packed_linear(x, self.packed)
+            key = (*self.w.shape, _bucket(x.numel() // x.shape[-1]))
+            use = _CHOICES.get(key)
+            if use is None:
+                with torch.no_grad():
+                    dense = _time(lambda v: F.linear(v, self.w, self.b), x)
+                    packed = _time(lambda v: self.packed_call(v, self.packed), x)
+                use = _CHOICES[key] = packed < dense
+            if use:
+                return self.packed_call(x, self.packed)
         return F.linear(x, self.w, self.b)
 
     def __deepcopy__(self, memo):  # opaque packed tensors neither copy nor pickle
-        return _Linear(self.w.clone(), None if self.b is None else self.b.clone())
+        return FrozenLinear(self.w.clone(), None if self.b is None else self.b.clone())
 
     def __reduce__(self):
-        return _Linear, (self.w, self.b)
+        return FrozenLinear, (self.w, self.b)
 
 
 def _versioned(self, name: str, params: tuple, build):
@@ -105,7 +147,7 @@ def _gated_mlp_forward(self, x):
         w_gate_in = torch.cat([self.W_gate.T, self.W_in.T]).contiguous()
         b_in = None if not self.b_in.any() else self.b_in
         b_out = None if not self.b_out.any() else self.b_out
-        return _Linear(w_gate_in, None, pack), _Linear(self.W_out.T.contiguous(), b_out, pack), b_in
+        return FrozenLinear(w_gate_in, None, pack), FrozenLinear(self.W_out.T.contiguous(), b_out, pack), b_in
 
     gate_in, out, b_in = _versioned(
         self, "_fast_mlp", (self.W_gate, self.W_in, self.W_out, self.b_in, self.b_out), build
@@ -122,9 +164,9 @@ def _unembed_forward(self, residual):
     def build(pack):
         b_u = None if not self.b_U.any() else self.b_U
         if pack and _packable(self.W_U):
-            return _Linear(self.W_U.T.contiguous(), b_u, pack)
+            return FrozenLinear(self.W_U.T.contiguous(), b_u, pack)
         # without oneDNN, x @ W_U in the stored layout (a transposed view, no copy)
-        return _Linear(self.W_U.T, b_u)
+        return FrozenLinear(self.W_U.T, b_u)
 
     x = self.hook_in(residual)
     return self.hook_out(_versioned(self, "_fast_unembed", (self.W_U, self.b_U), build)(x))
@@ -147,7 +189,7 @@ def _attn_weights(self):
         b = torch.cat([self.b_Q.reshape(-1), bk.reshape(-1), bv.reshape(-1)])
         w_o = self.W_O.reshape(-1, self.W_O.shape[-1]).T.contiguous()  # [d_model, heads*d_head]
         b_o = None if not self.b_O.any() else self.b_O
-        return (_Linear(w, None if not b.any() else b, pack), _Linear(w_o, b_o, pack),
+        return (FrozenLinear(w, None if not b.any() else b, pack), FrozenLinear(w_o, b_o, pack),
                 wk.shape[0])
 
     params = (self.W_Q, self.b_Q, wk, bk, wv, bv, self.W_O, self.b_O)

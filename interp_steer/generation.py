@@ -10,7 +10,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
-from transformer_lens import TransformerLensKeyValueCache
+from transformer_lens import HookedTransformer, TransformerLensKeyValueCache
 
 from interp_steer.activations import Batch, tokenize
 from interp_steer.interventions import Positions, positions_context, steer
@@ -18,7 +18,7 @@ from interp_steer.models import chat as chat_format
 from interp_steer.vectors import SteeringVector
 
 
-def format_prompts(model, prompts: str | Sequence[str], chat: bool) -> list[str]:
+def format_prompts(model: HookedTransformer, prompts: str | Sequence[str], chat: bool) -> list[str]:
     if not isinstance(prompts, str | Sequence) or (
         not isinstance(prompts, str) and not all(isinstance(p, str) for p in prompts)
     ):
@@ -92,7 +92,7 @@ def _sample(
 
 
 @torch.no_grad()
-def last_logits(model, tokens, mask, cache) -> Float[Tensor, "batch vocab"]:
+def last_logits(model: HookedTransformer, tokens, mask, cache) -> Float[Tensor, "batch vocab"]:
     """Next-token logits at the last position only, extending ``cache`` when one is given."""
     # Unembed only the last position (HF's logits_to_keep=1): the full-vocab projection of
     # every prompt position dominated the prefill. ln_final/unembed hooks see one position.
@@ -107,7 +107,7 @@ def last_logits(model, tokens, mask, cache) -> Float[Tensor, "batch vocab"]:
 
 @torch.inference_mode()
 def generate_tokens(
-    model,
+    model: HookedTransformer,
     batch: Batch,
     max_new_tokens: int = 40,
     temperature: float = 0.0,
@@ -160,7 +160,7 @@ def generate_tokens(
     return out
 
 
-def decode(model, new_tokens: Int[Tensor, "batch new"]) -> list[str]:
+def decode(model: HookedTransformer, new_tokens: Int[Tensor, "batch new"]) -> list[str]:
     eos = model.tokenizer.eos_token_id
     texts = []
     for row in new_tokens.tolist():
@@ -171,7 +171,7 @@ def decode(model, new_tokens: Int[Tensor, "batch new"]) -> list[str]:
 
 
 def generate(
-    model,
+    model: HookedTransformer,
     prompts: str | Sequence[str],
     vector: SteeringVector | None = None,
     alphas: float | Sequence[float] | Tensor | None = None,

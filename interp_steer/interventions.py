@@ -17,14 +17,17 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
+from transformer_lens import HookedTransformer
 
 from interp_steer.vectors import SteeringVector, check_hook
 
-Positions = str | Sequence[int]
+# "all", "prompt", "generated", or explicit unpadded positions (negative: from the prompt end)
+Positions = Literal["all", "prompt", "generated"] | Sequence[int]
 
 
 @dataclass
@@ -38,7 +41,7 @@ _STATE_ATTR = "_interp_steer_positions"
 
 
 @contextmanager
-def positions_context(model, pad: Tensor, prompt_len: Tensor) -> Iterator[_PosState]:
+def positions_context(model: HookedTransformer, pad: Tensor, prompt_len: Tensor) -> Iterator[_PosState]:
     """Declare the padding/prompt layout of the forwards inside (used by `generate`)."""
     prev = getattr(model, _STATE_ATTR, None)
     state = _PosState(pad=pad, prompt_len=prompt_len)
@@ -61,7 +64,7 @@ def _validate_positions(positions: Positions) -> None:
                          f"of ints, got {positions!r}")  # fmt: skip
 
 
-def position_mask(model, positions: Positions, b: int, p: int, device) -> Tensor | None:
+def position_mask(model: HookedTransformer, positions: Positions, b: int, p: int, device) -> Tensor | None:
     """[batch, pos] bool mask of the columns to edit, or None for every column."""
     state: _PosState | None = getattr(model, _STATE_ATTR, None)
     if state is None:
@@ -127,7 +130,7 @@ def _orthonormal(directions: Tensor) -> Tensor:
 
 @contextmanager
 def edit_at(
-    model,
+    model: HookedTransformer,
     hook: str,
     edit: Callable[[Tensor], Tensor],
     positions: Positions = "all",
@@ -150,7 +153,7 @@ def edit_at(
 
 @contextmanager
 def steer(
-    model,
+    model: HookedTransformer,
     vec: SteeringVector,
     alpha: float | Sequence[float] | Tensor = 1.0,
     positions: Positions = "all",
@@ -173,7 +176,7 @@ def steer(
 
 
 @contextmanager
-def ablate(model, vec: SteeringVector, positions: Positions = "all", force: bool = False):
+def ablate(model: HookedTransformer, vec: SteeringVector, positions: Positions = "all", force: bool = False):
     """Project span(v) out of the activation (directional ablation)."""
     with clamp(model, vec, 0.0, positions=positions, force=force):
         yield
@@ -181,7 +184,7 @@ def ablate(model, vec: SteeringVector, positions: Positions = "all", force: bool
 
 @contextmanager
 def clamp(
-    model,
+    model: HookedTransformer,
     vec: SteeringVector,
     value: float | Sequence[float] | Tensor,
     positions: Positions = "all",

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from tqdm.auto import tqdm
-from transformer_lens import TransformerLensKeyValueCache
+from transformer_lens import HookedTransformer, TransformerLensKeyValueCache
 
 from interp_steer.activations import encode, tokenize
 from interp_steer.generation import last_logits
@@ -51,7 +51,7 @@ def expected_score(p: dict[int, float]) -> tuple[float, float]:
 class LocalJudge:
     """Expected 0–100 score from a HookedTransformer's next-token distribution."""
 
-    def __init__(self, model, template: str = ALIGNED, batch_size: int = 8):
+    def __init__(self, model: HookedTransformer, template: str = ALIGNED, batch_size: int = 8):
         from interp_steer.models import chat
 
         self.model, self.template, self.batch_size = model, template, batch_size

@@ -27,6 +27,7 @@ from importlib.resources import files
 
 import numpy as np
 import torch
+from transformer_lens import HookedTransformer
 
 from interp_steer.activations import encode, forward_kwargs, pad_left
 
@@ -53,7 +54,7 @@ def count_strings(texts: Sequence[str], strings: Sequence[str]) -> dict[str, int
 
 @torch.no_grad()
 def perplexity(
-    model, prompts: Sequence[str], completions: Sequence[str], batch_size: int = 16
+    model: HookedTransformer, prompts: Sequence[str], completions: Sequence[str], batch_size: int = 16
 ) -> np.ndarray:
     """Per-sample perplexity of ``completions`` given ``prompts`` (already formatted) under
     ``model`` as it is: call it outside any steering context to score with the unsteered model."""
@@ -173,7 +174,7 @@ def grade_code(answers: Sequence[str], tasks: Sequence[dict], timeout: float = 5
 
 
 def capability(
-    model,
+    model: HookedTransformer,
     vector=None,
     alphas: Sequence[float] = (0.0,),
     max_new_tokens: int = 96,
@@ -205,7 +206,7 @@ def capability(
 
 @torch.no_grad()
 def kl_under(
-    model, prompts: Sequence[str], contexts: Sequence[Callable], reference: Callable | None = None
+    model: HookedTransformer, prompts: Sequence[str], contexts: Sequence[Callable], reference: Callable | None = None
 ) -> np.ndarray:
     """Mean next-token KL(P_edited ‖ P_reference) in nats over prompt positions, one value per
     intervention: each of ``contexts`` (and ``reference``; default: no intervention) is a
@@ -227,7 +228,7 @@ def kl_under(
     return np.array(out)
 
 
-def kl_from_unsteered(model, vector, alphas: Sequence[float], prompts: Sequence[str]) -> np.ndarray:
+def kl_from_unsteered(model: HookedTransformer, vector, alphas: Sequence[float], prompts: Sequence[str]) -> np.ndarray:
     """`kl_under` for steering with ``vector`` at each of ``alphas``."""
     from interp_steer.interventions import steer
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
+from transformer_lens import HookedTransformer
 
 from interp_steer import metrics
 from interp_steer._io import write_json, write_text
@@ -36,13 +37,13 @@ class SweepConfig:
     extra: dict = field(default_factory=dict)
 
 
-def residual_norm(model, hook: str, prompts: Sequence[str], chat: bool = True) -> float:
+def residual_norm(model: HookedTransformer, hook: str, prompts: Sequence[str], chat: bool = True) -> float:
     """Mean last-token residual norm of the (formatted) prompts at ``hook``."""
     texts = format_prompts(model, prompts, chat)
     return float(get_activations(model, texts, hook, progress=False)[hook].norm(dim=-1).mean())
 
 
-def typical_norm(model, hook: str, prompts: Sequence[str], chat: bool = True) -> float:
+def typical_norm(model: HookedTransformer, hook: str, prompts: Sequence[str], chat: bool = True) -> float:
     """The typical residual norm at ``hook``: the median per-token norm over the (formatted)
     prompts' tokens, position 0 excluded.
 
@@ -55,7 +56,7 @@ def typical_norm(model, hook: str, prompts: Sequence[str], chat: bool = True) ->
 
 
 def sweep(
-    model,
+    model: HookedTransformer,
     vectors: dict[str, SteeringVector],
     alphas: Sequence[float],
     prompts: Sequence[str],
@@ -164,7 +165,7 @@ def bisect_increasing(f: Callable[[float], float], target: float, max_x: float, 
 
 
 def calibrate(
-    model,
+    model: HookedTransformer,
     vector: SteeringVector,
     prompts: Sequence[str],
     target_kl: float | None = None,

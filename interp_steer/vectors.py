@@ -14,6 +14,7 @@ from jaxtyping import Float
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import Tensor
+from transformer_lens import HookedTransformer
 
 from interp_steer._io import atomic_path
 
@@ -21,7 +22,7 @@ FORMAT_VERSION = 1
 _LAYER_RE = re.compile(r"^blocks\.(\d+)\.")
 
 
-def model_fingerprint(model) -> str:
+def model_fingerprint(model: HookedTransformer) -> str:
     """Model name plus a hash of the config fields that fix the residual-stream geometry."""
     cfg = model.cfg
     keys = ("model_name", "d_model", "n_layers", "n_heads", "d_head", "d_mlp", "d_vocab", "act_fn")
@@ -29,7 +30,7 @@ def model_fingerprint(model) -> str:
     return f"{cfg.model_name}:{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
 
 
-def check_hook(model, hook: str) -> None:
+def check_hook(model: HookedTransformer, hook: str) -> None:
     """Raise a ValueError/TypeError naming ``hook`` unless the model has that hook point."""
     if not isinstance(hook, str):
         raise TypeError(f"hook must be a hook name string, got {hook!r:.60}")
@@ -129,7 +130,7 @@ class SteeringVector:
         return float(torch.nn.functional.cosine_similarity(a.double(), b.double().to(a.device), 0))
 
     # -- model checks
-    def check_compatible(self, model, force: bool = False) -> None:
+    def check_compatible(self, model: HookedTransformer, force: bool = False) -> None:
         """Raise if the vector cannot be applied to ``model`` (``force`` skips the fingerprint)."""
         check_hook(model, self.hook)
         if self.d_model != model.cfg.d_model:

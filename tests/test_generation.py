@@ -162,12 +162,12 @@ def test_packed_linear_matches_dense_and_copies():
     import copy
     import pickle
 
-    from interp_steer.fast import _ONEDNN, _Linear
+    from interp_steer.fast import ONEDNN_AVAILABLE, FrozenLinear
 
     g = torch.Generator().manual_seed(0)
     w, b = torch.randn(7, 5, generator=g), torch.randn(7, generator=g)
-    lin = _Linear(w, b, pack=True)
-    assert (lin.packed is not None) == _ONEDNN
+    lin = FrozenLinear(w, b, pack=True)
+    assert (lin.packed is not None) == ONEDNN_AVAILABLE
     x = torch.randn(2, 3, 5, generator=g)
     assert torch.allclose(lin(x), torch.nn.functional.linear(x, w, b), atol=1e-5)
     # gradients flow through the dense weights
@@ -224,3 +224,22 @@ def test_draw_is_exact_and_skips_zero_weights():
     # 100k draws: standard error <= 0.0016, so 0.01 is > 6 sigma
     assert torch.allclose(freq[[1, 3, 4]], torch.tensor([0.1, 0.3, 0.6], dtype=freq.dtype),
                           atol=0.01)
+
+
+def test_gemm_backend_is_chosen_per_shape_and_row_bucket(monkeypatch):
+    """The first call per (shape, row bucket) times both kernels; the faster one is kept."""
+    from interp_steer import fast
+
+    if not fast.ONEDNN_AVAILABLE:
+        pytest.skip("no oneDNN linear in this torch build")
+    monkeypatch.setattr(fast, "_CHOICES", {})
+    lin = fast.FrozenLinear(torch.randn(6, 4), pack=True)
+    calls = []
+    monkeypatch.setattr(fast, "_time", lambda fn, x: calls.append(x.shape) or
+                        (1.0 if len(calls) % 2 else 2.0))  # fmt: skip  # F.linear "faster"
+    x1, x16 = torch.randn(1, 4), torch.randn(3, 5, 4)
+    assert torch.allclose(lin(x1), torch.nn.functional.linear(x1, lin.w), atol=1e-6)
+    lin(x16)
+    lin(torch.randn(1, 4))  # same bucket: no new timing
+    assert len(calls) == 4
+    assert fast.backend_choices() == {"6x4 rows<=1": "F.linear", "6x4 rows<=16": "F.linear"}

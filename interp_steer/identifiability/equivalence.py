@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import Tensor
+from transformer_lens import HookedTransformer
 
 from interp_steer.activations import forward_kwargs, tokenize
 from interp_steer.interventions import steer
@@ -51,7 +52,7 @@ def _paired(vec_a: SteeringVector, vec_b: SteeringVector, alpha: float, n: int):
 
 @torch.no_grad()
 def next_token_kl(
-    model, vec_a: SteeringVector, vec_b: SteeringVector, prompts: Sequence[str], alpha: float
+    model: HookedTransformer, vec_a: SteeringVector, vec_b: SteeringVector, prompts: Sequence[str], alpha: float
 ) -> float:
     """Mean over prompts and real positions of KL(P_a ‖ P_b) in nats, steering every position."""
     n = len(prompts)
@@ -109,7 +110,7 @@ class EquivalenceResult:
 
 
 def behavioural_equivalence(
-    model,
+    model: HookedTransformer,
     vec_a: SteeringVector,
     vec_b: SteeringVector,
     prompts: Sequence[str],

@@ -13,6 +13,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
+from transformer_lens import HookedTransformer
 
 from interp_steer.activations import capture, tokenize
 from interp_steer.autograd import trains
@@ -30,7 +31,7 @@ class Covariance:
 
 @torch.no_grad()
 def activation_covariance(
-    model,
+    model: HookedTransformer,
     prompts: Sequence[str],
     hook: str,
     positions: str = "all",
@@ -136,7 +137,7 @@ def null_space(
 
 
 @trains
-def jacobian_gram(model, prompt: str, hook: str) -> Float[Tensor, "d d"]:
+def jacobian_gram(model: HookedTransformer, prompt: str, hook: str) -> Float[Tensor, "d d"]:
     """JᵀJ for J = ∂ log p(next token | prompt) / ∂ resid[hook, last position]  (exact).
 
     J = (I − 1pᵀ) W_Uᵀ G, with G = ∂ ln_final(h_final) / ∂ resid the d×d Jacobian of the
@@ -164,7 +165,7 @@ def jacobian_gram(model, prompt: str, hook: str) -> Float[Tensor, "d d"]:
 
 
 def jacobian_null_space(
-    model, prompts: Sequence[str], hook: str, rule: str = "relative", progress: bool = True,
+    model: HookedTransformer, prompts: Sequence[str], hook: str, rule: str = "relative", progress: bool = True,
     **params,
 ) -> NullSpace:
     """Behavioural null space from the exact log-prob Jacobian at the last position.
@@ -182,7 +183,7 @@ def jacobian_null_space(
 
 @torch.no_grad()
 def prompt_activations(
-    model, prompts: Sequence[str], hook: str, batch_size: int = 8, progress: bool = True,
+    model: HookedTransformer, prompts: Sequence[str], hook: str, batch_size: int = 8, progress: bool = True,
     skip_first: int = 1,
 ) -> list[Float[Tensor, "tokens d"]]:
     """Real-token activations at ``hook`` per prompt (float64), for bootstrap resampling.

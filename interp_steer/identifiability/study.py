@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
+from transformer_lens import HookedTransformer
 
 from interp_steer.activations import forward_kwargs, tokenize
 from interp_steer.identifiability.equivalence import (
@@ -25,7 +26,7 @@ from interp_steer.vectors import SteeringVector
 
 
 @torch.no_grad()
-def _steered_logprobs(model, stacked, coef, texts, batch_size):
+def _steered_logprobs(model: HookedTransformer, stacked, coef, texts, batch_size):
     """Yield (row slice, batch, log-probs) for texts (repeated per condition row)."""
     for i in range(0, coef.shape[0], batch_size):
         rows = coef[i : i + batch_size]
@@ -35,7 +36,7 @@ def _steered_logprobs(model, stacked, coef, texts, batch_size):
         yield i, batch, logits.log_softmax(-1).float()
 
 
-def trait_logit_scores(model, vectors, conditions, pairs, batch_size: int = 32) -> np.ndarray:
+def trait_logit_scores(model: HookedTransformer, vectors, conditions, pairs, batch_size: int = 32) -> np.ndarray:
     """Per condition: mean over pairs of log P(positive text) − log P(negative text), steering
     every position. Efficacy is its shift relative to alpha = 0."""
     texts = [p for p, _ in pairs] + [n for _, n in pairs]
@@ -50,7 +51,7 @@ def trait_logit_scores(model, vectors, conditions, pairs, batch_size: int = 32) 
     return (per[:, 0] - per[:, 1]).mean(1).numpy()
 
 
-def kl_to_reference(model, vectors, conditions, reference, prompts, batch_size: int = 16):
+def kl_to_reference(model: HookedTransformer, vectors, conditions, reference, prompts, batch_size: int = 16):
     """Per condition: mean next-token KL(P_ref ‖ P_cond) in nats over prompts and real
     positions, where reference[c] is the condition index each condition is compared with."""
     stacked = stack_vectors(vectors)
@@ -72,7 +73,7 @@ def kl_to_reference(model, vectors, conditions, reference, prompts, batch_size: 
     return total
 
 
-def classifier_samples(model, vectors, conditions, prompts, classifiers, n_samples=2,
+def classifier_samples(model: HookedTransformer, vectors, conditions, prompts, classifiers, n_samples=2,
                        max_new_tokens=30, temperature=0.8, seed=0, batch_size=64):
     """Per condition and classifier: the array of scores of sampled generations."""
     from interp_steer.generation import generate
@@ -96,7 +97,7 @@ def classifier_samples(model, vectors, conditions, prompts, classifiers, n_sampl
 
 
 def orthogonal_perturbation_study(
-    model,
+    model: HookedTransformer,
     vec: SteeringVector,
     prompts: Sequence[str],
     eps_grid: Sequence[float] = (0.5, 1.0, 2.0),
@@ -159,7 +160,7 @@ def orthogonal_perturbation_study(
 
 
 @torch.no_grad()
-def logit_checks(model, vec: SteeringVector, prompts: Sequence[str], alpha: float,
+def logit_checks(model: HookedTransformer, vec: SteeringVector, prompts: Sequence[str], alpha: float,
                  others: dict[str, SteeringVector], k: int = 10) -> dict:
     """Last-token logit comparisons of α·v against α·(each other vector): L2 distance,
     top-1 agreement and top-k overlap, averaged over prompts."""

@@ -10,6 +10,8 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Sequence
 
+from transformer_lens import HookedTransformer
+
 from interp_steer import __version__
 from interp_steer.activations import encode, get_activations
 from interp_steer.datasets import contrastive_pairs
@@ -28,7 +30,7 @@ def _options(fn: Callable, skip: Sequence[str]) -> list[str]:
 def _contrastive(fit: Callable) -> Builder:
     """A builder that aggregates the pairs' activations and hands them to ``fit(pos, neg)``."""
 
-    def build(model, data, hook, *, aggregation, batch_size, seed, progress, **opts):
+    def build(model: HookedTransformer, data, hook, *, aggregation, batch_size, seed, progress, **opts):
         pairs, label = contrastive_pairs(data)
         if len(pairs[0]) == 3:
             texts = [p + c for p, c, _ in pairs] + [p + c for p, _, c in pairs]
@@ -48,12 +50,12 @@ def _contrastive(fit: Callable) -> Builder:
     return build
 
 
-def _one_shot(model, data, hook, *, aggregation, batch_size, seed, progress, **opts):
+def _one_shot(model: HookedTransformer, data, hook, *, aggregation, batch_size, seed, progress, **opts):
     directions, extra = one_shot.build(model, data, hook, seed=seed, progress=progress, **opts)
     return directions, {"dataset": "one-shot prompt", "aggregation": "all positions", **extra}
 
 
-def _sae_feature(model, data, hook, *, aggregation, batch_size, seed, progress, **opts):
+def _sae_feature(model: HookedTransformer, data, hook, *, aggregation, batch_size, seed, progress, **opts):
     return sae_feature.build(model, data, hook, batch_size=batch_size, progress=progress, **opts)
 
 
@@ -71,7 +73,7 @@ METHODS = list(REGISTRY)
 
 
 def build_vector(
-    model,
+    model: HookedTransformer,
     data,
     hook: str,
     method: str = "mean_diff",

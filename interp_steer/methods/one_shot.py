@@ -20,6 +20,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
+from transformer_lens import HookedTransformer
 
 from interp_steer.activations import encode, pad_left
 from interp_steer.autograd import check_trainable, trains
@@ -29,7 +30,7 @@ from interp_steer.vectors import check_hook
 
 
 @contextmanager
-def _frozen(model):
+def _frozen(model: HookedTransformer):
     flags = [p.requires_grad for p in model.parameters()]
     for p in model.parameters():
         p.requires_grad_(False)
@@ -40,7 +41,7 @@ def _frozen(model):
             p.requires_grad_(f)
 
 
-def _completion_logprobs(model, hook, v, prompt_ids, completion, coldness):
+def _completion_logprobs(model: HookedTransformer, hook, v, prompt_ids, completion, coldness):
     """log P of each completion token given the prompt, with v added at the hook."""
     comp_ids = model.tokenizer(completion, add_special_tokens=False).input_ids
     if not comp_ids:
@@ -54,7 +55,7 @@ def _completion_logprobs(model, hook, v, prompt_ids, completion, coldness):
 
 @trains
 def build(
-    model,
+    model: HookedTransformer,
     data: dict,
     hook: str,
     steps: int = 100,

@@ -8,12 +8,14 @@ encoder on the aggregated activations at the SAE's hook ("the best single SAE fe
 
 from __future__ import annotations
 
+from transformer_lens import HookedTransformer
+
 from interp_steer import sae as sae_mod
 from interp_steer.activations import get_activations
 from interp_steer.datasets import contrastive_pairs
 
 
-def build(model, data, hook, sae=None, feature=None, top: int = 1, batch_size=16, progress=True):
+def build(model: HookedTransformer, data, hook, sae=None, feature=None, top: int = 1, batch_size=16, progress=True):
     if sae is None:
         raise ValueError("method='sae_feature' needs sae= (e.g. interp_steer.sae.load_default(model))")
     if sae_mod.sae_hook(sae) != hook:

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import torch
 from jaxtyping import Float
 from torch import Tensor
+from transformer_lens import HookedTransformer
 
 from interp_steer.activations import forward_kwargs, tokenize
 from interp_steer.interventions import steer
@@ -62,7 +63,7 @@ def contrast_features(
 
 @torch.no_grad()
 def effect_survival(
-    model,
+    model: HookedTransformer,
     sae,
     vec: SteeringVector,
     prompts: Sequence[str],

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 import torch
 from jaxtyping import Float
 from torch import Tensor
+from transformer_lens import HookedTransformer
 
 from interp_steer.interventions import Positions, edit_at
 from interp_steer.vectors import SteeringVector, check_hook, model_fingerprint
@@ -44,7 +45,7 @@ def sae_hook(sae) -> str:
     return hook
 
 
-def check_sae(model, sae) -> None:
+def check_sae(model: HookedTransformer, sae) -> None:
     hook = sae_hook(sae)
     check_hook(model, hook)
     fp = sae.cfg.metadata.interp_steer_fingerprint
@@ -72,7 +73,7 @@ def _feature_index(sae, features: int | Sequence[int]) -> Tensor:
 
 @contextmanager
 def edit_features(
-    model,
+    model: HookedTransformer,
     sae,
     edit: Callable[[Tensor], Tensor],
     positions: Positions = "all",
@@ -94,7 +95,7 @@ def edit_features(
 
 @contextmanager
 def ablate_features(
-    model,
+    model: HookedTransformer,
     sae,
     features: int | Sequence[int],
     mean_acts: Float[Tensor, "d_sae"] | None = None,
@@ -114,7 +115,7 @@ def ablate_features(
 
 @contextmanager
 def clamp_features(
-    model,
+    model: HookedTransformer,
     sae,
     features: int | Sequence[int],
     value: float | Sequence[float],

@@ -10,6 +10,8 @@ import warnings
 from dataclasses import asdict
 from pathlib import Path
 
+from transformer_lens import HookedTransformer
+
 from interp_steer._io import atomic_dir, write_json
 from interp_steer.corpus import CorpusConfig
 from interp_steer.models import cache_dir
@@ -57,11 +59,11 @@ def report_of(path: str | Path) -> dict | None:
     return json.loads(f.read_text()) if f.exists() else None
 
 
-def default_hook(model) -> str:
+def default_hook(model: HookedTransformer) -> str:
     return f"blocks.{model.cfg.n_layers // 2}.hook_resid_pre"
 
 
-def default_path(model, hook: str | None = None, config: SAETrainConfig | None = None) -> Path:
+def default_path(model: HookedTransformer, hook: str | None = None, config: SAETrainConfig | None = None) -> Path:
     hook = hook or default_hook(model)
     cfg = config or SAETrainConfig()
     blob = json.dumps([model_fingerprint(model), hook, asdict(cfg), asdict(CorpusConfig())])
@@ -71,7 +73,7 @@ def default_path(model, hook: str | None = None, config: SAETrainConfig | None =
 
 
 def load_default(
-    model, hook: str | None = None, config: SAETrainConfig | None = None, progress=True
+    model: HookedTransformer, hook: str | None = None, config: SAETrainConfig | None = None, progress=True
 ):
     """The default SAE for ``model`` at ``hook``, training and caching it first if needed.
 

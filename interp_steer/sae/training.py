@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 import torch
 from jaxtyping import Float
 from torch import Tensor
+from transformer_lens import HookedTransformer
 
 from interp_steer.activations import capture
 from interp_steer.autograd import trains
@@ -54,7 +55,7 @@ class SAETrainConfig:
 
 @torch.no_grad()
 def token_activations(
-    model,
+    model: HookedTransformer,
     corpus: Corpus,
     hook: str,
     batch_size: int = 32,
@@ -125,7 +126,7 @@ def evaluate(sae, acts: Float[Tensor, "n d"], batch_size: int = 4096) -> dict:
 
 @trains
 def train(
-    model,
+    model: HookedTransformer,
     hook: str,
     corpus: Corpus | Sequence[str] | None = None,
     config: SAETrainConfig | None = None,
