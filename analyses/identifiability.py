@@ -13,7 +13,6 @@ Writes to figures/ (PNG + JSON with the numbers and the config each):
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,7 +24,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from analyses._common import save_figure  # noqa: E402
+from analyses._common import require_clean, save_figure  # noqa: E402
 from interp_steer import build_vector, chat, datasets, load_model  # noqa: E402
 from interp_steer._io import write_json  # noqa: E402
 from interp_steer.activations import get_activations  # noqa: E402
@@ -379,11 +378,27 @@ def main(argv=None) -> None:
     ap.add_argument("--quick", action="store_true", help="small grid, one layer (< 3 min)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=Path("figures"))
+    ap.add_argument("--allow-dirty", action="store_true",
+                    help="write into figures/ even from a checkout with uncommitted changes")
     args = ap.parse_args(argv)
+    require_clean(args)
     cfg = (Config.quick_config if args.quick else Config)(model=args.model, seed=args.seed)
     res = run(cfg, args.out)
     print(headline(res, cfg))
-    print(json.dumps({t: p["logit_checks"] for t, p in res["protocol"].items()}, indent=1))
+    print(logit_table(res))
+    print(f"(every number, with its config: {args.out}/identifiability_{cfg.model}"
+          f"{'_quick' if cfg.quick else ''}_protocol.json)")
+
+
+def logit_table(res: dict) -> str:
+    """The last-token logit checks as a short table: v vs each comparison vector."""
+    rows = [f"  {'trait':<10} {'v vs':<22} {'L2':>7} {'top-1 agree':>12} {'top-10 overlap':>15}"]
+    for trait, p in res["protocol"].items():
+        for other, d in p["logit_checks"].items():
+            rows.append(f"  {trait:<10} {other:<22} {d['l2']:>7.2f} {d['top1_agreement']:>12.0%} "
+                        f"{d['top10_overlap']:>15.0%}")
+    return "last-token logit checks (v against each other vector at the same strength):\n" + \
+        "\n".join(rows)
 
 
 if __name__ == "__main__":

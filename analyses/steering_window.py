@@ -59,6 +59,8 @@ FRAMES = ["{s}", "Fact: {s}", "It is well known that {l}", "Everyone knows that 
           "Trivia: {s}"]  # fmt: skip
 PROBE = "{q} Answer in one word."
 READS = ("last", "answer")
+# Cells written before cells recorded their own commit all came from this one.
+RUN_START_COMMIT = "0.1.0+g1577520"
 
 
 def facts() -> list[dict]:
@@ -162,7 +164,7 @@ def _cell(path: Path, compute):
         pass
     if not _COMPUTE["on"]:
         raise MissingCell(str(path))
-    result = compute()
+    result = {**compute(), "_commit": code_version()}
     write_json(path, result)
     return result
 
@@ -192,7 +194,8 @@ def screen(model, cfg: Config) -> dict:
 
 def choose_facts(screens: dict, cfg: Config) -> dict[str, list[str]]:
     """Each model's known facts, most widely known first (caracara first if known)."""
-    known = {m: [f for f, s in sc.items() if s["correct"] >= cfg.known_threshold * s["n"]]
+    known = {m: [f for f, s in sc.items()
+                 if not f.startswith("_") and s["correct"] >= cfg.known_threshold * s["n"]]
              for m, sc in screens.items()}  # fmt: skip
     order = [f["name"] for f in facts()]
     shared = {f: sum(f in k for k in known.values()) for f in order}
@@ -235,7 +238,11 @@ def study_fact(model, name: str, fact: dict, cfg: Config, cells: Path) -> dict:
         truth = np.array(t["truth"]).reshape(len(rel), cfg.samples)
         d = {"v_norm": float(vec.norm()), "alphas": alphas, "examples": t["examples"],
              **_rates("target", hits), **_rates("truth", truth)}  # fmt: skip
-        if read == "last":  # capability for Bostock's read; the answer-token read: target only
+        first = window(rel, hits.mean(1), np.ones(len(rel)), 0.5)["first_majority"]
+        # Capability is measured for Bostock's read always, and for the answer-token read
+        # where its target wins somewhere: when it never does, its window is 0 whatever
+        # capability does, and the cell would cost ~15 min for nothing.
+        if read == "last" or first is not None:
             cap = _cell(cells / f"{fact['name']}_{read}_capability.json",
                         lambda vec=vec, alphas=alphas: capability(model, cfg, vec, alphas))
             passes = np.array(cap["passes"])
@@ -244,10 +251,14 @@ def study_fact(model, name: str, fact: dict, cfg: Config, cells: Path) -> dict:
             ci = window_ci(rel, hits, passes, cfg.floor, cfg.n_boot, cfg.seed)
             d |= {"capability_measure": cap["measure"], "capability_floor": cfg.floor * rate[0],
                   **_rates("capability", passes.reshape(len(rel), -1)),
-                  "capability_examples": cap["examples"], "window": w, "window_ci": ci}
+                  "capability_examples": cap["examples"], "window": w, "window_ci": ci,
+                  "capability_cell_commit": cap.get("_commit", RUN_START_COMMIT)}
         else:
-            first = window(rel, hits.mean(1), np.ones(len(rel)), 0.5)["first_majority"]
-            d["first_majority"] = first
+            d |= {"window": {"first_majority": None, "last_capable": None, "window": 0.0,
+                             "capable_to_max": None},
+                  "window_ci": None, "capability_measure": "not needed: the target never wins"}
+        d["first_majority"] = first
+        d["target_cell_commit"] = t.get("_commit", RUN_START_COMMIT)
         out["reads"][read] = d
     return out
 
@@ -373,8 +384,13 @@ def summary(results: dict, cfg: Config) -> dict:
                      "v_norm": last["v_norm"],
                      "first_majority_alpha": _alpha_at(w["first_majority"], d, last),
                      "last_capable_alpha": _alpha_at(w["last_capable"], d, last),
-                     "answer_token_read": {"cosine_with_last": d["vector_cosine"],
-                                           "first_majority": ans["first_majority"]}}  # fmt: skip
+                     "answer_token_read": {
+                         "cosine_with_last": d["vector_cosine"],
+                         "first_majority": ans["first_majority"],
+                         "last_capable": ans["window"]["last_capable"],
+                         "window_rel": {"value": ans["window"]["window"],
+                                        "ci": (ans["window_ci"] or {}).get("window")},
+                         "capability_measure": ans["capability_measure"]}}  # fmt: skip
         models[m] = {"n_params": e["n_params"], "dtype": e["dtype"], "questions": qs,
                      "not_run": e.get("not_run", [])}
     return {"config": asdict(cfg), "interp_steer": code_version(), "models": models,
@@ -382,7 +398,7 @@ def summary(results: dict, cfg: Config) -> dict:
                              "chat-formatted probe and task prompts, position 0 excluded",
             "window_definition": f"last r before capability < {cfg.floor} × unsteered, minus first "
                                  "r with target rate > 0.5; 0 if the target never wins first",
-            "screen": {m: {f: s["correct"] / s["n"] for f, s in sc.items()}
+            "screen": {m: {f: s["correct"] / s["n"] for f, s in sc.items() if not f.startswith("_")}
                        for m, sc in results["screen"].items()},
             "bostock_gemma3_raw_multiplier": BOSTOCK, "seconds": results["_seconds"]}  # fmt: skip
 
@@ -405,9 +421,13 @@ def figure(cfg: Config, results: dict, stem: Path) -> None:
                 y, ci = np.array(last[f"{key}_rate"]), np.array(last[f"{key}_ci"])
                 ax.plot(x, y, ls, marker="o", ms=3, color=f"C{j}", label=lab)
                 ax.fill_between(x, ci[:, 0], ci[:, 1], color=f"C{j}", alpha=0.12)
-            w = last["window"]
-            if w["window"] > 0:
-                ax.axvspan(w["first_majority"], w["last_capable"], color=f"C{j}", alpha=0.1)
+            ans = d["reads"]["answer"]
+            ax.plot(x, ans["target_rate"], ":", marker="^", ms=3, color=f"C{j}",
+                    label=f"'{f}': steered target, answer-token read")
+            for read in (last, ans):
+                w = read["window"]
+                if w["window"] > 0:
+                    ax.axvspan(w["first_majority"], w["last_capable"], color=f"C{j}", alpha=0.1)
         ax.set_xscale("log")
         ax.axhline(0.5, color="0.6", lw=0.7, ls=":")
         ax.set_ylim(-0.03, 1.03)
@@ -419,15 +439,19 @@ def figure(cfg: Config, results: dict, stem: Path) -> None:
     for j, m in enumerate(ms):
         n = results["models"][m]["n_params"]
         for k, (f, d) in enumerate(results["models"][m]["questions"].items()):
-            w, ci = d["reads"]["last"]["window"]["window"], d["reads"]["last"]["window_ci"]["window"]
-            xk = n * (1 + 0.06 * k)
-            ax.errorbar([xk], [w], yerr=[[w - ci[0]], [ci[1] - w]], fmt="os"[k % 2], color=f"C{j}",
-                        capsize=3, label=f"{m.split('-instruct')[0]}: {f}")
+            for r, (read, mark) in enumerate((("last", "o"), ("answer", "^"))):
+                rd = d["reads"][read]
+                w = rd["window"]["window"]
+                ci = (rd["window_ci"] or {}).get("window") or (w, w)
+                xk = n * (1 + 0.08 * k + 0.03 * r)
+                ax.errorbar([xk], [w], yerr=[[w - ci[0]], [ci[1] - w]], fmt=mark, color=f"C{j}",
+                            capsize=3, label=f"{m.split('-instruct')[0]}: {f} ({read} read)")
     ax.set_xscale("log")
     ax.set_xlabel("parameters (excluding unembedding)", fontsize=8)
     ax.set_ylabel("viable window in r (95% bootstrap CI)", fontsize=8)
-    ax.set_title("window vs size\n(Bostock, Gemma 3 raw α: 1B 6.3, 4B 1.0, 12B 0, 27B ~0)", fontsize=9)
-    ax.legend(fontsize=7)
+    ax.set_title("window vs size (o: last-token read, ^: answer-token read)\n(Bostock, "
+                 "Gemma 3, raw α: 1B 6.3, 4B 1.0, 12B 0, 27B ~0)", fontsize=9)
+    ax.legend(fontsize=6)
     fig.suptitle("Viable steering window: steered-target rate vs capability over strength", fontsize=11)
     fig.tight_layout()
     save_figure(fig, stem, {"results": results}, cfg)
@@ -437,12 +461,16 @@ def headline(results: dict, cfg: Config) -> str:
     lines = [f"steering window ({results['_seconds']:.0f} s):"]
     for m, e in results["models"].items():
         for f, d in e["questions"].items():
-            last = d["reads"]["last"]
-            w, ci = last["window"], last["window_ci"]["window"]
+            last, ans = d["reads"]["last"], d["reads"]["answer"]
+            w, ci, a = last["window"], last["window_ci"]["window"], ans["window"]
             lines.append(f"  {m:<28} {f:<14} unsteered correct {last['truth_rate'][0]:.0%}, "
                          f"{last['capability_measure']} {last['capability_rate'][0]:.0%} | first "
                          f"majority r={w['first_majority']} last capable r={w['last_capable']} "
                          f"window {w['window']:.3g} [{ci[0]:.3g}, {ci[1]:.3g}]")  # fmt: skip
+            lines.append(f"  {'':<43} answer-token read: first majority r={a['first_majority']}"
+                         f" last capable r={a['last_capable']} window {a['window']:.3g}")
+        for f in e.get("not_run", []):
+            lines.append(f"  {m:<28} {f:<14} not run (cells missing)")
     return "\n".join(lines)
 
 
