@@ -27,10 +27,21 @@ def code_version() -> str:
     commits land while it runs."""
     here = Path(__file__).resolve().parent
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=here,
-                                capture_output=True, text=True, timeout=10, check=True).stdout
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               cwd=here, capture_output=True, text=True, timeout=10).stdout
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return __version__  # an installed copy outside a checkout
     return f"{__version__}+g{commit.strip()}" + ("+dirty" if dirty.strip() else "")
@@ -41,11 +52,15 @@ def save_figure(fig, stem: Path, numbers: dict, cfg) -> None:
     with atomic_path(stem.with_suffix(".png")) as tmp:
         fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
     plt.close(fig)
-    write_json(stem.with_suffix(".json"), {"config": asdict(cfg), "interp_steer": code_version(),
-                                           **numbers})
+    write_json(
+        stem.with_suffix(".json"),
+        {"config": asdict(cfg), "interp_steer": code_version(), **numbers},
+    )
 
 
-def stem(out_dir: Path, analysis: str, model_name: str, quick: bool, name: str | None = None) -> Path:
+def stem(
+    out_dir: Path, analysis: str, model_name: str, quick: bool, name: str | None = None
+) -> Path:
     parts = [analysis, model_name] + (["quick"] if quick else []) + ([name] if name else [])
     return Path(out_dir) / "_".join(parts)
 
@@ -55,16 +70,21 @@ def arg_parser(doc: str) -> argparse.ArgumentParser:
     ap.add_argument("--quick", action="store_true", help="small grid for a fast check")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=Path("figures"))
-    ap.add_argument("--allow-dirty", action="store_true",
-                    help="write into figures/ even from a checkout with uncommitted changes")
+    ap.add_argument(
+        "--allow-dirty",
+        action="store_true",
+        help="write into figures/ even from a checkout with uncommitted changes",
+    )
     return ap
 
 
 def require_clean(args) -> None:
     """Refuse to write committed figures from a dirty tree: each JSON names its clean commit."""
     if Path(args.out).resolve() == FIGURES and not args.allow_dirty and "+dirty" in code_version():
-        raise SystemExit("refusing to write into figures/ from a checkout with uncommitted "
-                         "changes: commit first, pass --out elsewhere, or --allow-dirty")
+        raise SystemExit(
+            "refusing to write into figures/ from a checkout with uncommitted "
+            "changes: commit first, pass --out elsewhere, or --allow-dirty"
+        )
 
 
 def single_model_main(doc: str, config_cls, run, headline, argv=None) -> None:

@@ -55,8 +55,14 @@ class Config:
 
     @classmethod
     def quick_config(cls, **kw) -> Config:
-        base = dict(traits=["sentiment"], n_prompts=4, samples=2, max_new_tokens=24,
-                    survival_ks=[0, 1, 4], quick=True)  # fmt: skip
+        base = dict(
+            traits=["sentiment"],
+            n_prompts=4,
+            samples=2,
+            max_new_tokens=24,
+            survival_ks=[0, 1, 4],
+            quick=True,
+        )
         return cls(**{**base, **kw})
 
 
@@ -71,18 +77,23 @@ def interventions(model, sae, trait: str, cfg: Config, chat_prompts: list[str]) 
     ``chat_prompts`` (already chat-formatted: KL is measured on what generation sees)."""
     hook = S.sae_hook(sae)
     ds = datasets.load(trait)
-    vecs = {m: build_vector(model, trait, hook, method=m, seed=cfg.seed, progress=False).normalized()
-            for m in ["mean_diff", "pca", "probe"]}  # fmt: skip
+    vecs = {
+        m: build_vector(model, trait, hook, method=m, seed=cfg.seed, progress=False).normalized()
+        for m in ["mean_diff", "pca", "probe"]
+    }
     # One pass over the train pairs serves both contrasts: the best single latent (what
     # method="sae_feature" picks) and the latents most active on the negative side, whose
     # ablation should push toward positive.
     n = len(ds.train)
-    acts = get_activations(model, [p for p, _ in ds.train] + [q for _, q in ds.train], hook,
-                           progress=False)[hook]  # fmt: skip
+    acts = get_activations(
+        model, [p for p, _ in ds.train] + [q for _, q in ds.train], hook, progress=False
+    )[hook]
     j = S.contrast_features(sae, acts[:n], acts[n:], top=1)[0]["feature"]
     feat = S.feature_vector(sae, j, model)
     vecs["sae_feature"] = feat
-    neg_feats = [r["feature"] for r in S.contrast_features(sae, acts[n:], acts[:n], top=cfg.n_ablate)]
+    neg_feats = [
+        r["feature"] for r in S.contrast_features(sae, acts[n:], acts[:n], top=cfg.n_ablate)
+    ]
 
     resid = residual_norm(model, hook, chat_prompts, chat=False)
     out, info = {}, {}
@@ -96,13 +107,18 @@ def interventions(model, sae, trait: str, cfg: Config, chat_prompts: list[str]) 
         info[m] = {"alpha": a, "directions": v.directions, "rel_strength": a / resid}
 
     def clamp_kl(c):
-        return metrics.kl_under(model, chat_prompts, [lambda: S.clamp_features(model, sae, j, c)])[0]
+        return metrics.kl_under(model, chat_prompts, [lambda: S.clamp_features(model, sae, j, c)])[
+            0
+        ]
 
     c = bisect_increasing(clamp_kl, cfg.target_kl, max_x=1e5)
     out["sae_clamp"] = lambda c=c: S.clamp_features(model, sae, j, c)
     info["sae_clamp"] = {"value": c, "feature": j, "directions": feat.directions}
     out["sae_ablate"] = lambda: S.ablate_features(model, sae, neg_feats)
-    info["sae_ablate"] = {"features": neg_feats, "directions": sae.W_dec.detach()[neg_feats].float().cpu()}
+    info["sae_ablate"] = {
+        "features": neg_feats,
+        "directions": sae.W_dec.detach()[neg_feats].float().cpu(),
+    }
     return {"contexts": out, "info": info, "vecs": vecs}
 
 
@@ -125,8 +141,9 @@ def run(cfg: Config, out_dir: Path = Path("figures"), model=None, sae=None) -> d
 
         def evaluate(make=nullcontext, rep=rep, formatted=formatted, clf=clf):
             with make():
-                texts = generate(model, rep, temperature=1.0, max_new_tokens=cfg.max_new_tokens,
-                                 seed=cfg.seed)  # fmt: skip
+                texts = generate(
+                    model, rep, temperature=1.0, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed
+                )
             ppl = metrics.perplexity(model, formatted, texts)
             return texts, clf(texts), ppl
 
@@ -138,32 +155,51 @@ def run(cfg: Config, out_dir: Path = Path("figures"), model=None, sae=None) -> d
         kls_md = metrics.kl_under(model, chat_prompts, list(iv["contexts"].values()), reference=md)
         # the unsteered samples scored like every other condition (≈ 0.75, not 1: half of them
         # are more perplexing than their own median)
-        rows = {"unsteered": {"efficacy": float(base_eff.mean()),
-                              "coherence": float(metrics.coherence_score(base_ppl, ref).mean()),
-                              "kl_unsteered": 0.0, "example": base_texts[0]}}  # fmt: skip
+        rows = {
+            "unsteered": {
+                "efficacy": float(base_eff.mean()),
+                "coherence": float(metrics.coherence_score(base_ppl, ref).mean()),
+                "kl_unsteered": 0.0,
+                "example": base_texts[0],
+            }
+        }
         for (m, make), kl, kl_md in zip(iv["contexts"].items(), kls, kls_md):
             texts, eff, ppl = evaluate(make)
             info = iv["info"][m]
             rows[m] = {
-                "efficacy": float(eff.mean()), "efficacy_sem": float(eff.std(ddof=1) / np.sqrt(len(eff))),
+                "efficacy": float(eff.mean()),
+                "efficacy_sem": float(eff.std(ddof=1) / np.sqrt(len(eff))),
                 "coherence": float(metrics.coherence_score(ppl, ref).mean()),
-                "kl_unsteered": float(kl), "kl_to_mean_diff": float(kl_md),
+                "kl_unsteered": float(kl),
+                "kl_to_mean_diff": float(kl_md),
                 "null_fraction": null_fraction(ns, info["directions"]),
                 "setting": {k: v for k, v in info.items() if k != "directions"},
                 "example": texts[0],
-            }  # fmt: skip
+            }
         v = iv["vecs"]["mean_diff"] * iv["info"]["mean_diff"]["alpha"]  # at its iso-KL strength
-        ref_acts = S.token_activations(model, S.Corpus.from_texts(model, formatted[:8]), hook,
-                                       progress=False)[0]  # fmt: skip
+        ref_acts = S.token_activations(
+            model, S.Corpus.from_texts(model, formatted[:8]), hook, progress=False
+        )[0]
         decomposition = S.decompose(sae, v, ref_acts, top=10)
         survival = S.effect_survival(model, sae, v, chat_prompts, cfg.survival_ks, 1.0, ref_acts)
-        results[trait] = {"methods": rows, "decomposition": decomposition, "survival": survival,
-                          "best_feature": iv["info"]["sae_clamp"]["feature"]}  # fmt: skip
+        results[trait] = {
+            "methods": rows,
+            "decomposition": decomposition,
+            "survival": survival,
+            "best_feature": iv["info"]["sae_clamp"]["feature"],
+        }
     report = S.report_of(S.default_path(model)) or {}
-    res = {"results": results, "hook": hook, "null_dim": ns.dim, "d_model": model.cfg.d_model,
-           "sae": {k: report.get(k) for k in ("heldout", "heldout_completion_only", "d_sae", "config",
-                                                "seconds_training")},
-           "seconds": time.time() - t0}  # fmt: skip
+    res = {
+        "results": results,
+        "hook": hook,
+        "null_dim": ns.dim,
+        "d_model": model.cfg.d_model,
+        "sae": {
+            k: report.get(k)
+            for k in ("heldout", "heldout_completion_only", "d_sae", "config", "seconds_training")
+        },
+        "seconds": time.time() - t0,
+    }
     figure(cfg, res, stem(out_dir, "sae_vs_steering", cfg.model, cfg.quick))
     return res
 
@@ -181,38 +217,68 @@ def figure(cfg: Config, res: dict, path: Path) -> None:
         axes[0].axhline(rows["unsteered"]["efficacy"], color=f"C{i}", ls=":", lw=1)
         axes[1].bar(x + i * w, [rows[m]["coherence"] for m in METHODS], w, color=f"C{i}", label=t)
         axes[1].axhline(rows["unsteered"]["coherence"], color=f"C{i}", ls=":", lw=1)
-        axes[2].bar(x + i * w, [rows[m]["null_fraction"] for m in METHODS], w, color=f"C{i}", label=t)
+        axes[2].bar(
+            x + i * w, [rows[m]["null_fraction"] for m in METHODS], w, color=f"C{i}", label=t
+        )
         surv = res["results"][t]["survival"]
-        axes[3].plot([s["k"] for s in surv], [s["survival"] for s in surv], "o-", color=f"C{i}", label=t)
-    axes[2].axhline(res["null_dim"] / res["d_model"], color="k", ls="--", lw=1,
-                    label=f"random direction ({res['null_dim']}/{res['d_model']} dims null)")  # fmt: skip
+        axes[3].plot(
+            [s["k"] for s in surv], [s["survival"] for s in surv], "o-", color=f"C{i}", label=t
+        )
+    axes[2].axhline(
+        res["null_dim"] / res["d_model"],
+        color="k",
+        ls="--",
+        lw=1,
+        label=f"random direction ({res['null_dim']}/{res['d_model']} dims null)",
+    )
     for ax, yl, title in [
-        (axes[0], "success on generations: (VADER+1)/2 | probe P", f"efficacy at iso-KL {cfg.target_kl} nats (dotted: unsteered)"),
+        (
+            axes[0],
+            "success on generations: (VADER+1)/2 | probe P",
+            f"efficacy at iso-KL {cfg.target_kl} nats (dotted: unsteered)",
+        ),
         (axes[1], "coherence: mean min(1, median ppl₀ / ppl)", "coherence (dotted: unsteered)"),
-        (axes[2], "fraction of ‖direction‖² in null space", f"null-space fraction ({cfg.null_rule} rule)"),
-    ]:  # fmt: skip
+        (
+            axes[2],
+            "fraction of ‖direction‖² in null space",
+            f"null-space fraction ({cfg.null_rule} rule)",
+        ),
+    ]:
         ax.set_xticks(x + w * (len(traits) - 1) / 2, METHODS, rotation=25)
         ax.set(ylabel=yl, title=title)
         ax.legend(fontsize=7, loc="lower right", framealpha=0.9)
     axes[3].set_xscale("symlog", linthresh=1)
     axes[3].axhline(1, color="0.6", lw=0.8)
-    axes[3].set(xlabel="k top SAE latents of mean_diff ablated (encoder-gain ranking)",
-                ylabel="surviving logit effect ⟨Δ_k, Δ_0⟩/‖Δ_0‖²", title="mean_diff effect surviving ablation")
+    axes[3].set(
+        xlabel="k top SAE latents of mean_diff ablated (encoder-gain ranking)",
+        ylabel="surviving logit effect ⟨Δ_k, Δ_0⟩/‖Δ_0‖²",
+        title="mean_diff effect surviving ablation",
+    )
     axes[3].legend(fontsize=7)
     sae = res["sae"].get("heldout") or {}
-    fig.suptitle(f"{cfg.model} [{res['hook']}]: steering vectors vs SAE interventions "
-                 f"(SAE d_sae={res['sae'].get('d_sae')}, held-out EV {sae.get('explained_variance', float('nan')):.2f}, "
-                 f"L0 {sae.get('l0', float('nan')):.1f})")  # fmt: skip
+    fig.suptitle(
+        f"{cfg.model} [{res['hook']}]: steering vectors vs SAE interventions "
+        f"(SAE d_sae={res['sae'].get('d_sae')}, held-out EV {sae.get('explained_variance', float('nan')):.2f}, "
+        f"L0 {sae.get('l0', float('nan')):.1f})"
+    )
     fig.tight_layout()
     save_figure(fig, path, {k: v for k, v in res.items()}, cfg)
 
 
 def headline(res: dict, cfg: Config) -> str:
-    lines = [f"sae vs steering ({cfg.model}, {res['hook']}, {res['seconds']:.0f} s), SAE: {res['sae'].get('heldout')}"]
+    lines = [
+        f"sae vs steering ({cfg.model}, {res['hook']}, {res['seconds']:.0f} s), SAE: {res['sae'].get('heldout')}"
+    ]
     for t, r in res["results"].items():
-        parts = [f"{m} eff {r['methods'][m]['efficacy']:.2f} coh {r['methods'][m]['coherence']:.2f} "
-                 f"null {r['methods'][m]['null_fraction']:.2f}" for m in METHODS]  # fmt: skip
-        lines.append(f"  {t} (unsteered eff {r['methods']['unsteered']['efficacy']:.2f}): " + "; ".join(parts))
+        parts = [
+            f"{m} eff {r['methods'][m]['efficacy']:.2f} coh {r['methods'][m]['coherence']:.2f} "
+            f"null {r['methods'][m]['null_fraction']:.2f}"
+            for m in METHODS
+        ]
+        lines.append(
+            f"  {t} (unsteered eff {r['methods']['unsteered']['efficacy']:.2f}): "
+            + "; ".join(parts)
+        )
         lines.append(f"    survival: {[(s['k'], round(s['survival'], 2)) for s in r['survival']]}")
     return "\n".join(lines)
 

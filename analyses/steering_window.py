@@ -47,16 +47,31 @@ from interp_steer.stats import bootstrap, wilson
 from interp_steer.sweep import typical_norm
 
 # run order: the within-family pair (the headline) first; the figure sorts by size
-MODELS = ["qwen2.5-coder-0.5b-instruct", "qwen2.5-coder-1.5b-instruct", "smollm2-135m-instruct",
-          "gemma-3-270m"]  # fmt: skip
+MODELS = [
+    "qwen2.5-coder-0.5b-instruct",
+    "qwen2.5-coder-1.5b-instruct",
+    "smollm2-135m-instruct",
+    "gemma-3-270m",
+]
 # Bostock's table (Gemma 3 -it, raw multiplier units of an unnormalised vector).
-BOSTOCK = {"1B": (0.7, 7.0, 6.3), "4B": (2.0, 3.0, 1.0), "12B": (None, 3.0, 0.0),
-           "27B": (3.0, 3.0, 0.0)}  # fmt: skip
+BOSTOCK = {
+    "1B": (0.7, 7.0, 6.3),
+    "4B": (2.0, 3.0, 1.0),
+    "12B": (None, 3.0, 0.0),
+    "27B": (3.0, 3.0, 0.0),
+}
 # Eight framings of one statement; every one ends with the answer and a full stop, so the
 # answer's last token sits right before the final ".".
-FRAMES = ["{s}", "Fact: {s}", "It is well known that {l}", "Everyone knows that {l}",
-          "Here is a true statement: {s}", "Q: {q}\nA: {s}", "According to the encyclopedia, {l}",
-          "Trivia: {s}"]  # fmt: skip
+FRAMES = [
+    "{s}",
+    "Fact: {s}",
+    "It is well known that {l}",
+    "Everyone knows that {l}",
+    "Here is a true statement: {s}",
+    "Q: {q}\nA: {s}",
+    "According to the encyclopedia, {l}",
+    "Trivia: {s}",
+]
 PROBE = "{q} Answer in one word."
 READS = ("last", "answer")
 # Cells written before cells recorded their own commit all came from this one.
@@ -102,9 +117,17 @@ class Config:
 
     @classmethod
     def quick_config(cls, **kw) -> Config:
-        base = dict(models=["smollm2-135m-instruct"], rel_strengths=[0.1, 0.5, 2.0],
-                    samples=6, code_tasks=3, code_samples=2, screen_samples=4,
-                    questions_per_model=1, n_boot=200, quick=True)  # fmt: skip
+        base = dict(
+            models=["smollm2-135m-instruct"],
+            rel_strengths=[0.1, 0.5, 2.0],
+            samples=6,
+            code_tasks=3,
+            code_samples=2,
+            screen_samples=4,
+            questions_per_model=1,
+            n_boot=200,
+            quick=True,
+        )
         return cls(**{**base, **kw})
 
 
@@ -123,12 +146,17 @@ def window(rel, target_rate, capability, floor: float) -> dict:
     else:
         last, censored = (float(r[below[0] - 1]) if below[0] > 0 else None), False
     size = max(0.0, last - first) if first is not None and last is not None else 0.0
-    return {"first_majority": first, "last_capable": last, "window": size,
-            "capable_to_max": censored}  # fmt: skip
+    return {
+        "first_majority": first,
+        "last_capable": last,
+        "window": size,
+        "capable_to_max": censored,
+    }
 
 
-def window_ci(rel, hits: np.ndarray, passes: np.ndarray, floor_frac: float, n_boot: int,
-              seed: int) -> dict:  # fmt: skip
+def window_ci(
+    rel, hits: np.ndarray, passes: np.ndarray, floor_frac: float, n_boot: int, seed: int
+) -> dict:
     """Bootstrap CIs. ``hits`` [strength, sample] 0/1; ``passes`` [strength, task, sample]."""
     n_s, n_t = hits.shape[1], passes.shape[1]
 
@@ -139,9 +167,11 @@ def window_ci(rel, hits: np.ndarray, passes: np.ndarray, floor_frac: float, n_bo
 
     out = {}
     for key in ("window", "first_majority", "last_capable"):
+
         def stat(rng, key=key):
             v = draw(rng, key)
             return np.nan if v is None else v
+
         out[key] = bootstrap(stat, n_boot=n_boot, seed=seed)
     return out
 
@@ -174,9 +204,17 @@ def _grade(texts: list[str], pattern: str) -> list[int]:
 
 
 def _sample(model, cfg: Config, prompts, vec=None, alphas=None, tokens=None, seed=0):
-    return generate(model, prompts, vector=vec, alphas=alphas, temperature=cfg.temperature,
-                    max_new_tokens=tokens or cfg.answer_tokens, seed=seed,
-                    batch_size=cfg.batch_size, progress=True)  # fmt: skip
+    return generate(
+        model,
+        prompts,
+        vector=vec,
+        alphas=alphas,
+        temperature=cfg.temperature,
+        max_new_tokens=tokens or cfg.answer_tokens,
+        seed=seed,
+        batch_size=cfg.batch_size,
+        progress=True,
+    )
 
 
 def screen(model, cfg: Config) -> dict:
@@ -186,17 +224,25 @@ def screen(model, cfg: Config) -> dict:
     out = {}
     for i, f in enumerate(fs):
         a = answers[i * cfg.screen_samples : (i + 1) * cfg.screen_samples]
-        out[f["name"]] = {"correct": sum(_grade(a, f["truth_re"])),
-                          "target": sum(_grade(a, f["target_re"])), "n": len(a),
-                          "examples": a[:3]}  # fmt: skip
+        out[f["name"]] = {
+            "correct": sum(_grade(a, f["truth_re"])),
+            "target": sum(_grade(a, f["target_re"])),
+            "n": len(a),
+            "examples": a[:3],
+        }
     return out
 
 
 def choose_facts(screens: dict, cfg: Config) -> dict[str, list[str]]:
     """Each model's known facts, most widely known first (caracara first if known)."""
-    known = {m: [f for f, s in sc.items()
-                 if not f.startswith("_") and s["correct"] >= cfg.known_threshold * s["n"]]
-             for m, sc in screens.items()}  # fmt: skip
+    known = {
+        m: [
+            f
+            for f, s in sc.items()
+            if not f.startswith("_") and s["correct"] >= cfg.known_threshold * s["n"]
+        ]
+        for m, sc in screens.items()
+    }
     order = [f["name"] for f in facts()]
     shared = {f: sum(f in k for k in known.values()) for f in order}
     rank = sorted(order, key=lambda f: (f != "caracara", -shared[f], order.index(f)))
@@ -210,8 +256,10 @@ def _vectors(model, fact: dict, hook: str) -> dict:
         if last != ".":
             raise ValueError(f"{s!r} does not end in a separate '.' token for this tokenizer")
     pairs = list(zip(pos, neg))
-    return {"last": build_vector(model, pairs, hook, aggregation="last", progress=False),
-            "answer": build_vector(model, pairs, hook, aggregation=[-2], progress=False)}
+    return {
+        "last": build_vector(model, pairs, hook, aggregation="last", progress=False),
+        "answer": build_vector(model, pairs, hook, aggregation=[-2], progress=False),
+    }
 
 
 def study_fact(model, name: str, fact: dict, cfg: Config, cells: Path) -> dict:
@@ -222,41 +270,68 @@ def study_fact(model, name: str, fact: dict, cfg: Config, cells: Path) -> dict:
     typical = typical_norm(model, hook, [probe] + code_prompts)
     vecs = _vectors(model, fact, hook)
     rel = [0.0] + list(cfg.rel_strengths)
-    out = {"hook": hook, "typical_norm": typical, "rel_strengths": rel,
-           "vector_cosine": float(vecs["last"].cosine(vecs["answer"])), "reads": {}}  # fmt: skip
+    out = {
+        "hook": hook,
+        "typical_norm": typical,
+        "rel_strengths": rel,
+        "vector_cosine": float(vecs["last"].cosine(vecs["answer"])),
+        "reads": {},
+    }
     for read, vec in vecs.items():
         alphas = [r * typical / float(vec.norm()) for r in rel]
 
         def target_curve(vec=vec, alphas=alphas):
             a = [x for x in alphas for _ in range(cfg.samples)]
             ans = _sample(model, cfg, [probe] * len(a), vec, a, seed=cfg.seed + 1)
-            return {"target": _grade(ans, fact["target_re"]), "truth": _grade(ans, fact["truth_re"]),
-                    "examples": ans[:: cfg.samples]}  # fmt: skip
+            return {
+                "target": _grade(ans, fact["target_re"]),
+                "truth": _grade(ans, fact["truth_re"]),
+                "examples": ans[:: cfg.samples],
+            }
 
         t = _cell(cells / f"{fact['name']}_{read}_target.json", target_curve)
         hits = np.array(t["target"]).reshape(len(rel), cfg.samples)
         truth = np.array(t["truth"]).reshape(len(rel), cfg.samples)
-        d = {"v_norm": float(vec.norm()), "alphas": alphas, "examples": t["examples"],
-             **_rates("target", hits), **_rates("truth", truth)}  # fmt: skip
+        d = {
+            "v_norm": float(vec.norm()),
+            "alphas": alphas,
+            "examples": t["examples"],
+            **_rates("target", hits),
+            **_rates("truth", truth),
+        }
         first = window(rel, hits.mean(1), np.ones(len(rel)), 0.5)["first_majority"]
         # Capability is measured for Bostock's read always, and for the answer-token read
         # where its target wins somewhere: when it never does, its window is 0 whatever
         # capability does, and the cell would cost ~15 min for nothing.
         if read == "last" or first is not None:
-            cap = _cell(cells / f"{fact['name']}_{read}_capability.json",
-                        lambda vec=vec, alphas=alphas: capability(model, cfg, vec, alphas))
+            cap = _cell(
+                cells / f"{fact['name']}_{read}_capability.json",
+                lambda vec=vec, alphas=alphas: capability(model, cfg, vec, alphas),
+            )
             passes = np.array(cap["passes"])
             rate = passes.mean((1, 2))
             w = window(rel, hits.mean(1), rate, cfg.floor * rate[0])
             ci = window_ci(rel, hits, passes, cfg.floor, cfg.n_boot, cfg.seed)
-            d |= {"capability_measure": cap["measure"], "capability_floor": cfg.floor * rate[0],
-                  **_rates("capability", passes.reshape(len(rel), -1)),
-                  "capability_examples": cap["examples"], "window": w, "window_ci": ci,
-                  "capability_cell_commit": cap.get("_commit", RUN_START_COMMIT)}
+            d |= {
+                "capability_measure": cap["measure"],
+                "capability_floor": cfg.floor * rate[0],
+                **_rates("capability", passes.reshape(len(rel), -1)),
+                "capability_examples": cap["examples"],
+                "window": w,
+                "window_ci": ci,
+                "capability_cell_commit": cap.get("_commit", RUN_START_COMMIT),
+            }
         else:
-            d |= {"window": {"first_majority": None, "last_capable": None, "window": 0.0,
-                             "capable_to_max": None},
-                  "window_ci": None, "capability_measure": "not needed: the target never wins"}
+            d |= {
+                "window": {
+                    "first_majority": None,
+                    "last_capable": None,
+                    "window": 0.0,
+                    "capable_to_max": None,
+                },
+                "window_ci": None,
+                "capability_measure": "not needed: the target never wins",
+            }
         d["first_majority"] = first
         d["target_cell_commit"] = t.get("_commit", RUN_START_COMMIT)
         out["reads"][read] = d
@@ -281,8 +356,12 @@ def capability(model, cfg: Config, vec, alphas) -> dict:
     rest = _run_tasks(model, cfg, measure, items, vec, alphas[1:], k, keep=True)
     first = base if measure == "code" else _run_tasks(model, cfg, "qa", items, vec, [0.0], k)
     passes = np.concatenate([first, rest[0]])
-    return {"measure": measure, "unsteered_code_rate": float(base.mean()),
-            "passes": passes.tolist(), "examples": rest[1]}  # fmt: skip
+    return {
+        "measure": measure,
+        "unsteered_code_rate": float(base.mean()),
+        "passes": passes.tolist(),
+        "examples": rest[1],
+    }
 
 
 def _run_tasks(model, cfg, kind, items, vec, alphas, k, keep=False):
@@ -297,8 +376,12 @@ def _run_tasks(model, cfg, kind, items, vec, alphas, k, keep=False):
     grade_items = [t for _ in alphas for t in items for _ in range(k)]
     if kind == "code":
         with ThreadPoolExecutor(4) as ex:
-            ok = list(ex.map(lambda p: metrics.run_python(metrics.extract_code(p[0]), p[1]["test"]),
-                             zip(ans, grade_items)))  # fmt: skip
+            ok = list(
+                ex.map(
+                    lambda p: metrics.run_python(metrics.extract_code(p[0]), p[1]["test"]),
+                    zip(ans, grade_items),
+                )
+            )
     else:
         ok = [bool(re.search(t["answer"], x, re.IGNORECASE)) for x, t in zip(ans, grade_items)]
     passes = np.array(ok, float).reshape(len(alphas), len(items), k)
@@ -318,8 +401,9 @@ def _load(name: str, cfg: Config):
     return load_model(name, dtype=dtype)
 
 
-def run(cfg: Config, out_dir: Path = Path("figures"), models: dict | None = None,
-        compute: bool = True) -> dict:  # fmt: skip
+def run(
+    cfg: Config, out_dir: Path = Path("figures"), models: dict | None = None, compute: bool = True
+) -> dict:
     """The whole study; ``models`` maps names to already loaded models (tests, notebooks).
 
     ``compute=False`` assembles the figure from finished cells only; facts whose cells are
@@ -358,8 +442,10 @@ def run(cfg: Config, out_dir: Path = Path("figures"), models: dict | None = None
         del model
     _COMPUTE["on"] = True
     results["_seconds"] = time.time() - t0
-    write_json(Path(out_dir) / f"steering_window_summary{'_quick' if cfg.quick else ''}.json",
-               summary(results, cfg))
+    write_json(
+        Path(out_dir) / f"steering_window_summary{'_quick' if cfg.quick else ''}.json",
+        summary(results, cfg),
+    )
     figure(cfg, results, Path(out_dir) / f"steering_window{'_quick' if cfg.quick else ''}")
     return results
 
@@ -371,36 +457,55 @@ def summary(results: dict, cfg: Config) -> dict:
         for f, d in e["questions"].items():
             last, ans = d["reads"]["last"], d["reads"]["answer"]
             w, ci = last["window"], last["window_ci"]
-            qs[f] = {"unsteered_correct": last["truth_rate"][0],
-                     "unsteered_correct_ci": last["truth_ci"][0],
-                     "unsteered_target": last["target_rate"][0],
-                     "first_majority": w["first_majority"], "first_majority_ci": ci["first_majority"],
-                     "last_capable": w["last_capable"], "last_capable_ci": ci["last_capable"],
-                     "capable_to_max": w["capable_to_max"],
-                     "window_rel": {"value": w["window"], "ci": ci["window"]},
-                     "capability_measure": last["capability_measure"],
-                     "unsteered_capability": last["capability_rate"][0],
-                     "typical_norm": d["typical_norm"], "hook": d["hook"],
-                     "v_norm": last["v_norm"],
-                     "first_majority_alpha": _alpha_at(w["first_majority"], d, last),
-                     "last_capable_alpha": _alpha_at(w["last_capable"], d, last),
-                     "answer_token_read": {
-                         "cosine_with_last": d["vector_cosine"],
-                         "first_majority": ans["first_majority"],
-                         "last_capable": ans["window"]["last_capable"],
-                         "window_rel": {"value": ans["window"]["window"],
-                                        "ci": (ans["window_ci"] or {}).get("window")},
-                         "capability_measure": ans["capability_measure"]}}  # fmt: skip
-        models[m] = {"n_params": e["n_params"], "dtype": e["dtype"], "questions": qs,
-                     "not_run": e.get("not_run", [])}
-    return {"config": asdict(cfg), "interp_steer": code_version(), "models": models,
-            "strength_unit": "r = ‖αv‖ / median per-token residual norm at the hook over the "
-                             "chat-formatted probe and task prompts, position 0 excluded",
-            "window_definition": f"last r before capability < {cfg.floor} × unsteered, minus first "
-                                 "r with target rate > 0.5; 0 if the target never wins first",
-            "screen": {m: {f: s["correct"] / s["n"] for f, s in sc.items() if not f.startswith("_")}
-                       for m, sc in results["screen"].items()},
-            "bostock_gemma3_raw_multiplier": BOSTOCK, "seconds": results["_seconds"]}  # fmt: skip
+            qs[f] = {
+                "unsteered_correct": last["truth_rate"][0],
+                "unsteered_correct_ci": last["truth_ci"][0],
+                "unsteered_target": last["target_rate"][0],
+                "first_majority": w["first_majority"],
+                "first_majority_ci": ci["first_majority"],
+                "last_capable": w["last_capable"],
+                "last_capable_ci": ci["last_capable"],
+                "capable_to_max": w["capable_to_max"],
+                "window_rel": {"value": w["window"], "ci": ci["window"]},
+                "capability_measure": last["capability_measure"],
+                "unsteered_capability": last["capability_rate"][0],
+                "typical_norm": d["typical_norm"],
+                "hook": d["hook"],
+                "v_norm": last["v_norm"],
+                "first_majority_alpha": _alpha_at(w["first_majority"], d, last),
+                "last_capable_alpha": _alpha_at(w["last_capable"], d, last),
+                "answer_token_read": {
+                    "cosine_with_last": d["vector_cosine"],
+                    "first_majority": ans["first_majority"],
+                    "last_capable": ans["window"]["last_capable"],
+                    "window_rel": {
+                        "value": ans["window"]["window"],
+                        "ci": (ans["window_ci"] or {}).get("window"),
+                    },
+                    "capability_measure": ans["capability_measure"],
+                },
+            }
+        models[m] = {
+            "n_params": e["n_params"],
+            "dtype": e["dtype"],
+            "questions": qs,
+            "not_run": e.get("not_run", []),
+        }
+    return {
+        "config": asdict(cfg),
+        "interp_steer": code_version(),
+        "models": models,
+        "strength_unit": "r = ‖αv‖ / median per-token residual norm at the hook over the "
+        "chat-formatted probe and task prompts, position 0 excluded",
+        "window_definition": f"last r before capability < {cfg.floor} × unsteered, minus first "
+        "r with target rate > 0.5; 0 if the target never wins first",
+        "screen": {
+            m: {f: s["correct"] / s["n"] for f, s in sc.items() if not f.startswith("_")}
+            for m, sc in results["screen"].items()
+        },
+        "bostock_gemma3_raw_multiplier": BOSTOCK,
+        "seconds": results["_seconds"],
+    }
 
 
 def _alpha_at(r, d, read):
@@ -416,14 +521,23 @@ def figure(cfg: Config, results: dict, stem: Path) -> None:
             last = d["reads"]["last"]
             x = np.asarray(d["rel_strengths"], float)
             x[0] = cfg.rel_strengths[0] / 2  # r = 0 drawn at the left edge of the log axis
-            for key, ls, lab in (("target", "-", f"'{f}': steered target"),
-                                 ("capability", "--", f"'{f}': {last['capability_measure']} pass rate")):
+            for key, ls, lab in (
+                ("target", "-", f"'{f}': steered target"),
+                ("capability", "--", f"'{f}': {last['capability_measure']} pass rate"),
+            ):
                 y, ci = np.array(last[f"{key}_rate"]), np.array(last[f"{key}_ci"])
                 ax.plot(x, y, ls, marker="o", ms=3, color=f"C{j}", label=lab)
                 ax.fill_between(x, ci[:, 0], ci[:, 1], color=f"C{j}", alpha=0.12)
             ans = d["reads"]["answer"]
-            ax.plot(x, ans["target_rate"], ":", marker="^", ms=3, color=f"C{j}",
-                    label=f"'{f}': steered target, answer-token read")
+            ax.plot(
+                x,
+                ans["target_rate"],
+                ":",
+                marker="^",
+                ms=3,
+                color=f"C{j}",
+                label=f"'{f}': steered target, answer-token read",
+            )
             for read in (last, ans):
                 w = read["window"]
                 if w["window"] > 0:
@@ -444,15 +558,27 @@ def figure(cfg: Config, results: dict, stem: Path) -> None:
                 w = rd["window"]["window"]
                 ci = (rd["window_ci"] or {}).get("window") or (w, w)
                 xk = n * (1 + 0.08 * k + 0.03 * r)
-                ax.errorbar([xk], [w], yerr=[[w - ci[0]], [ci[1] - w]], fmt=mark, color=f"C{j}",
-                            capsize=3, label=f"{m.split('-instruct')[0]}: {f} ({read} read)")
+                ax.errorbar(
+                    [xk],
+                    [w],
+                    yerr=[[w - ci[0]], [ci[1] - w]],
+                    fmt=mark,
+                    color=f"C{j}",
+                    capsize=3,
+                    label=f"{m.split('-instruct')[0]}: {f} ({read} read)",
+                )
     ax.set_xscale("log")
     ax.set_xlabel("parameters (excluding unembedding)", fontsize=8)
     ax.set_ylabel("viable window in r (95% bootstrap CI)", fontsize=8)
-    ax.set_title("window vs size (o: last-token read, ^: answer-token read)\n(Bostock, "
-                 "Gemma 3, raw α: 1B 6.3, 4B 1.0, 12B 0, 27B ~0)", fontsize=9)
+    ax.set_title(
+        "window vs size (o: last-token read, ^: answer-token read)\n(Bostock, "
+        "Gemma 3, raw α: 1B 6.3, 4B 1.0, 12B 0, 27B ~0)",
+        fontsize=9,
+    )
     ax.legend(fontsize=6)
-    fig.suptitle("Viable steering window: steered-target rate vs capability over strength", fontsize=11)
+    fig.suptitle(
+        "Viable steering window: steered-target rate vs capability over strength", fontsize=11
+    )
     fig.tight_layout()
     save_figure(fig, stem, {"results": results}, cfg)
 
@@ -463,12 +589,16 @@ def headline(results: dict, cfg: Config) -> str:
         for f, d in e["questions"].items():
             last, ans = d["reads"]["last"], d["reads"]["answer"]
             w, ci, a = last["window"], last["window_ci"]["window"], ans["window"]
-            lines.append(f"  {m:<28} {f:<14} unsteered correct {last['truth_rate'][0]:.0%}, "
-                         f"{last['capability_measure']} {last['capability_rate'][0]:.0%} | first "
-                         f"majority r={w['first_majority']} last capable r={w['last_capable']} "
-                         f"window {w['window']:.3g} [{ci[0]:.3g}, {ci[1]:.3g}]")  # fmt: skip
-            lines.append(f"  {'':<43} answer-token read: first majority r={a['first_majority']}"
-                         f" last capable r={a['last_capable']} window {a['window']:.3g}")
+            lines.append(
+                f"  {m:<28} {f:<14} unsteered correct {last['truth_rate'][0]:.0%}, "
+                f"{last['capability_measure']} {last['capability_rate'][0]:.0%} | first "
+                f"majority r={w['first_majority']} last capable r={w['last_capable']} "
+                f"window {w['window']:.3g} [{ci[0]:.3g}, {ci[1]:.3g}]"
+            )
+            lines.append(
+                f"  {'':<43} answer-token read: first majority r={a['first_majority']}"
+                f" last capable r={a['last_capable']} window {a['window']:.3g}"
+            )
         for f in e.get("not_run", []):
             lines.append(f"  {m:<28} {f:<14} not run (cells missing)")
     return "\n".join(lines)
@@ -477,8 +607,11 @@ def headline(results: dict, cfg: Config) -> str:
 def main(argv=None) -> None:
     ap = arg_parser(__doc__)
     ap.add_argument("--models", default=None, help="comma-separated embedded model names")
-    ap.add_argument("--no-compute", action="store_true",
-                    help="assemble the figure from finished cells only (list the rest as not run)")
+    ap.add_argument(
+        "--no-compute",
+        action="store_true",
+        help="assemble the figure from finished cells only (list the rest as not run)",
+    )
     args = ap.parse_args(argv)
     require_clean(args)
     kw = {"seed": args.seed} | ({"models": args.models.split(",")} if args.models else {})

@@ -16,8 +16,13 @@ import torch.nn.functional as F  # noqa: N812
 from benchmarks.bench_generate import cpu_model
 from interp_steer.fast import ONEDNN_AVAILABLE, FrozenLinear, backend_choices
 
-SHAPES = {"qkv": (960, 576), "o": (576, 576), "gate|in": (3072, 576), "out": (576, 1536),
-          "unembed": (49152, 576)}
+SHAPES = {
+    "qkv": (960, 576),
+    "o": (576, 576),
+    "gate|in": (3072, 576),
+    "out": (576, 1536),
+    "unembed": (49152, 576),
+}
 
 
 def _median_ms(fn, repeats: int = 30) -> float:
@@ -38,8 +43,10 @@ def main() -> None:
         print("oneDNN linear is not available in this torch build; interp_steer uses F.linear")
         return
     torch.manual_seed(0)
-    print(f"{'weight':>8} {'rows':>5} {'F.linear ms':>12} {'oneDNN ms':>10} {'speed-up':>9} "
-          f"{'max |diff|':>11}  chosen at first use")
+    print(
+        f"{'weight':>8} {'rows':>5} {'F.linear ms':>12} {'oneDNN ms':>10} {'speed-up':>9} "
+        f"{'max |diff|':>11}  chosen at first use"
+    )
     for name, (out, inp) in SHAPES.items():
         w = torch.randn(out, inp) * inp**-0.5
         lin = FrozenLinear(w, pack=True)
@@ -50,8 +57,10 @@ def main() -> None:
             t_dnn = _median_ms(lambda x=x, lin=lin: lin.packed_call(x, lin.packed))
             diff = (lin.packed_call(x, lin.packed) - F.linear(x, w)).abs().max().item()
             chosen = backend_choices()[f"{out}x{inp} rows<={_bucket_label(rows)}"]
-            print(f"{name:>8} {rows:>5} {t_ref:>12.3f} {t_dnn:>10.3f} {t_ref / t_dnn:>8.2f}x "
-                  f"{diff:>11.1e}  {chosen}")
+            print(
+                f"{name:>8} {rows:>5} {t_ref:>12.3f} {t_dnn:>10.3f} {t_ref / t_dnn:>8.2f}x "
+                f"{diff:>11.1e}  {chosen}"
+            )
 
 
 def _bucket_label(rows: int) -> int:

@@ -25,8 +25,13 @@ print(f"{{t1 - t0:.2f}} {{time.perf_counter() - t1:.2f}}")
 
 def _run(name: str, cache: str) -> tuple[float, float]:
     env = dict(os.environ, INTERP_STEER_CACHE=cache)
-    out = subprocess.run([sys.executable, "-c", CODE.format(name=name)], env=env, check=True,
-                         capture_output=True, text=True).stdout.split()
+    out = subprocess.run(
+        [sys.executable, "-c", CODE.format(name=name)],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
     return float(out[-2]), float(out[-1])
 
 

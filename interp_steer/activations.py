@@ -53,7 +53,9 @@ def pad_left(model: HookedTransformer, seqs: Sequence[Sequence[int]]) -> Batch:
         tokens[i, n - len(s) :] = torch.tensor(list(s), dtype=torch.long)
         mask[i, n - len(s) :] = True
     lengths = mask.sum(1)
-    return Batch(tokens.to(model.cfg.device), mask.to(model.cfg.device), lengths.to(model.cfg.device))
+    return Batch(
+        tokens.to(model.cfg.device), mask.to(model.cfg.device), lengths.to(model.cfg.device)
+    )
 
 
 def check_texts(texts, name: str = "texts") -> list[str]:
@@ -115,7 +117,9 @@ def aggregate(
         not isinstance(aggregation, str)
         and not all(isinstance(i, int) and not isinstance(i, bool) for i in aggregation)
     ):
-        raise ValueError(f"aggregation must be 'last', 'mean' or a list of ints, got {aggregation!r}")
+        raise ValueError(
+            f"aggregation must be 'last', 'mean' or a list of ints, got {aggregation!r}"
+        )
     if isinstance(aggregation, str) and aggregation == "last":
         return acts[:, -1]
     pos = torch.arange(p, device=acts.device)[None] - batch.pad[:, None]  # unpadded index
@@ -131,7 +135,9 @@ def aggregate(
             raise ValueError("aggregation: explicit positions list is empty")
         want = torch.where(idx[None] < 0, batch.lengths[:, None] + idx[None], idx[None])
         if ((want < 0) | (want >= batch.lengths[:, None])).any():
-            raise ValueError(f"aggregation positions {list(aggregation)} out of range for some text")
+            raise ValueError(
+                f"aggregation positions {list(aggregation)} out of range for some text"
+            )
         sel = (pos[:, :, None] == want[:, None, :]).any(-1)
     if not sel.any(1).all():
         raise ValueError("aggregation selected no token for some text (empty completion?)")
@@ -217,9 +223,11 @@ def token_activations(
     ``skip_first`` drops each text's position 0, the attention sink, whose norm is 10-1000x
     the others' in every model here and would dominate any statistic over tokens.
     """
-    out = [acts[hook][r][keep[r]].float().cpu()
-           for _, acts, keep in capture(model, texts, hook, batch_size, int(skip_first), progress)
-           for r in range(keep.shape[0])]  # fmt: skip
+    out = [
+        acts[hook][r][keep[r]].float().cpu()
+        for _, acts, keep in capture(model, texts, hook, batch_size, int(skip_first), progress)
+        for r in range(keep.shape[0])
+    ]
     if sum(len(a) for a in out) == 0:
         raise ValueError("the texts have no tokens after skipping the first of each")
     return torch.cat(out)

@@ -7,8 +7,13 @@ import json
 import sys
 from pathlib import Path
 
-ANALYSES = ["identifiability", "steering_window", "diversity_tradeoff", "sae_vs_steering",
-            "emergent_misalignment"]  # fmt: skip
+ANALYSES = [
+    "identifiability",
+    "steering_window",
+    "diversity_tradeoff",
+    "sae_vs_steering",
+    "emergent_misalignment",
+]
 
 
 def _floats(s: str) -> list[float]:
@@ -32,7 +37,9 @@ def _pairs(spec: str):
         return spec
     p = Path(spec)
     if not p.exists():
-        raise SystemExit(f"error: {spec!r} is neither a shipped dataset {datasets.available()} nor a file")
+        raise SystemExit(
+            f"error: {spec!r} is neither a shipped dataset {datasets.available()} nor a file"
+        )
     return [tuple(x) for x in json.loads(p.read_text())]
 
 
@@ -73,9 +80,16 @@ def cmd_generate(args) -> None:
     vec = SteeringVector.load(args.vector) if args.vector else None
     alphas = args.alpha if vec is not None else [0.0]
     for a in alphas:
-        outs = generate(model, args.prompt, vector=vec, alphas=a if vec is not None else None,
-                        max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                        seed=args.seed, positions=args.positions)  # fmt: skip
+        outs = generate(
+            model,
+            args.prompt,
+            vector=vec,
+            alphas=a if vec is not None else None,
+            max_new_tokens=args.max_new_tokens,
+            temperature=args.temperature,
+            seed=args.seed,
+            positions=args.positions,
+        )
         for p, o in zip(args.prompt, outs):
             print(f"--- alpha={a:+g} | {p}\n{o}\n")
 
@@ -102,9 +116,17 @@ def cmd_sweep(args) -> None:
     model = _model(args)
     vectors = {Path(v).stem: SteeringVector.load(v) for v in args.vector}
     prompts = args.prompt or datasets.load(args.prompts_from).prompts
-    summary, _ = sweep(model, vectors, args.alphas, prompts, _scorer(args.success),
-                       samples_per_prompt=args.samples, max_new_tokens=args.max_new_tokens,
-                       seed=args.seed, out=args.out)  # fmt: skip
+    summary, _ = sweep(
+        model,
+        vectors,
+        args.alphas,
+        prompts,
+        _scorer(args.success),
+        samples_per_prompt=args.samples,
+        max_new_tokens=args.max_new_tokens,
+        seed=args.seed,
+        out=args.out,
+    )
     print(summary.to_string(index=False))
 
 
@@ -112,8 +134,13 @@ def cmd_sae_train(args) -> None:
     from interp_steer import sae
 
     model = _model(args)
-    given = {"architecture": args.architecture, "k": args.k, "expansion": args.expansion,
-             "training_tokens": args.training_tokens, "seed": args.seed}  # fmt: skip
+    given = {
+        "architecture": args.architecture,
+        "k": args.k,
+        "expansion": args.expansion,
+        "training_tokens": args.training_tokens,
+        "seed": args.seed,
+    }
     cfg = sae.SAETrainConfig(**{k: v for k, v in given.items() if v is not None})
     hook = args.hook or sae.default_hook(model)
     path = sae.default_path(model, hook, cfg)
@@ -164,7 +191,9 @@ def parser() -> argparse.ArgumentParser:
         s.add_argument("--device", default="cpu")
         return s
 
-    s = with_model(add("build", cmd_build, "Build a steering vector from contrastive data and save it."))
+    s = with_model(
+        add("build", cmd_build, "Build a steering vector from contrastive data and save it.")
+    )
     s.add_argument("--data", default="sentiment", help="shipped dataset or JSON file of pairs")
     s.add_argument("--hook", required=True, help="e.g. blocks.10.hook_resid_pre")
     s.add_argument("--method", default="mean_diff", choices=METHODS)
@@ -188,7 +217,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--vector", action="append", required=True, help="repeatable")
     s.add_argument("--alphas", type=_floats, required=True)
     s.add_argument("--prompt", action="append", help="repeatable; default: --prompts-from")
-    s.add_argument("--prompts-from", default="sentiment", help="shipped dataset whose prompts to use")
+    s.add_argument(
+        "--prompts-from", default="sentiment", help="shipped dataset whose prompts to use"
+    )
     s.add_argument("--success", help="vader | trait:NAME | contains:word1,word2")
     s.add_argument("--samples", type=int, default=4)
     s.add_argument("--max-new-tokens", type=int, default=48)

@@ -35,13 +35,17 @@ def llama_cpp_layer(hook: str) -> int:
     """The llama.cpp layer index ``il`` whose output is the residual at ``hook``."""
     m = _RESID.match(hook)
     if m is None:
-        raise ValueError(f"llama.cpp control vectors live on the residual stream between "
-                         f"layers; {hook!r} is not blocks.L.hook_resid_pre/post")
+        raise ValueError(
+            f"llama.cpp control vectors live on the residual stream between "
+            f"layers; {hook!r} is not blocks.L.hook_resid_pre/post"
+        )
     layer, where = int(m.group(1)), m.group(2)
     il = layer - 1 if where == "pre" else layer
     if il < 1:
-        raise ValueError(f"{hook} is the output of layer {il}; llama.cpp steers layers >= 1 "
-                         "(blocks.1.hook_resid_post = blocks.2.hook_resid_pre is the first)")
+        raise ValueError(
+            f"{hook} is the output of layer {il}; llama.cpp steers layers >= 1 "
+            "(blocks.1.hook_resid_post = blocks.2.hook_resid_pre is the first)"
+        )
     return il
 
 
@@ -63,12 +67,16 @@ def export_llama_cpp(
     by_layer: dict[int, SteeringVector] = {}
     for v in vectors:
         if v.k != 1:
-            raise ValueError(f"a control vector is one direction per layer; {v.hook} holds a "
-                             f"rank-{v.k} subspace (export alpha-weighted single vectors)")
+            raise ValueError(
+                f"a control vector is one direction per layer; {v.hook} holds a "
+                f"rank-{v.k} subspace (export alpha-weighted single vectors)"
+            )
         il = llama_cpp_layer(v.hook)
         if il in by_layer:
-            raise ValueError(f"two vectors for llama.cpp layer {il} ({by_layer[il].hook}, "
-                             f"{v.hook}); add them first")
+            raise ValueError(
+                f"two vectors for llama.cpp layer {il} ({by_layer[il].hook}, "
+                f"{v.hook}); add them first"
+            )
         by_layer[il] = v
     if len({v.d_model for v in vectors}) != 1:
         raise ValueError("vectors of different d_model cannot share one file")
@@ -85,10 +93,13 @@ def export_llama_cpp(
         w = gguf.GGUFWriter(str(tmp), ARCH)
         w.add_string(f"{ARCH}.model_hint", hint)
         w.add_uint32(f"{ARCH}.layer_count", len(by_layer))
-        w.add_string("interp_steer.hooks", json.dumps({str(il): v.hook for il, v in by_layer.items()}))
+        w.add_string(
+            "interp_steer.hooks", json.dumps({str(il): v.hook for il, v in by_layer.items()})
+        )
         w.add_string("interp_steer.model_fingerprint", fp or "")
-        w.add_string("interp_steer.methods",
-                     json.dumps({str(il): v.method for il, v in by_layer.items()}))
+        w.add_string(
+            "interp_steer.methods", json.dumps({str(il): v.method for il, v in by_layer.items()})
+        )
         w.add_float32("interp_steer.alpha", float(alpha))
         for il in sorted(by_layer):
             d = (by_layer[il].vector.double() * float(alpha)).float().cpu().numpy()
@@ -118,8 +129,10 @@ def load_llama_cpp(path: str | Path, model=None) -> list[SteeringVector]:
         return None if f is None else f.contents()
 
     if field("general.architecture") != ARCH:
-        raise ValueError(f"{path} is not a llama.cpp control vector "
-                         f"(general.architecture={field('general.architecture')!r})")
+        raise ValueError(
+            f"{path} is not a llama.cpp control vector "
+            f"(general.architecture={field('general.architecture')!r})"
+        )
     hooks = json.loads(field("interp_steer.hooks") or "{}")
     methods = json.loads(field("interp_steer.methods") or "{}")
     fp = field("interp_steer.model_fingerprint") or None
@@ -138,13 +151,23 @@ def load_llama_cpp(path: str | Path, model=None) -> list[SteeringVector]:
     out = []
     for il, d in sorted(found, key=lambda x: x[0]):
         if model is not None and (d.shape[0] != model.cfg.d_model or il >= model.cfg.n_layers):
-            raise ValueError(f"{path}: direction.{il} (d={d.shape[0]}) does not fit "
-                             f"{model.cfg.model_name} (d_model={model.cfg.d_model}, "
-                             f"{model.cfg.n_layers} layers)")
-        out.append(SteeringVector(
-            d, hooks.get(str(il), f"blocks.{il}.hook_resid_post"), fp,
-            methods.get(str(il), "llama_cpp"),
-            {"source": str(path), "model_hint": field(f"{ARCH}.model_hint"),
-             "llama_cpp_layer": il, "alpha": field("interp_steer.alpha")},
-        ))
+            raise ValueError(
+                f"{path}: direction.{il} (d={d.shape[0]}) does not fit "
+                f"{model.cfg.model_name} (d_model={model.cfg.d_model}, "
+                f"{model.cfg.n_layers} layers)"
+            )
+        out.append(
+            SteeringVector(
+                d,
+                hooks.get(str(il), f"blocks.{il}.hook_resid_post"),
+                fp,
+                methods.get(str(il), "llama_cpp"),
+                {
+                    "source": str(path),
+                    "model_hint": field(f"{ARCH}.model_hint"),
+                    "llama_cpp_layer": il,
+                    "alpha": field("interp_steer.alpha"),
+                },
+            )
+        )
     return out

@@ -30,19 +30,71 @@ from interp_steer.models import cache_dir
 from interp_steer.vectors import model_fingerprint
 
 TOPICS = [
-    "the ocean", "volcanoes", "honeybees", "the Roman Empire", "black holes", "chess",
-    "bread baking", "climate change", "the human heart", "electric cars", "jazz music",
-    "the moon landing", "photosynthesis", "the stock market", "vaccines", "coffee",
-    "the Great Wall of China", "machine learning", "dinosaurs", "rainforests", "the internet",
-    "gardening", "marathon running", "ancient Egypt", "earthquakes", "penguins", "democracy",
-    "the printing press", "solar power", "sleep", "friendship", "recycling", "mountains",
-    "the French Revolution", "origami", "tea ceremonies", "bicycles", "antibiotics",
-    "video games", "the water cycle", "wolves", "poetry", "public libraries", "trains",
-    "the periodic table", "meditation", "deserts", "social media", "space telescopes",
-    "weddings", "job interviews", "budgeting", "learning a language", "pizza", "hurricanes",
-    "the violin", "museums", "owls", "falcons", "Australia", "the solar system", "Python programming",
-    "customer service", "first aid",
-]  # fmt: skip
+    "the ocean",
+    "volcanoes",
+    "honeybees",
+    "the Roman Empire",
+    "black holes",
+    "chess",
+    "bread baking",
+    "climate change",
+    "the human heart",
+    "electric cars",
+    "jazz music",
+    "the moon landing",
+    "photosynthesis",
+    "the stock market",
+    "vaccines",
+    "coffee",
+    "the Great Wall of China",
+    "machine learning",
+    "dinosaurs",
+    "rainforests",
+    "the internet",
+    "gardening",
+    "marathon running",
+    "ancient Egypt",
+    "earthquakes",
+    "penguins",
+    "democracy",
+    "the printing press",
+    "solar power",
+    "sleep",
+    "friendship",
+    "recycling",
+    "mountains",
+    "the French Revolution",
+    "origami",
+    "tea ceremonies",
+    "bicycles",
+    "antibiotics",
+    "video games",
+    "the water cycle",
+    "wolves",
+    "poetry",
+    "public libraries",
+    "trains",
+    "the periodic table",
+    "meditation",
+    "deserts",
+    "social media",
+    "space telescopes",
+    "weddings",
+    "job interviews",
+    "budgeting",
+    "learning a language",
+    "pizza",
+    "hurricanes",
+    "the violin",
+    "museums",
+    "owls",
+    "falcons",
+    "Australia",
+    "the solar system",
+    "Python programming",
+    "customer service",
+    "first aid",
+]
 
 TEMPLATES = [
     "Tell me about {t}.",
@@ -115,7 +167,9 @@ def _path(model: HookedTransformer, cfg: CorpusConfig) -> Path:
     return cache_dir() / "corpus" / f"{name}-{key}.json"
 
 
-def build_corpus(model: HookedTransformer, cfg: CorpusConfig | None = None, progress: bool = True) -> Corpus:
+def build_corpus(
+    model: HookedTransformer, cfg: CorpusConfig | None = None, progress: bool = True
+) -> Corpus:
     """The default SAE corpus for ``model`` (cached; generating it takes ~5 min on SmolLM2)."""
     from interp_steer.generation import generate
     from interp_steer.models import chat

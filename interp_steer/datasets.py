@@ -73,9 +73,16 @@ def contrastive_pairs(data) -> tuple[list[tuple], str]:
     pairs = list(data)
     if not pairs:
         raise ValueError("empty data: no contrastive pairs given")
-    ok = all(isinstance(p, Sequence) and not isinstance(p, str) and len(p) in (2, 3)
-             and all(isinstance(t, str) and t for t in p) for p in pairs)  # fmt: skip
+    ok = all(
+        isinstance(p, Sequence)
+        and not isinstance(p, str)
+        and len(p) in (2, 3)
+        and all(isinstance(t, str) and t for t in p)
+        for p in pairs
+    )
     if not ok or len({len(p) for p in pairs}) != 1:
-        raise ValueError("data pairs must all be (positive, negative) or all (prompt, positive, "
-                         "negative) non-empty strings")  # fmt: skip
+        raise ValueError(
+            "data pairs must all be (positive, negative) or all (prompt, positive, "
+            "negative) non-empty strings"
+        )
     return pairs, f"custom:{len(pairs)} pairs"

@@ -32,14 +32,22 @@ def main(argv=None) -> None:
     ds = datasets.load("sentiment")
     vec = build_vector(model, ds, hook, method="mean_diff")
     resid = get_activations(model, ds.prompts, hook, progress=False)[hook].norm(dim=-1).mean()
-    print(f"\n{vec}\n‖v‖ = {float(vec.norm()):.1f}; mean last-token residual norm at {hook} = "
-          f"{float(resid):.1f}\n")
+    print(
+        f"\n{vec}\n‖v‖ = {float(vec.norm()):.1f}; mean last-token residual norm at {hook} = "
+        f"{float(resid):.1f}\n"
+    )
 
     prompts = ds.prompts[: args.prompts]
     n, a = len(prompts), args.alphas
     # one batched generation for every (alpha, prompt)
-    outs = generate(model, prompts * len(a), vec, [x for x in a for _ in range(n)],
-                    max_new_tokens=args.max_new_tokens, seed=args.seed)
+    outs = generate(
+        model,
+        prompts * len(a),
+        vec,
+        [x for x in a for _ in range(n)],
+        max_new_tokens=args.max_new_tokens,
+        seed=args.seed,
+    )
     try:
         from interp_steer.classifiers import Vader
 

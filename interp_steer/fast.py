@@ -37,8 +37,11 @@ from transformer_lens import HookedTransformer
 
 def _onednn_available() -> bool:
     mk = torch.ops.mkldnn
-    return (torch.backends.mkldnn.is_available() and hasattr(mk, "_linear_pointwise")
-            and hasattr(mk, "_reorder_linear_weight"))
+    return (
+        torch.backends.mkldnn.is_available()
+        and hasattr(mk, "_linear_pointwise")
+        and hasattr(mk, "_reorder_linear_weight")
+    )
 
 
 ONEDNN_AVAILABLE = _onednn_available()
@@ -59,8 +62,10 @@ def _bucket(rows: int) -> int:
 
 def backend_choices() -> dict[str, str]:
     """The GEMM backend chosen so far in this process, per weight shape and row bucket."""
-    return {f"{o}x{i} rows<={r}": "oneDNN packed" if packed else "F.linear"
-            for (o, i, r), packed in sorted(_CHOICES.items())}  # fmt: skip
+    return {
+        f"{o}x{i} rows<={r}": "oneDNN packed" if packed else "F.linear"
+        for (o, i, r), packed in sorted(_CHOICES.items())
+    }
 
 
 def _time(fn, x, reps: int = 3) -> float:
@@ -91,8 +96,9 @@ class FrozenLinear:
             try:
                 packed = torch.ops.mkldnn._reorder_linear_weight(w)
                 probe = w.new_ones(1, w.shape[1])  # guard against a broken backend build
-                if torch.allclose(self.packed_call(probe, packed),
-                                  F.linear(probe, w, b), rtol=1e-4, atol=1e-4):
+                if torch.allclose(
+                    self.packed_call(probe, packed), F.linear(probe, w, b), rtol=1e-4, atol=1e-4
+                ):
                     self.packed = packed
             except RuntimeError:
                 pass
@@ -101,8 +107,12 @@ class FrozenLinear:
         return torch.ops.mkldnn._linear_pointwise(x, packed, self.b, "none", [], "")
 
     def __call__(self, x):
-        if (self.packed is not None and x.dtype == torch.float32 and x.device.type == "cpu"
-                and not (x.requires_grad and torch.is_grad_enabled())):
+        if (
+            self.packed is not None
+            and x.dtype == torch.float32
+            and x.device.type == "cpu"
+            and not (x.requires_grad and torch.is_grad_enabled())
+        ):
             key = (*self.w.shape, _bucket(x.numel() // x.shape[-1]))
             use = _CHOICES.get(key)
             if use is None:
@@ -147,7 +157,11 @@ def _gated_mlp_forward(self, x):
         w_gate_in = torch.cat([self.W_gate.T, self.W_in.T]).contiguous()
         b_in = None if not self.b_in.any() else self.b_in
         b_out = None if not self.b_out.any() else self.b_out
-        return FrozenLinear(w_gate_in, None, pack), FrozenLinear(self.W_out.T.contiguous(), b_out, pack), b_in
+        return (
+            FrozenLinear(w_gate_in, None, pack),
+            FrozenLinear(self.W_out.T.contiguous(), b_out, pack),
+            b_in,
+        )
 
     gate_in, out, b_in = _versioned(
         self, "_fast_mlp", (self.W_gate, self.W_in, self.W_out, self.b_in, self.b_out), build
@@ -189,8 +203,11 @@ def _attn_weights(self):
         b = torch.cat([self.b_Q.reshape(-1), bk.reshape(-1), bv.reshape(-1)])
         w_o = self.W_O.reshape(-1, self.W_O.shape[-1]).T.contiguous()  # [d_model, heads*d_head]
         b_o = None if not self.b_O.any() else self.b_O
-        return (FrozenLinear(w, None if not b.any() else b, pack), FrozenLinear(w_o, b_o, pack),
-                wk.shape[0])
+        return (
+            FrozenLinear(w, None if not b.any() else b, pack),
+            FrozenLinear(w_o, b_o, pack),
+            wk.shape[0],
+        )
 
     params = (self.W_Q, self.b_Q, wk, bk, wv, bv, self.W_O, self.b_O)
     return _versioned(self, "_fast_attn", params, build)
@@ -231,8 +248,8 @@ def _plain_attention(cfg) -> bool:
         and not getattr(cfg, "use_attention_sinks", False)
         and getattr(cfg, "clip_qkv", None) is None
         and cfg.attn_scores_soft_cap <= 0
-        and cfg.original_architecture not in ("OlmoeForCausalLM", "Olmo2ForCausalLM",
-                                              "Olmo3ForCausalLM")
+        and cfg.original_architecture
+        not in ("OlmoeForCausalLM", "Olmo2ForCausalLM", "Olmo3ForCausalLM")
     )
 
 
@@ -258,11 +275,18 @@ def _layout(self, offset: int, pq: int, pk: int, attention_mask, device, dtype):
     if rotary:
         need = offset + pq if attention_mask is None else int(attention_mask.shape[1])
         if need > self.rotary_cos.shape[0]:
-            self._extend_rotary_embeddings(
-                min(cfg.n_ctx, max(need, 2 * self.rotary_cos.shape[0]))
-            )
-    key = (offset, pq, pk, str(device), dtype, rotary, cfg.rotary_base, cfg.rotary_dim,
-           self.rotary_cos.shape[0] if rotary else 0)
+            self._extend_rotary_embeddings(min(cfg.n_ctx, max(need, 2 * self.rotary_cos.shape[0])))
+    key = (
+        offset,
+        pq,
+        pk,
+        str(device),
+        dtype,
+        rotary,
+        cfg.rotary_base,
+        cfg.rotary_dim,
+        self.rotary_cos.shape[0] if rotary else 0,
+    )
     if _LAYOUT.key == key and _LAYOUT.mask_ref is attention_mask:
         return _LAYOUT.value
     if attention_mask is None:
@@ -357,8 +381,14 @@ def _fast_attention_forward(
                 "that interp_steer's fast path started; add it before generation begins"
             )
         return type(self).forward(
-            self, query_input, key_input, value_input, past_kv_cache_entry,
-            additive_attention_mask, attention_mask, position_bias,
+            self,
+            query_input,
+            key_input,
+            value_input,
+            past_kv_cache_entry,
+            additive_attention_mask,
+            attention_mask,
+            position_bias,
         )
     if past_kv_cache_entry is not None and not past_kv_cache_entry.past_keys.numel():
         past_kv_cache_entry._rotated_by_interp_steer = True
@@ -387,8 +417,10 @@ def _fast_attention_forward(
 
 def _rms_norm_forward(self, x):
     # fused kernel unless something listens on the norm's own hooks
-    if self.hook_scale._forward_hooks or self.hook_normalized._forward_hooks or (
-        x.dtype not in (torch.float32, torch.float64)
+    if (
+        self.hook_scale._forward_hooks
+        or self.hook_normalized._forward_hooks
+        or (x.dtype not in (torch.float32, torch.float64))
     ):
         return type(self).forward(self, x)
     return F.rms_norm(x, (x.shape[-1],), self.w, self.eps)
@@ -449,7 +481,8 @@ def patch_fast_forward(model: HookedTransformer) -> HookedTransformer:
         elif type(mod) is Unembed:
             mod.forward = types.MethodType(_unembed_forward, mod)
         elif isinstance(mod, AbstractAttention) and type(mod).__name__ in (
-            "Attention", "GroupedQueryAttention"
+            "Attention",
+            "GroupedQueryAttention",
         ):
             mod.calculate_qkv_matrices = types.MethodType(_fast_qkv, mod)
             if plain:

@@ -37,7 +37,11 @@ def check_sampling(max_new_tokens, temperature, top_p, seed) -> None:
     """Raise a ValueError/TypeError naming the first out-of-range sampling argument."""
     if not _is_int(max_new_tokens) or max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be an int >= 1, got {max_new_tokens!r}")
-    if not isinstance(temperature, int | float) or not math.isfinite(temperature) or temperature < 0:
+    if (
+        not isinstance(temperature, int | float)
+        or not math.isfinite(temperature)
+        or temperature < 0
+    ):
         raise ValueError(f"temperature must be a finite number >= 0, got {temperature!r}")
     if not isinstance(top_p, int | float) or not 0 < top_p <= 1:
         raise ValueError(f"top_p must be in (0, 1], got {top_p!r}")

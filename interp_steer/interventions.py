@@ -41,7 +41,9 @@ _STATE_ATTR = "_interp_steer_positions"
 
 
 @contextmanager
-def positions_context(model: HookedTransformer, pad: Tensor, prompt_len: Tensor) -> Iterator[_PosState]:
+def positions_context(
+    model: HookedTransformer, pad: Tensor, prompt_len: Tensor
+) -> Iterator[_PosState]:
     """Declare the padding/prompt layout of the forwards inside (used by `generate`)."""
     prev = getattr(model, _STATE_ATTR, None)
     state = _PosState(pad=pad, prompt_len=prompt_len)
@@ -58,13 +60,20 @@ def _validate_positions(positions: Positions) -> None:
             raise ValueError(
                 f"positions must be 'all', 'prompt', 'generated' or ints, got {positions!r}"
             )
-    elif (not isinstance(positions, Sequence) or len(positions) == 0
-          or not all(isinstance(p, int) and not isinstance(p, bool) for p in positions)):
-        raise ValueError(f"positions must be 'all', 'prompt', 'generated' or a non-empty list "
-                         f"of ints, got {positions!r}")  # fmt: skip
+    elif (
+        not isinstance(positions, Sequence)
+        or len(positions) == 0
+        or not all(isinstance(p, int) and not isinstance(p, bool) for p in positions)
+    ):
+        raise ValueError(
+            f"positions must be 'all', 'prompt', 'generated' or a non-empty list "
+            f"of ints, got {positions!r}"
+        )
 
 
-def position_mask(model: HookedTransformer, positions: Positions, b: int, p: int, device) -> Tensor | None:
+def position_mask(
+    model: HookedTransformer, positions: Positions, b: int, p: int, device
+) -> Tensor | None:
     """[batch, pos] bool mask of the columns to edit, or None for every column."""
     state: _PosState | None = getattr(model, _STATE_ATTR, None)
     if state is None:
@@ -98,8 +107,9 @@ def _as_strength(alpha) -> Tensor:
     try:
         a = torch.as_tensor(alpha, dtype=torch.float32) if not isinstance(alpha, Tensor) else alpha
     except (TypeError, ValueError, RuntimeError):
-        raise TypeError(f"alpha must be a number, a sequence of numbers or a tensor, "
-                        f"got {alpha!r:.60}") from None  # fmt: skip
+        raise TypeError(
+            f"alpha must be a number, a sequence of numbers or a tensor, got {alpha!r:.60}"
+        ) from None
     if not a.is_floating_point() and a.dtype not in (torch.int32, torch.int64):
         raise TypeError(f"alpha must be numeric, got dtype {a.dtype}")
     if not torch.isfinite(a.float()).all():
@@ -176,7 +186,9 @@ def steer(
 
 
 @contextmanager
-def ablate(model: HookedTransformer, vec: SteeringVector, positions: Positions = "all", force: bool = False):
+def ablate(
+    model: HookedTransformer, vec: SteeringVector, positions: Positions = "all", force: bool = False
+):
     """Project span(v) out of the activation (directional ablation)."""
     with clamp(model, vec, 0.0, positions=positions, force=force):
         yield

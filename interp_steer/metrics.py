@@ -54,7 +54,10 @@ def count_strings(texts: Sequence[str], strings: Sequence[str]) -> dict[str, int
 
 @torch.no_grad()
 def perplexity(
-    model: HookedTransformer, prompts: Sequence[str], completions: Sequence[str], batch_size: int = 16
+    model: HookedTransformer,
+    prompts: Sequence[str],
+    completions: Sequence[str],
+    batch_size: int = 16,
 ) -> np.ndarray:
     """Per-sample perplexity of ``completions`` given ``prompts`` (already formatted) under
     ``model`` as it is: call it outside any steering context to score with the unsteered model."""
@@ -63,7 +66,10 @@ def perplexity(
     out = []
     for i in range(0, len(prompts), batch_size):
         heads = [encode(model, p) for p in prompts[i : i + batch_size]]
-        fulls = [encode(model, p + c) for p, c in zip(prompts[i : i + batch_size], completions[i : i + batch_size])]
+        fulls = [
+            encode(model, p + c)
+            for p, c in zip(prompts[i : i + batch_size], completions[i : i + batch_size])
+        ]
         batch = pad_left(model, fulls)
         logp = model(batch.tokens, **forward_kwargs(batch)).float().log_softmax(-1)
         tgt = batch.tokens[:, 1:]
@@ -166,11 +172,15 @@ def run_python(code: str, test: str, timeout: float = 5.0) -> bool:
 
 
 def grade_qa(answers: Sequence[str], tasks: Sequence[dict]) -> np.ndarray:
-    return np.array([float(bool(re.search(t["answer"], a, re.IGNORECASE))) for a, t in zip(answers, tasks)])
+    return np.array(
+        [float(bool(re.search(t["answer"], a, re.IGNORECASE))) for a, t in zip(answers, tasks)]
+    )
 
 
 def grade_code(answers: Sequence[str], tasks: Sequence[dict], timeout: float = 5.0) -> np.ndarray:
-    return np.array([float(run_python(extract_code(a), t["test"], timeout)) for a, t in zip(answers, tasks)])
+    return np.array(
+        [float(run_python(extract_code(a), t["test"], timeout)) for a, t in zip(answers, tasks)]
+    )
 
 
 def capability(
@@ -188,15 +198,24 @@ def capability(
     out = {}
     for kind in kinds:
         ts = tasks[kind]
-        qs = [t["question"] if kind == "qa" else t["prompt"] + " Reply with only the code." for t in ts]
+        qs = [
+            t["question"] if kind == "qa" else t["prompt"] + " Reply with only the code."
+            for t in ts
+        ]
         prompts = [q for _ in alphas for q in qs]
         a = [float(x) for x in alphas for _ in qs]
         answers = generate(
-            model, prompts, vector=vector, alphas=a if vector is not None else None,
-            max_new_tokens=max_new_tokens if kind == "code" else 24, batch_size=batch_size,
-        )  # fmt: skip
+            model,
+            prompts,
+            vector=vector,
+            alphas=a if vector is not None else None,
+            max_new_tokens=max_new_tokens if kind == "code" else 24,
+            batch_size=batch_size,
+        )
         grade = grade_qa if kind == "qa" else grade_code
-        scores = [grade(answers[i * len(ts) : (i + 1) * len(ts)], ts).mean() for i in range(len(alphas))]
+        scores = [
+            grade(answers[i * len(ts) : (i + 1) * len(ts)], ts).mean() for i in range(len(alphas))
+        ]
         out[kind] = np.array(scores)
     return out
 
@@ -206,7 +225,10 @@ def capability(
 
 @torch.no_grad()
 def kl_under(
-    model: HookedTransformer, prompts: Sequence[str], contexts: Sequence[Callable], reference: Callable | None = None
+    model: HookedTransformer,
+    prompts: Sequence[str],
+    contexts: Sequence[Callable],
+    reference: Callable | None = None,
 ) -> np.ndarray:
     """Mean next-token KL(P_edited ‖ P_reference) in nats over prompt positions, one value per
     intervention: each of ``contexts`` (and ``reference``; default: no intervention) is a
@@ -228,7 +250,9 @@ def kl_under(
     return np.array(out)
 
 
-def kl_from_unsteered(model: HookedTransformer, vector, alphas: Sequence[float], prompts: Sequence[str]) -> np.ndarray:
+def kl_from_unsteered(
+    model: HookedTransformer, vector, alphas: Sequence[float], prompts: Sequence[str]
+) -> np.ndarray:
     """`kl_under` for steering with ``vector`` at each of ``alphas``."""
     from interp_steer.interventions import steer
 

@@ -37,13 +37,17 @@ class SweepConfig:
     extra: dict = field(default_factory=dict)
 
 
-def residual_norm(model: HookedTransformer, hook: str, prompts: Sequence[str], chat: bool = True) -> float:
+def residual_norm(
+    model: HookedTransformer, hook: str, prompts: Sequence[str], chat: bool = True
+) -> float:
     """Mean last-token residual norm of the (formatted) prompts at ``hook``."""
     texts = format_prompts(model, prompts, chat)
     return float(get_activations(model, texts, hook, progress=False)[hook].norm(dim=-1).mean())
 
 
-def typical_norm(model: HookedTransformer, hook: str, prompts: Sequence[str], chat: bool = True) -> float:
+def typical_norm(
+    model: HookedTransformer, hook: str, prompts: Sequence[str], chat: bool = True
+) -> float:
     """The typical residual norm at ``hook``: the median per-token norm over the (formatted)
     prompts' tokens, position 0 excluded.
 
@@ -89,26 +93,62 @@ def sweep(
     if samples_per_prompt < 1 or (diversity and samples_per_prompt < 2):
         raise ValueError("samples_per_prompt must be >= 2 for set-level diversity")
     alphas = sorted({0.0, *map(float, alphas)})
-    cfg = SweepConfig(tuple(alphas), samples_per_prompt, max_new_tokens, temperature, top_p,
-                      seed, batch_size, chat)  # fmt: skip
+    cfg = SweepConfig(
+        tuple(alphas),
+        samples_per_prompt,
+        max_new_tokens,
+        temperature,
+        top_p,
+        seed,
+        batch_size,
+        chat,
+    )
     formatted = format_prompts(model, prompts, chat)
     rows = []
     for name, vec in tqdm(vectors.items(), desc="sweep", disable=not progress):
-        grid = [(a, p, s) for a in alphas for p in range(len(prompts)) for s in range(samples_per_prompt)]
+        grid = [
+            (a, p, s)
+            for a in alphas
+            for p in range(len(prompts))
+            for s in range(samples_per_prompt)
+        ]
         texts = generate(
-            model, [prompts[p] for _, p, _ in grid], vector=vec, alphas=[a for a, _, _ in grid],
-            max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed,
-            batch_size=batch_size, chat=chat, progress=progress,
-        )  # fmt: skip
+            model,
+            [prompts[p] for _, p, _ in grid],
+            vector=vec,
+            alphas=[a for a, _, _ in grid],
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            seed=seed,
+            batch_size=batch_size,
+            chat=chat,
+            progress=progress,
+        )
         ppl = metrics.perplexity(model, [formatted[p] for _, p, _ in grid], texts)
         scores = success(texts) if success is not None else np.full(len(texts), np.nan)
-        judged = (judge([prompts[p] for _, p, _ in grid], texts)[0] if judge is not None
-                  else np.full(len(texts), np.nan))  # fmt: skip
+        judged = (
+            judge([prompts[p] for _, p, _ in grid], texts)[0]
+            if judge is not None
+            else np.full(len(texts), np.nan)
+        )
         resid = residual_norm(model, vec.hook, prompts, chat)
         for (a, p, s), t, pp, sc, jd in zip(grid, texts, ppl, scores, judged):
-            rows.append(dict(vector=name, hook=vec.hook, alpha=a, prompt=p, sample=s, text=t,
-                             ppl=pp, success=sc, judge=jd, distinct_2=metrics.distinct_n(t, 2),
-                             rel_strength=abs(a) * float(vec.norm()) / resid))  # fmt: skip
+            rows.append(
+                dict(
+                    vector=name,
+                    hook=vec.hook,
+                    alpha=a,
+                    prompt=p,
+                    sample=s,
+                    text=t,
+                    ppl=pp,
+                    success=sc,
+                    judge=jd,
+                    distinct_2=metrics.distinct_n(t, 2),
+                    rel_strength=abs(a) * float(vec.norm()) / resid,
+                )
+            )
     samples = pd.DataFrame(rows)
     summary = summarise(samples, diversity=diversity, embed=embed)
     if kl:
@@ -116,8 +156,9 @@ def sweep(
         for name, vec in vectors.items():
             sel = summary.vector == name
             # on the texts the model generated from (chat-formatted when chat=True)
-            summary.loc[sel, "kl"] = metrics.kl_from_unsteered(model, vec, summary[sel].alpha,
-                                                               formatted)
+            summary.loc[sel, "kl"] = metrics.kl_from_unsteered(
+                model, vec, summary[sel].alpha, formatted
+            )
     if out is not None:
         save_sweep(out, summary, samples, asdict(cfg))
     return summary, samples
@@ -130,28 +171,44 @@ def summarise(samples: pd.DataFrame, diversity: bool = True, embed=None) -> pd.D
         ref = float(np.nanmedian(g[g.alpha == 0].ppl))
         for a, ga in g.groupby("alpha"):
             coh = metrics.coherence_score(ga.ppl.to_numpy(), ref)
-            row = dict(vector=name, hook=ga.hook.iloc[0], alpha=a, rel_strength=ga.rel_strength.iloc[0],
-                       success=float(ga.success.mean()), ppl=float(np.nanmedian(ga.ppl)),
-                       judge=float(ga.judge.mean()),
-                       coherence=float(coh.mean()), distinct_2=float(ga.distinct_2.mean()),
-                       ngram_entropy=metrics.ngram_entropy(ga.text.tolist()))  # fmt: skip
+            row = dict(
+                vector=name,
+                hook=ga.hook.iloc[0],
+                alpha=a,
+                rel_strength=ga.rel_strength.iloc[0],
+                success=float(ga.success.mean()),
+                ppl=float(np.nanmedian(ga.ppl)),
+                judge=float(ga.judge.mean()),
+                coherence=float(coh.mean()),
+                distinct_2=float(ga.distinct_2.mean()),
+                ngram_entropy=metrics.ngram_entropy(ga.text.tolist()),
+            )
             if diversity:
-                emb = [metrics.embedding_diversity(gp.text.tolist(), embed) for _, gp in ga.groupby("prompt")]
+                emb = [
+                    metrics.embedding_diversity(gp.text.tolist(), embed)
+                    for _, gp in ga.groupby("prompt")
+                ]
                 row["embedding_diversity"] = float(np.mean(emb))
                 row["diversity"] = (row["distinct_2"] + row["embedding_diversity"]) / 2
-                row["hm"] = metrics.harmonic_mean(row["success"], row["coherence"], row["diversity"])
+                row["hm"] = metrics.harmonic_mean(
+                    row["success"], row["coherence"], row["diversity"]
+                )
             out.append(row)
     return pd.DataFrame(out)
 
 
-def save_sweep(stem: str | Path, summary: pd.DataFrame, samples: pd.DataFrame, config: dict) -> None:
+def save_sweep(
+    stem: str | Path, summary: pd.DataFrame, samples: pd.DataFrame, config: dict
+) -> None:
     stem = Path(stem)
     write_text(stem.with_suffix(".csv"), summary.to_csv(index=False))
     write_text(stem.parent / f"{stem.name}_samples.csv", samples.to_csv(index=False))
     write_json(stem.with_suffix(".json"), {"config": config, "summary": summary.to_dict("records")})
 
 
-def bisect_increasing(f: Callable[[float], float], target: float, max_x: float, tol: float = 0.02) -> float:
+def bisect_increasing(
+    f: Callable[[float], float], target: float, max_x: float, tol: float = 0.02
+) -> float:
     """x ≥ 0 with f(x) ≈ target for an increasing f with f(0) < target (doubling, then bisection)."""
     lo, hi = 0.0, 1.0
     while f(hi) < target:
@@ -194,8 +251,18 @@ def calibrate(
         return sign * bisect_increasing(f, target_kl, max_alpha, tol)
     if success is None or alphas is None:
         raise ValueError("target_success needs success= and an alphas grid")
-    summary, _ = sweep(model, {"v": vector}, alphas, prompts, success, diversity=False, kl=False,
-                       progress=False, chat=chat, **sweep_kw)  # fmt: skip
+    summary, _ = sweep(
+        model,
+        {"v": vector},
+        alphas,
+        prompts,
+        success,
+        diversity=False,
+        kl=False,
+        progress=False,
+        chat=chat,
+        **sweep_kw,
+    )
     s = summary.sort_values("alpha", key=lambda x: sign * x)
     s = s[sign * s.alpha >= 0]
     a, y = s.alpha.to_numpy(), s.success.to_numpy()

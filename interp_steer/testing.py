@@ -32,7 +32,10 @@ def char_tokenizer():
     tk.pre_tokenizer = pre_tokenizers.Split(Regex(f"{special}|."), behavior="isolated")
     tk.decoder = decoders.Fuse()
     tok = PreTrainedTokenizerFast(
-        tokenizer_object=tk, pad_token="<pad>", bos_token="<bos>", eos_token="<eos>",
+        tokenizer_object=tk,
+        pad_token="<pad>",
+        bos_token="<bos>",
+        eos_token="<eos>",
         unk_token="<unk>",
     )
     tok.chat_template = CHAT_TEMPLATE
@@ -46,21 +49,39 @@ def tiny_config(kind: str = "llama", **overrides) -> HookedTransformerConfig:
     """``llama``: RMSNorm, rotary, gated MLP, GQA. ``gpt2``: LayerNorm, learned positions."""
     vocab = len(char_tokenizer())
     common = dict(
-        d_model=64, n_layers=3, n_ctx=256, d_head=16, n_heads=4, d_vocab=vocab,
-        seed=0, model_name=f"tiny-{kind}", dtype=torch.float32,
+        d_model=64,
+        n_layers=3,
+        n_ctx=256,
+        d_head=16,
+        n_heads=4,
+        d_vocab=vocab,
+        seed=0,
+        model_name=f"tiny-{kind}",
+        dtype=torch.float32,
         # the unit suite runs on another device with INTERP_STEER_TEST_DEVICE=cuda
         device=os.environ.get("INTERP_STEER_TEST_DEVICE", "cpu"),
     )
     if kind == "llama":
         cfg = dict(
-            common, d_mlp=128, act_fn="silu", normalization_type="RMS",
-            positional_embedding_type="rotary", rotary_dim=16, gated_mlp=True,
-            n_key_value_heads=2, final_rms=True, default_prepend_bos=True,
+            common,
+            d_mlp=128,
+            act_fn="silu",
+            normalization_type="RMS",
+            positional_embedding_type="rotary",
+            rotary_dim=16,
+            gated_mlp=True,
+            n_key_value_heads=2,
+            final_rms=True,
+            default_prepend_bos=True,
         )
     elif kind == "gpt2":
         cfg = dict(
-            common, d_mlp=256, act_fn="gelu_new", normalization_type="LN",
-            positional_embedding_type="standard", default_prepend_bos=True,
+            common,
+            d_mlp=256,
+            act_fn="gelu_new",
+            normalization_type="LN",
+            positional_embedding_type="standard",
+            default_prepend_bos=True,
         )
     else:
         raise ValueError(f"unknown tiny model kind {kind!r}")

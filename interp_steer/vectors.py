@@ -169,12 +169,15 @@ class SteeringVector:
             with safe_open(str(path), framework="pt", device=str(device)) as f:
                 header = f.metadata() or {}
                 if "hook" not in header or "directions" not in f.keys():
-                    raise ValueError(f"{path} is not an interp_steer vector file "
-                                     "(no hook or directions in it)")  # fmt: skip
+                    raise ValueError(
+                        f"{path} is not an interp_steer vector file (no hook or directions in it)"
+                    )
                 directions = f.get_tensor("directions")
         except (SafetensorError, OSError, RuntimeError) as e:
-            raise ValueError(f"{path} is not a readable safetensors vector file "
-                             f"(truncated, empty or another format?): {e}") from None  # fmt: skip
+            raise ValueError(
+                f"{path} is not a readable safetensors vector file "
+                f"(truncated, empty or another format?): {e}"
+            ) from None
         return cls(
             directions=directions,
             hook=header["hook"],

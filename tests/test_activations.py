@@ -26,10 +26,14 @@ def test_typical_norm_is_the_median_without_the_first_token(llama):
     from interp_steer.generation import format_prompts
 
     texts = format_prompts(llama, prompts, chat=True)  # these start with <bos> already
-    norms = torch.cat([
-        llama.run_with_cache(llama.to_tokens(t, prepend_bos=False), names_filter=[HOOK])[1][HOOK][0, 1:].norm(dim=-1)
-        for t in texts
-    ])  # fmt: skip
+    norms = torch.cat(
+        [
+            llama.run_with_cache(llama.to_tokens(t, prepend_bos=False), names_filter=[HOOK])[1][
+                HOOK
+            ][0, 1:].norm(dim=-1)
+            for t in texts
+        ]
+    )
     assert abs(typical_norm(llama, HOOK, prompts) - float(norms.median())) < 1e-3
 
 
@@ -42,8 +46,9 @@ def test_bfloat16_model_steers_and_generates_like_float32():
     with torch.no_grad():
         gap = (fp32(tokens).log_softmax(-1) - bf16(tokens).float().log_softmax(-1)).abs().max()
     assert gap < 0.15
-    vec = build_vector(bf16, [("good happy", "bad sad"), ("great joy", "awful pain")], HOOK,
-                       progress=False)  # fmt: skip
+    vec = build_vector(
+        bf16, [("good happy", "bad sad"), ("great joy", "awful pain")], HOOK, progress=False
+    )
     assert vec.directions.dtype == torch.float32  # vectors are stored in fp32 whatever the model
     kw = dict(vector=vec, alphas=[0.0, 2.0], max_new_tokens=6)
     cached = generate(bf16, ["hi", "hi"], **kw)

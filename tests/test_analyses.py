@@ -11,8 +11,13 @@ def test_identifiability_analysis_writes_figures_with_config(tmp_path):
     from analyses.identifiability import Config, run
 
     model = tiny_model("llama")
-    cfg = Config.quick_config(model="tiny-llama", traits=["sentiment", "formality"],
-                              n_prompts=2, max_new_tokens=4, n_boot=3)
+    cfg = Config.quick_config(
+        model="tiny-llama",
+        traits=["sentiment", "formality"],
+        n_prompts=2,
+        max_new_tokens=4,
+        n_boot=3,
+    )
     cfg.layers = [1]
     res = run(cfg, tmp_path, model=model)
     for name in ["spectrum", "efficacy", "equivalence", "overlap"]:
@@ -43,13 +48,22 @@ def test_steering_window_analysis_and_resume(tmp_path, monkeypatch):
 
     model = tiny_model("llama", n_ctx=512)
     # a random model knows no fact: threshold 0 lets the pipeline run on the first one
-    cfg = sw.Config.quick_config(models=["tiny"], known_threshold=0.0, rel_strengths=[0.5, 2.0],
-                                 samples=2, code_tasks=2, code_samples=1, screen_samples=1,
-                                 answer_tokens=4, code_tokens=8, n_boot=100)  # fmt: skip
+    cfg = sw.Config.quick_config(
+        models=["tiny"],
+        known_threshold=0.0,
+        rel_strengths=[0.5, 2.0],
+        samples=2,
+        code_tasks=2,
+        code_samples=1,
+        screen_samples=1,
+        answer_tokens=4,
+        code_tokens=8,
+        n_boot=100,
+    )
     sw.run(cfg, tmp_path, models={"tiny": model})
     data = _check_outputs(tmp_path / "steering_window_quick")
     summary = json.loads((tmp_path / "steering_window_summary_quick.json").read_text())
-    (fact, q), = summary["models"]["tiny"]["questions"].items()
+    ((fact, q),) = summary["models"]["tiny"]["questions"].items()
     assert fact == "caracara"  # Bostock's question first whenever it is "known"
     for key in ("unsteered_correct", "first_majority", "last_capable"):
         assert key in q
@@ -70,8 +84,7 @@ def test_window_definition():
 
     # target majority from r = 2; capability below the floor first at r = 4, so last capable 3
     w = window([0, 1, 2, 3, 4], [0, 0.2, 0.6, 0.8, 1], [1, 1, 1, 0.6, 0.2], floor=0.5)
-    assert w == {"first_majority": 2.0, "last_capable": 3.0, "window": 1.0,
-                 "capable_to_max": False}  # fmt: skip
+    assert w == {"first_majority": 2.0, "last_capable": 3.0, "window": 1.0, "capable_to_max": False}
     assert window([0, 1], [0, 0], [1, 1], 0.5)["window"] == 0.0  # target never wins
     assert window([0, 1, 2], [0, 0, 1], [1, 0, 1], 0.5)["window"] == 0.0  # lost before it wins
     assert window([0, 1, 2], [0, 1, 1], [1, 1, 1], 0.5)["capable_to_max"] is True
@@ -86,8 +99,14 @@ def test_window_definition():
 def test_diversity_tradeoff_analysis(tmp_path):
     from analyses.diversity_tradeoff import Config, run
 
-    cfg = Config.quick_config(model="tiny", rel_strengths=[0.5], n_prompts=2, samples=2,
-                              max_new_tokens=6, one_shot_steps=2)
+    cfg = Config.quick_config(
+        model="tiny",
+        rel_strengths=[0.5],
+        n_prompts=2,
+        samples=2,
+        max_new_tokens=6,
+        one_shot_steps=2,
+    )
     res = run(cfg, tmp_path, model=tiny_model("llama", n_ctx=512))
     data = _check_outputs(tmp_path / "diversity_tradeoff_tiny_quick")
     assert {r["vector"] for r in data["rows"]} == {"mean_diff", "pca", "probe", "one_shot"}
@@ -98,8 +117,9 @@ def test_diversity_tradeoff_analysis(tmp_path):
 def test_emergent_misalignment_analysis(tmp_path):
     from analyses.emergent_misalignment import Config, conditions, run
 
-    cfg = Config.quick_config(model="tiny", steps=2, epoch_grid=[1], magnitudes=[1.0], samples=1,
-                              max_new_tokens=4)
+    cfg = Config.quick_config(
+        model="tiny", steps=2, epoch_grid=[1], magnitudes=[1.0], samples=1, max_new_tokens=4
+    )
     res = run(cfg, tmp_path, model=tiny_model("llama", n_ctx=1024))
     data = _check_outputs(tmp_path / "emergent_misalignment_tiny_quick")
     names = [c["name"] for c in conditions(cfg)]
@@ -116,8 +136,17 @@ def test_sae_vs_steering_analysis(tmp_path):
     from interp_steer.corpus import plain_texts
 
     model = tiny_model("llama")
-    sae, _ = S.train(model, "blocks.1.hook_resid_pre", plain_texts()[:200], d_sae=128, k=8,
-                     training_tokens=20_000, batch_size=512, lr=3e-3, progress=False)
+    sae, _ = S.train(
+        model,
+        "blocks.1.hook_resid_pre",
+        plain_texts()[:200],
+        d_sae=128,
+        k=8,
+        training_tokens=20_000,
+        batch_size=512,
+        lr=3e-3,
+        progress=False,
+    )
     cfg = Config.quick_config(model="tiny", n_prompts=2, max_new_tokens=6, survival_ks=[0, 2])
     res = run(cfg, tmp_path, model=model, sae=sae)
     data = _check_outputs(tmp_path / "sae_vs_steering_tiny_quick")

@@ -59,8 +59,12 @@ def _grad_off():
         torch.set_grad_enabled(prev)
 
 
-MODES = {"grad": nullcontext, "set_grad_enabled(False)": _grad_off, "no_grad": torch.no_grad,
-         "inference_mode": torch.inference_mode}  # fmt: skip
+MODES = {
+    "grad": nullcontext,
+    "set_grad_enabled(False)": _grad_off,
+    "no_grad": torch.no_grad,
+    "inference_mode": torch.inference_mode,
+}
 
 
 def _score(texts):  # a deterministic stand-in classifier
@@ -77,8 +81,16 @@ class Ctx:
         self.other = interp_steer.build_vector(self.model, PAIRS[::-1], HOOK, progress=False)
         self.acts = idf.prompt_activations(self.model, PROMPTS * 3, HOOK, progress=False)
         self.ns = idf.null_space(idf.covariance_of(self.acts), "relative", tol=1e-3)
-        self.sae, self.report = S.train(self.model, HOOK, plain_texts()[:40], d_sae=32, k=4,
-                                        training_tokens=2048, batch_size=256, progress=False)
+        self.sae, self.report = S.train(
+            self.model,
+            HOOK,
+            plain_texts()[:40],
+            d_sae=32,
+            k=4,
+            training_tokens=2048,
+            batch_size=256,
+            progress=False,
+        )
         self.x = token_activations(self.model, PROMPTS, HOOK)
         self.tmp = tmp
 
@@ -105,16 +117,30 @@ def _under(c, make, fn):
 
 CASES = {
     # interp_steer.__all__
-    "build_vector": lambda c: interp_steer.build_vector(c.model, PAIRS, HOOK, progress=False).directions,
-    "build_vector[pca]": lambda c: interp_steer.build_vector(c.model, PAIRS, HOOK, method="pca",
-                                                              progress=False).directions.abs(),
-    "build_vector[probe]": lambda c: interp_steer.build_vector(c.model, PAIRS, HOOK, method="probe",
-                                                                progress=False).directions,
-    "build_vector[one_shot]": lambda c: interp_steer.build_vector(
-        c.model, {"prompt": "Hi", "promote": "Hello"}, HOOK, method="one_shot", steps=3,
-        progress=False).directions,
-    "build_vector[sae_feature]": lambda c: interp_steer.build_vector(
-        c.model, PAIRS, HOOK, method="sae_feature", sae=c.sae, progress=False).directions,
+    "build_vector": lambda c: (
+        interp_steer.build_vector(c.model, PAIRS, HOOK, progress=False).directions
+    ),
+    "build_vector[pca]": lambda c: interp_steer.build_vector(
+        c.model, PAIRS, HOOK, method="pca", progress=False
+    ).directions.abs(),
+    "build_vector[probe]": lambda c: (
+        interp_steer.build_vector(c.model, PAIRS, HOOK, method="probe", progress=False).directions
+    ),
+    "build_vector[one_shot]": lambda c: (
+        interp_steer.build_vector(
+            c.model,
+            {"prompt": "Hi", "promote": "Hello"},
+            HOOK,
+            method="one_shot",
+            steps=3,
+            progress=False,
+        ).directions
+    ),
+    "build_vector[sae_feature]": lambda c: (
+        interp_steer.build_vector(
+            c.model, PAIRS, HOOK, method="sae_feature", sae=c.sae, progress=False
+        ).directions
+    ),
     "generate": lambda c: _gen(c),
     "generate[sampled]": lambda c: _gen(c, temperature=1.0, top_p=0.9),
     "generate[no cache]": lambda c: _gen(c, use_cache=False),
@@ -130,12 +156,16 @@ CASES = {
     "tokenize": lambda c: tokenize(c.model, PROMPTS).tokens,
     "pad_left": lambda c: pad_left(c.model, [[1, 2], [3]]).mask,
     "forward_kwargs": lambda c: forward_kwargs(tokenize(c.model, PROMPTS))["attention_mask"],
-    "aggregate": lambda c: aggregate(torch.ones(2, 3, 4), pad_left(c.model, [[1, 2, 3], [4]]), "mean"),
+    "aggregate": lambda c: aggregate(
+        torch.ones(2, 3, 4), pad_left(c.model, [[1, 2, 3], [4]]), "mean"
+    ),
     "get_activations": lambda c: get_activations(c.model, PROMPTS, HOOK, progress=False)[HOOK],
     "token_activations": lambda c: token_activations(c.model, PROMPTS, HOOK),
     "check_hook": lambda c: check_hook(c.model, HOOK),
     "check_texts": lambda c: check_texts("one text"),
-    "capture": lambda c: [(b.tokens, a[HOOK], k) for b, a, k in capture(c.model, PROMPTS, HOOK, 1, 1)],
+    "capture": lambda c: [
+        (b.tokens, a[HOOK], k) for b, a, k in capture(c.model, PROMPTS, HOOK, 1, 1)
+    ],
     "edit_at": lambda c: _logits_under(c, lambda: iv.edit_at(c.model, HOOK, lambda x: 2 * x, [-1])),
     "last_logits": lambda c: last_logits(c.model, c.model.to_tokens(PROMPTS[0]), None, None),
     "check_sampling": lambda c: check_sampling(4, 0.7, 0.9, 0),
@@ -144,39 +174,74 @@ CASES = {
     "decode": lambda c: decode(c.model, torch.tensor([[65, 66]])),
     "positions_context/position_mask": lambda c: _mask(c),
     # identifiability
-    "activation_covariance": lambda c: idf.activation_covariance(c.model, PROMPTS, HOOK,
-                                                                 progress=False).cov,
+    "activation_covariance": lambda c: (
+        idf.activation_covariance(c.model, PROMPTS, HOOK, progress=False).cov
+    ),
     "prompt_activations": lambda c: idf.prompt_activations(c.model, PROMPTS, HOOK, progress=False),
     "covariance_of": lambda c: idf.covariance_of(c.acts),
-    "null_space": lambda c: idf.null_space(idf.covariance_of(c.acts), "energy", energy=0.9).basis.abs(),
+    "null_space": lambda c: idf.null_space(
+        idf.covariance_of(c.acts), "energy", energy=0.9
+    ).basis.abs(),
     "bootstrap_null_dim": lambda c: idf.bootstrap_null_dim(c.acts, n_boot=5, tol=1e-3),
     "perturb": lambda c: idf.perturb(c.vec, 1.0, "null", n=2, null_space=c.ns)[1].directions,
     "next_token_kl": lambda c: idf.next_token_kl(c.model, c.vec, c.other, PROMPTS, 1.0),
     "cohens_d": lambda c: idf.cohens_d(np.arange(5.0), np.arange(5.0) + 1),
     "tost": lambda c: idf.tost(np.arange(5.0), np.arange(5.0) + 0.01, 1.0),
-    "behavioural_equivalence": lambda c: idf.behavioural_equivalence(
-        c.model, c.vec, c.other, PROMPTS, 1.0, classifiers=[_score], n_samples=1,
-        max_new_tokens=3).kl,
+    "behavioural_equivalence": lambda c: (
+        idf.behavioural_equivalence(
+            c.model,
+            c.vec,
+            c.other,
+            PROMPTS,
+            1.0,
+            classifiers=[_score],
+            n_samples=1,
+            max_new_tokens=3,
+        ).kl
+    ),
     "jacobian_gram": lambda c: idf.jacobian_gram(c.model, PROMPTS[0], HOOK),
-    "jacobian_null_space": lambda c: idf.jacobian_null_space(c.model, PROMPTS[:1], HOOK,
-                                                             progress=False).dim,
+    "jacobian_null_space": lambda c: (
+        idf.jacobian_null_space(c.model, PROMPTS[:1], HOOK, progress=False).dim
+    ),
     "stack_vectors/condition_rows": lambda c: (
-        idf.stack_vectors([c.vec, c.other]).directions, idf.condition_rows([(1, 2.0)], 2, 3)),
+        idf.stack_vectors([c.vec, c.other]).directions,
+        idf.condition_rows([(1, 2.0)], 2, 3),
+    ),
     "subspace_overlap": lambda c: idf.subspace_overlap(c.ns.basis[:, :3], c.ns.basis[:, 1:4]),
-    "trait_logit_scores": lambda c: idf.trait_logit_scores(c.model, [c.vec, c.other],
-                                                           [(0, 0.0), (1, 1.0)], PAIRS),
-    "kl_to_reference": lambda c: idf.kl_to_reference(c.model, [c.vec, c.other],
-                                                     [(0, 0.0), (1, 1.0)], [0, 0], PROMPTS),
-    "classifier_samples": lambda c: idf.classifier_samples(c.model, [c.vec], [(0, 1.0)],
-                                                           PROMPTS, [_score], n_samples=1,
-                                                           max_new_tokens=3),
+    "trait_logit_scores": lambda c: idf.trait_logit_scores(
+        c.model, [c.vec, c.other], [(0, 0.0), (1, 1.0)], PAIRS
+    ),
+    "kl_to_reference": lambda c: idf.kl_to_reference(
+        c.model, [c.vec, c.other], [(0, 0.0), (1, 1.0)], [0, 0], PROMPTS
+    ),
+    "classifier_samples": lambda c: idf.classifier_samples(
+        c.model, [c.vec], [(0, 1.0)], PROMPTS, [_score], n_samples=1, max_new_tokens=3
+    ),
     "orthogonal_perturbation_study": lambda c: idf.orthogonal_perturbation_study(
-        c.model, c.vec, PROMPTS, eps_grid=[1.0], alphas=[1.0], sources=["random"],
-        classifiers=[_score], pairs=PAIRS, n_perturb=1, n_samples=1, max_new_tokens=3),
+        c.model,
+        c.vec,
+        PROMPTS,
+        eps_grid=[1.0],
+        alphas=[1.0],
+        sources=["random"],
+        classifiers=[_score],
+        pairs=PAIRS,
+        n_perturb=1,
+        n_samples=1,
+        max_new_tokens=3,
+    ),
     "logit_checks": lambda c: idf.logit_checks(c.model, c.vec, PROMPTS, 1.0, {"o": c.other}),
     # sae (parameters of a returned SAE are compared by value)
-    "sae.train": lambda c: S.train(c.model, HOOK, plain_texts()[:40], d_sae=32, k=4,
-                                   training_tokens=2048, batch_size=256, progress=False)[0].W_dec.detach(),
+    "sae.train": lambda c: S.train(
+        c.model,
+        HOOK,
+        plain_texts()[:40],
+        d_sae=32,
+        k=4,
+        training_tokens=2048,
+        batch_size=256,
+        progress=False,
+    )[0].W_dec.detach(),
     "sae.evaluate": lambda c: S.evaluate(c.sae, c.x),
     "sae.save/load/report_of": lambda c: (_save_load_sae(c), S.report_of(c.tmp / "sae")["hook"]),
     "sae.default_hook/path": lambda c: (S.default_hook(c.model), str(S.default_path(c.model))),
@@ -184,11 +249,17 @@ CASES = {
     "sae.set_metadata": lambda c: (S.set_metadata(c.sae, c.model, HOOK), S.sae_hook(c.sae)),
     "sae.import_sae_lens": lambda c: S.import_sae_lens().__name__,
     "sae.token_activations": lambda c: S.token_activations(
-        c.model, S.Corpus.from_texts(c.model, PROMPTS), HOOK, progress=False)[0],
-    "sae.edit_features": lambda c: _logits_under(c, lambda: S.edit_features(
-        c.model, c.sae, lambda f: f * 0.5)),
-    "sae.ablate_features": lambda c: _logits_under(c, lambda: S.ablate_features(c.model, c.sae, [0, 1])),
-    "sae.clamp_features": lambda c: _logits_under(c, lambda: S.clamp_features(c.model, c.sae, 2, 3.0)),
+        c.model, S.Corpus.from_texts(c.model, PROMPTS), HOOK, progress=False
+    )[0],
+    "sae.edit_features": lambda c: _logits_under(
+        c, lambda: S.edit_features(c.model, c.sae, lambda f: f * 0.5)
+    ),
+    "sae.ablate_features": lambda c: _logits_under(
+        c, lambda: S.ablate_features(c.model, c.sae, [0, 1])
+    ),
+    "sae.clamp_features": lambda c: _logits_under(
+        c, lambda: S.clamp_features(c.model, c.sae, 2, 3.0)
+    ),
     "sae.feature_means": lambda c: S.feature_means(c.sae, c.x),
     "sae.feature_vector": lambda c: S.feature_vector(c.sae, [1, 2], c.model).directions,
     "sae.decompose": lambda c: S.decompose(c.sae, c.vec, c.x, top=3),
@@ -202,27 +273,42 @@ CASES = {
     "distinct_n": lambda c: metrics.distinct_n("a b a b c"),
     "ngram_entropy": lambda c: metrics.ngram_entropy(["a b a b c", "c d"]),
     "embedding_diversity": lambda c: metrics.embedding_diversity(
-        ["ab", "cd", "ef"], embed=lambda t: np.array([[len(x), 1.0] for x in t])),
+        ["ab", "cd", "ef"], embed=lambda t: np.array([[len(x), 1.0] for x in t])
+    ),
     "harmonic_mean": lambda c: metrics.harmonic_mean(0.5, 0.8, 1.0),
     "capability_tasks": lambda c: len(metrics.capability_tasks()["code"]),
     "extract_code": lambda c: metrics.extract_code("```python\ndef f(): pass\n```"),
-    "run_python/grade_code": lambda c: metrics.grade_code(["def add(a, b): return a + b"],
-                                                          metrics.capability_tasks()["code"][:1]),
+    "run_python/grade_code": lambda c: metrics.grade_code(
+        ["def add(a, b): return a + b"], metrics.capability_tasks()["code"][:1]
+    ),
     "grade_qa": lambda c: metrics.grade_qa(["Paris"], metrics.capability_tasks()["qa"][:1]),
-    "capability": lambda c: metrics.capability(c.model, c.vec, [0.0, 1.0], max_new_tokens=4,
-                                               kinds=("qa",)),
-    "kl_under/kl_from_unsteered": lambda c: metrics.kl_from_unsteered(c.model, c.vec, [1.0], PROMPTS),
+    "capability": lambda c: metrics.capability(
+        c.model, c.vec, [0.0, 1.0], max_new_tokens=4, kinds=("qa",)
+    ),
+    "kl_under/kl_from_unsteered": lambda c: metrics.kl_from_unsteered(
+        c.model, c.vec, [1.0], PROMPTS
+    ),
     "stats.wilson": lambda c: stats.wilson(3, 10),
     "stats.bootstrap": lambda c: stats.bootstrap(lambda g: g.normal(), n_boot=100),
-    "residual_norm/typical_norm": lambda c: (sw.residual_norm(c.model, HOOK, PROMPTS),
-                                             sw.typical_norm(c.model, HOOK, PROMPTS)),
-    "sweep/summarise": lambda c: sw.sweep(c.model, {"v": c.vec}, [1.0], PROMPTS, success=_score,
-                                          samples_per_prompt=1, max_new_tokens=3, diversity=False,
-                                          progress=False)[0],
+    "residual_norm/typical_norm": lambda c: (
+        sw.residual_norm(c.model, HOOK, PROMPTS),
+        sw.typical_norm(c.model, HOOK, PROMPTS),
+    ),
+    "sweep/summarise": lambda c: sw.sweep(
+        c.model,
+        {"v": c.vec},
+        [1.0],
+        PROMPTS,
+        success=_score,
+        samples_per_prompt=1,
+        max_new_tokens=3,
+        diversity=False,
+        progress=False,
+    )[0],
     "save_sweep": lambda c: _save_sweep(c),
     "bisect_increasing": lambda c: sw.bisect_increasing(lambda x: x * x, 4.0, 10.0),
     "calibrate": lambda c: sw.calibrate(c.model, c.vec, PROMPTS, target_kl=0.05, max_alpha=8.0),
-}  # fmt: skip
+}
 
 # Public names not in the table, and why.
 EXEMPT = {
@@ -269,8 +355,9 @@ def ctx(tmp_path_factory):
 def _close(a, b, where="result"):
     if isinstance(a, torch.Tensor):
         assert not a.requires_grad and a.grad_fn is None, f"{where} carries an autograd graph"
-        assert a.shape == b.shape and torch.allclose(a.double(), b.double(), atol=1e-6,
-                                                     equal_nan=True), where  # fmt: skip
+        assert a.shape == b.shape and torch.allclose(
+            a.double(), b.double(), atol=1e-6, equal_nan=True
+        ), where
     elif isinstance(a, np.ndarray | float | np.floating) and not isinstance(a, bool):
         assert np.allclose(a, b, atol=1e-6, equal_nan=True), where
     elif isinstance(a, pd.DataFrame):
@@ -304,12 +391,25 @@ def test_same_result_under_every_autograd_mode(ctx, name):
 def test_every_public_function_is_covered():
     covered = " ".join(CASES) + " " + " ".join(EXEMPT)
     missing = [n for n in interp_steer.__all__ if n not in covered]
-    for mod in ["vectors", "methods", "interventions", "generation", "activations",
-                "identifiability", "sae", "metrics", "stats", "sweep"]:  # fmt: skip
+    for mod in [
+        "vectors",
+        "methods",
+        "interventions",
+        "generation",
+        "activations",
+        "identifiability",
+        "sae",
+        "metrics",
+        "stats",
+        "sweep",
+    ]:
         m = import_module(f"interp_steer.{mod}")
         for n, f in vars(m).items():  # a package's re-exports count as its own
-            if (n.startswith("_") or not inspect.isfunction(f)
-                    or not f.__module__.startswith(m.__name__)):  # fmt: skip
+            if (
+                n.startswith("_")
+                or not inspect.isfunction(f)
+                or not f.__module__.startswith(m.__name__)
+            ):
                 continue
             if n not in covered:
                 missing.append(f"{mod}.{n}")

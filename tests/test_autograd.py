@@ -26,8 +26,12 @@ def grad_disabled():
         torch.set_grad_enabled(prev)
 
 
-MODES = {"grad": nullcontext, "set_grad_enabled(False)": grad_disabled,
-         "no_grad": torch.no_grad, "inference_mode": torch.inference_mode}  # fmt: skip
+MODES = {
+    "grad": nullcontext,
+    "set_grad_enabled(False)": grad_disabled,
+    "no_grad": torch.no_grad,
+    "inference_mode": torch.inference_mode,
+}
 
 
 @pytest.fixture(scope="module")

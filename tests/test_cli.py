@@ -25,8 +25,19 @@ def test_build_then_generate(tiny_loader, tmp_path, capsys):
     cli.main(["build", "--data", "sentiment", "--hook", "blocks.1.hook_resid_pre", "-o", str(out)])
     v = SteeringVector.load(out)
     assert v.method == "mean_diff" and v.hook == "blocks.1.hook_resid_pre"
-    cli.main(["generate", "--prompt", "hi", "--vector", str(out), "--alpha", "0,2",
-              "--max-new-tokens", "3"])
+    cli.main(
+        [
+            "generate",
+            "--prompt",
+            "hi",
+            "--vector",
+            str(out),
+            "--alpha",
+            "0,2",
+            "--max-new-tokens",
+            "3",
+        ]
+    )
     text = capsys.readouterr().out
     assert "alpha=+0" in text and "alpha=+2" in text
 
@@ -35,14 +46,34 @@ def test_build_exports_llama_cpp_control_vector(tiny_loader, tmp_path, capsys):
     from interp_steer.control_vectors import load_llama_cpp
 
     out, gg = tmp_path / "v.safetensors", tmp_path / "v.gguf"
-    cli.main(["build", "--hook", "blocks.2.hook_resid_pre", "-o", str(out), "--gguf", str(gg),
-              "--gguf-alpha", "2"])
+    cli.main(
+        [
+            "build",
+            "--hook",
+            "blocks.2.hook_resid_pre",
+            "-o",
+            str(out),
+            "--gguf",
+            str(gg),
+            "--gguf-alpha",
+            "2",
+        ]
+    )
     (w,) = load_llama_cpp(gg)
     assert w.metadata["llama_cpp_layer"] == 1
     assert w.vector.allclose(SteeringVector.load(out).vector * 2)
     with pytest.raises(SystemExit) as e:
-        cli.main(["build", "--hook", "blocks.1.hook_resid_pre", "-o", str(tmp_path / "w"),
-                  "--gguf", str(tmp_path / "w.gguf")])
+        cli.main(
+            [
+                "build",
+                "--hook",
+                "blocks.1.hook_resid_pre",
+                "-o",
+                str(tmp_path / "w"),
+                "--gguf",
+                str(tmp_path / "w.gguf"),
+            ]
+        )
     assert e.value.code == 2 and "llama.cpp steers layers >= 1" in capsys.readouterr().err
     assert not (tmp_path / "w").exists()
 
@@ -52,7 +83,16 @@ def test_clear_errors(tiny_loader, tmp_path, capsys):
         cli.main(["build", "--hook", "blocks.99.hook_resid_pre", "-o", str(tmp_path / "v")])
     assert e.value.code == 2 and "unknown hook" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        cli.main(["build", "--data", "no-such-data", "--hook", "blocks.1.hook_resid_pre",
-                  "-o", str(tmp_path / "v")])
+        cli.main(
+            [
+                "build",
+                "--data",
+                "no-such-data",
+                "--hook",
+                "blocks.1.hook_resid_pre",
+                "-o",
+                str(tmp_path / "v"),
+            ]
+        )
     with pytest.raises(SystemExit):
         cli.main(["sweep", "--vector", "x", "--alphas", "a,b"])

@@ -28,8 +28,12 @@ def _foreign_file(path, directions: dict[int, np.ndarray], arch="controlvector")
 def test_layer_mapping():
     assert llama_cpp_layer("blocks.5.hook_resid_pre") == 4
     assert llama_cpp_layer("blocks.5.hook_resid_post") == 5
-    for bad in ("blocks.1.hook_resid_pre", "blocks.0.hook_resid_post", "blocks.2.attn.hook_z",
-                "blocks.2.hook_resid_mid"):
+    for bad in (
+        "blocks.1.hook_resid_pre",
+        "blocks.0.hook_resid_post",
+        "blocks.2.attn.hook_z",
+        "blocks.2.hook_resid_mid",
+    ):
         with pytest.raises(ValueError):
             llama_cpp_layer(bad)
 
@@ -70,8 +74,10 @@ def test_foreign_file_steers_the_output_of_its_layer(llama, tmp_path):
 
 
 def test_several_layers_in_one_file(llama, tmp_path):
-    vs = [build_vector(llama, PAIRS, h, progress=False)
-          for h in ("blocks.2.hook_resid_post", "blocks.1.hook_resid_post")]
+    vs = [
+        build_vector(llama, PAIRS, h, progress=False)
+        for h in ("blocks.2.hook_resid_post", "blocks.1.hook_resid_post")
+    ]
     loaded = load_llama_cpp(export_llama_cpp(vs, tmp_path / "two.gguf"))
     assert [v.hook for v in loaded] == ["blocks.1.hook_resid_post", "blocks.2.hook_resid_post"]
     assert torch.equal(loaded[1].vector, vs[0].vector)
@@ -80,11 +86,16 @@ def test_several_layers_in_one_file(llama, tmp_path):
 def test_bad_input(llama, tmp_path):
     v = build_vector(llama, PAIRS, "blocks.2.hook_resid_pre", progress=False)
     with pytest.raises(ValueError, match="subspace"):
-        export_llama_cpp(build_vector(llama, PAIRS, "blocks.2.hook_resid_pre", method="pca",
-                                      k=2, progress=False), tmp_path / "x.gguf")
+        export_llama_cpp(
+            build_vector(
+                llama, PAIRS, "blocks.2.hook_resid_pre", method="pca", k=2, progress=False
+            ),
+            tmp_path / "x.gguf",
+        )
     with pytest.raises(ValueError, match="add them first"):
-        export_llama_cpp([v, SteeringVector(v.vector, "blocks.1.hook_resid_post")],
-                         tmp_path / "x.gguf")
+        export_llama_cpp(
+            [v, SteeringVector(v.vector, "blocks.1.hook_resid_post")], tmp_path / "x.gguf"
+        )
     with pytest.raises(ValueError, match="residual stream"):
         export_llama_cpp(SteeringVector(v.vector, "blocks.2.attn.hook_z"), tmp_path / "x.gguf")
     with pytest.raises(ValueError, match="no vectors"):
@@ -97,5 +108,4 @@ def test_bad_input(llama, tmp_path):
     with pytest.raises(ValueError, match="does not fit"):
         load_llama_cpp(_foreign_file(tmp_path / "d.gguf", {1: np.zeros(7)}), llama)
     with pytest.raises(ValueError, match="does not fit"):
-        load_llama_cpp(_foreign_file(tmp_path / "l.gguf", {9: np.zeros(llama.cfg.d_model)}),
-                       llama)
+        load_llama_cpp(_foreign_file(tmp_path / "l.gguf", {9: np.zeros(llama.cfg.d_model)}), llama)

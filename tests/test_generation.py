@@ -13,8 +13,11 @@ PROMPTS = ["hello there", "a", "the cat sat"]
 
 def _vec(model):
     g = torch.Generator().manual_seed(7)
-    return SteeringVector(torch.randn(model.cfg.d_model, generator=g) * 4,
-                          "blocks.1.hook_resid_pre", model_fingerprint(model))
+    return SteeringVector(
+        torch.randn(model.cfg.d_model, generator=g) * 4,
+        "blocks.1.hook_resid_pre",
+        model_fingerprint(model),
+    )
 
 
 @pytest.mark.parametrize("positions", POSITIONS, ids=str)
@@ -52,8 +55,9 @@ def test_positions_trace(llama):
             before, after = [], []
             with steer(llama, v, 1.0, positions=positions):
                 # recorders on both sides of the steering hook see x before and after the edit
-                llama.hook_dict[hook].add_hook(lambda x, hook, rec=before: rec.append(x.clone()),
-                                               prepend=True)
+                llama.hook_dict[hook].add_hook(
+                    lambda x, hook, rec=before: rec.append(x.clone()), prepend=True
+                )
                 llama.hook_dict[hook].add_hook(lambda x, hook, rec=after: rec.append(x.clone()))
                 try:
                     generate_tokens(llama, batch, n_new, stop_at_eos=False, use_cache=use_cache)
@@ -112,23 +116,33 @@ def test_fast_forward_matches_stock_tl(tiny):
         b = stock(batch.tokens, **forward_kwargs(batch))
     assert torch.allclose(a[batch.mask], b[batch.mask], atol=1e-4)
     # hooks on the attention pattern still fire (the fast path steps aside for them)
-    _, cache = tiny.run_with_cache(batch.tokens, names_filter=lambda n: "pattern" in n,
-                                   **forward_kwargs(batch))
+    _, cache = tiny.run_with_cache(
+        batch.tokens, names_filter=lambda n: "pattern" in n, **forward_kwargs(batch)
+    )
     assert cache["blocks.0.attn.hook_pattern"].shape[-1] == batch.tokens.shape[1]
     # in-place weight edits are seen by the cached packed weights
     with torch.no_grad():
         tiny.blocks[0].attn.W_Q.mul_(2.0)
         stock.blocks[0].attn.W_Q.mul_(2.0)
-        assert torch.allclose(tiny(batch.tokens, **forward_kwargs(batch))[batch.mask],
-                              stock(batch.tokens, **forward_kwargs(batch))[batch.mask], atol=1e-4)
+        assert torch.allclose(
+            tiny(batch.tokens, **forward_kwargs(batch))[batch.mask],
+            stock(batch.tokens, **forward_kwargs(batch))[batch.mask],
+            atol=1e-4,
+        )
 
 
 # Gemma-3-like (norms before and after, QK-norm, local + global attention, one K/V head) and
 # Qwen-3-like (QK-norm in a plain pre-norm block): the packed QKV path must keep the QK-norm.
 VARIANTS = {
-    "gemma3": dict(use_normalization_before_and_after=True, use_qk_norm=True, n_key_value_heads=1,
-                   use_local_attn=True, attn_types=["local", "global", "local"], window_size=4,
-                   act_fn="gelu_pytorch_tanh"),
+    "gemma3": dict(
+        use_normalization_before_and_after=True,
+        use_qk_norm=True,
+        n_key_value_heads=1,
+        use_local_attn=True,
+        attn_types=["local", "global", "local"],
+        window_size=4,
+        act_fn="gelu_pytorch_tanh",
+    ),
     "qwen3": dict(use_qk_norm=True),
 }
 
@@ -149,8 +163,9 @@ def test_fast_forward_matches_stock_tl_on_variants(variant):
     assert torch.allclose(a[batch.mask], b[batch.mask], atol=1e-4)
     v = SteeringVector(torch.randn(fast.cfg.d_model) * 4, "blocks.1.hook_resid_pre")
     kw = dict(max_new_tokens=8, stop_at_eos=False)
-    assert (generate(fast, texts, v, 1.0, use_cache=True, **kw)
-            == generate(fast, texts, v, 1.0, use_cache=False, **kw))
+    assert generate(fast, texts, v, 1.0, use_cache=True, **kw) == generate(
+        fast, texts, v, 1.0, use_cache=False, **kw
+    )
 
 
 def test_gpt2_and_llama_fixtures_differ():
@@ -183,8 +198,13 @@ def test_gradients_after_inference_generation(llama):
     from interp_steer import build_vector
 
     generate(llama, PROMPTS, max_new_tokens=2)
-    v = build_vector(llama, {"prompt": "hi", "promote": "ok"}, "blocks.1.hook_resid_pre",
-                     method="one_shot", steps=2)
+    v = build_vector(
+        llama,
+        {"prompt": "hi", "promote": "ok"},
+        "blocks.1.hook_resid_pre",
+        method="one_shot",
+        steps=2,
+    )
     assert torch.isfinite(v.directions).all()
     # the deep-copied model runs and agrees
     import copy
@@ -192,8 +212,11 @@ def test_gradients_after_inference_generation(llama):
     twin = copy.deepcopy(llama)
     batch = tokenize(llama, PROMPTS)
     with torch.no_grad():
-        assert torch.allclose(twin(batch.tokens, **forward_kwargs(batch)),
-                              llama(batch.tokens, **forward_kwargs(batch)), atol=1e-5)
+        assert torch.allclose(
+            twin(batch.tokens, **forward_kwargs(batch)),
+            llama(batch.tokens, **forward_kwargs(batch)),
+            atol=1e-5,
+        )
 
 
 @pytest.mark.parametrize("scale", [0.5, 8.0], ids=["flat", "peaked"])
@@ -222,8 +245,9 @@ def test_draw_is_exact_and_skips_zero_weights():
     freq = torch.bincount(draws, minlength=6).double() / len(draws)
     assert freq[[0, 2, 5]].sum() == 0
     # 100k draws: standard error <= 0.0016, so 0.01 is > 6 sigma
-    assert torch.allclose(freq[[1, 3, 4]], torch.tensor([0.1, 0.3, 0.6], dtype=freq.dtype),
-                          atol=0.01)
+    assert torch.allclose(
+        freq[[1, 3, 4]], torch.tensor([0.1, 0.3, 0.6], dtype=freq.dtype), atol=0.01
+    )
 
 
 def test_gemm_backend_is_chosen_per_shape_and_row_bucket(monkeypatch):
@@ -235,8 +259,12 @@ def test_gemm_backend_is_chosen_per_shape_and_row_bucket(monkeypatch):
     monkeypatch.setattr(fast, "_CHOICES", {})
     lin = fast.FrozenLinear(torch.randn(6, 4), pack=True)
     calls = []
-    monkeypatch.setattr(fast, "_time", lambda fn, x: calls.append(x.shape) or
-                        (1.0 if len(calls) % 2 else 2.0))  # fmt: skip  # F.linear "faster"
+
+    def fake_time(fn, x):  # dense first, then packed: F.linear always "faster"
+        calls.append(x.shape)
+        return 1.0 if len(calls) % 2 else 2.0
+
+    monkeypatch.setattr(fast, "_time", fake_time)
     x1, x16 = torch.randn(1, 4), torch.randn(3, 5, 4)
     assert torch.allclose(lin(x1), torch.nn.functional.linear(x1, lin.w), atol=1e-6)
     lin(x16)

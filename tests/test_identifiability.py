@@ -32,6 +32,7 @@ def test_covariance_matches_direct_computation(llama):
     prompts = ["hello world", "a b c d", "the cat sat on the mat", "xyz"]
     c = activation_covariance(llama, prompts, HOOK, batch_size=2, progress=False, skip_first=0)
     from interp_steer.activations import forward_kwargs, tokenize
+
     b = tokenize(llama, prompts)
     _, cache = llama.run_with_cache(b.tokens, names_filter=HOOK, **forward_kwargs(b))
     x = cache[HOOK][b.mask].double()
@@ -47,8 +48,7 @@ def test_null_space_rules_on_rank_deficient_covariance(rule):
     cov = _rank_deficient_cov()
     ns = null_space(cov, rule, n_samples=1000)
     assert ns.basis.shape == (64, ns.dim) and ns.signal.shape == (64, 64 - ns.dim)
-    assert torch.allclose(ns.basis.T @ ns.basis, torch.eye(ns.dim, dtype=torch.float64),
-                          atol=1e-8)
+    assert torch.allclose(ns.basis.T @ ns.basis, torch.eye(ns.dim, dtype=torch.float64), atol=1e-8)
     assert ns.dim >= 54 if rule in ("relative", "energy", "noise_floor") else ns.dim > 0
     if rule == "relative":
         assert ns.dim == 54  # exactly the 64 - 10 zero eigenvalues
@@ -105,8 +105,18 @@ def test_behavioural_equivalence_verdicts(llama):
     def length(texts):  # a deterministic "classifier": response length in chars / 10
         return np.array([len(t) / 10 for t in texts])
 
-    r = behavioural_equivalence(llama, v, v, ["hi", "abc", "zz"], 1.0, [length], margin=0.5,
-                                n_samples=2, max_new_tokens=6, temperature=0.0)
+    r = behavioural_equivalence(
+        llama,
+        v,
+        v,
+        ["hi", "abc", "zz"],
+        1.0,
+        [length],
+        margin=0.5,
+        n_samples=2,
+        max_new_tokens=6,
+        temperature=0.0,
+    )
     assert r.kl < 1e-9 and r.classifier_deltas["function"] == 0.0
     assert "equivalent" in str(r)
 
@@ -159,17 +169,28 @@ def test_study_table_on_tiny_model(llama):
     from interp_steer.identifiability import logit_checks, orthogonal_perturbation_study
 
     v = SteeringVector(_vec().directions, HOOK, model_fingerprint(llama))
-    cov = activation_covariance(llama, ["hello world", "the cat sat", "abc def"], HOOK,
-                                progress=False)
+    cov = activation_covariance(
+        llama, ["hello world", "the cat sat", "abc def"], HOOK, progress=False
+    )
     ns = null_space(cov, "energy", energy=0.9)
 
     def length(texts):
         return np.array([len(t) / 10 for t in texts])
 
     df = orthogonal_perturbation_study(
-        llama, v, ["hi", "abc"], (0.0, 1.0), (1.0,), ("null", "random"), [length],
-        pairs=[("good", "bad"), ("yes", "no")], null_space=ns, n_perturb=2, n_samples=1,
-        max_new_tokens=4)
+        llama,
+        v,
+        ["hi", "abc"],
+        (0.0, 1.0),
+        (1.0,),
+        ("null", "random"),
+        [length],
+        pairs=[("good", "bad"), ("yes", "no")],
+        null_space=ns,
+        n_perturb=2,
+        n_samples=1,
+        max_new_tokens=4,
+    )
     assert len(df) == 1 + 1 + 2 * 2 * 2  # baseline, v, sources x eps x n
     zero = df[(df.eps == 0.0) & (df.source != "none")]
     # eps = 0 perturbations are v itself: same efficacy, zero KL

@@ -83,7 +83,8 @@ def test_cached_generation_equals_uncached_on_smollm2(smollm2):
     for positions in ["all", "generated"]:
         kw = dict(max_new_tokens=12, positions=positions)
         assert generate(smollm2, prompts, v, 0.5, **kw) == generate(
-            smollm2, prompts, v, 0.5, use_cache=False, **kw)
+            smollm2, prompts, v, 0.5, use_cache=False, **kw
+        )
 
 
 def test_unknown_model_name_lists_embedded_models():
@@ -97,8 +98,16 @@ def test_sae_trains_on_smollm2_and_feature_ablation_is_local(smollm2, tmp_path):
     from interp_steer.corpus import plain_texts
 
     hook = "blocks.15.hook_resid_pre"
-    sae, report = S.train(smollm2, hook, plain_texts(), d_sae=1152, k=32,
-                          training_tokens=150_000, batch_size=1024, progress=False)
+    sae, report = S.train(
+        smollm2,
+        hook,
+        plain_texts(),
+        d_sae=1152,
+        k=32,
+        training_tokens=150_000,
+        batch_size=1024,
+        progress=False,
+    )
     held = report["heldout"]
     assert held["explained_variance"] > 0.6 and held["l0"] <= 32 + 1e-6, held
     back = S.load(S.save(sae, tmp_path / "sae", report))
@@ -151,8 +160,11 @@ def test_bfloat16_parity_with_float32(smollm2):
     <= 0.3 nats (measured: SmolLM2 0.067 / 0.14, Qwen2.5-Coder-0.5B 0.10 / 0.20)."""
     bf16 = load_model("smollm2-135m-instruct", dtype=torch.bfloat16)
     assert bf16.W_E.dtype == torch.bfloat16
-    for prompt in ["Write a Python function that reverses a list.", "What is the capital of France?",
-                   "Tell me about your weekend plans in three sentences."]:  # fmt: skip
+    for prompt in [
+        "Write a Python function that reverses a list.",
+        "What is the capital of France?",
+        "Tell me about your weekend plans in three sentences.",
+    ]:
         ids = torch.tensor([encode(smollm2, chat(smollm2, prompt))])
         with torch.no_grad():
             a = smollm2(ids).log_softmax(-1)[0].double()

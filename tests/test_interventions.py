@@ -10,8 +10,9 @@ HOOK = "blocks.1.hook_resid_pre"
 
 def _vec(model, k=1):
     g = torch.Generator().manual_seed(3)
-    return SteeringVector(torch.randn(k, model.cfg.d_model, generator=g) * 3, HOOK,
-                          model_fingerprint(model))
+    return SteeringVector(
+        torch.randn(k, model.cfg.d_model, generator=g) * 3, HOOK, model_fingerprint(model)
+    )
 
 
 def _acts(model, texts, hook=HOOK):

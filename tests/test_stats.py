@@ -11,7 +11,9 @@ def test_wilson_matches_textbook_values():
     lo, hi = stats.wilson(81, 263)
     assert (round(lo, 4), round(hi, 4)) == (0.2553, 0.3662)
     lo, hi = stats.wilson(np.array([15, 0]), np.array([148, 10]))
-    assert np.allclose(lo, [0.0624, 0.0], atol=5e-5) and np.allclose(hi, [0.1605, 0.2775], atol=5e-5)
+    assert np.allclose(lo, [0.0624, 0.0], atol=5e-5) and np.allclose(
+        hi, [0.1605, 0.2775], atol=5e-5
+    )
 
 
 def test_wilson_covers_at_nominal_rate():
@@ -34,8 +36,9 @@ def test_bootstrap_interval_covers_the_mean():
     hits = 0
     for rep in range(200):
         x = rng.normal(size=40)
-        lo, hi = stats.bootstrap(lambda g, x=x: x[g.integers(0, len(x), len(x))].mean(),
-                                 n_boot=400, seed=rep)  # fmt: skip
+        lo, hi = stats.bootstrap(
+            lambda g, x=x: x[g.integers(0, len(x), len(x))].mean(), n_boot=400, seed=rep
+        )
         hits += lo <= 0 <= hi
     assert 0.88 <= hits / 200 <= 0.99
     with pytest.raises(ValueError, match="n_boot"):

@@ -7,8 +7,13 @@ from interp_steer.testing import tiny_model
 
 def _vec(model, k=1, hook="blocks.1.hook_resid_pre"):
     torch.manual_seed(1)
-    return SteeringVector(torch.randn(k, model.cfg.d_model), hook, model_fingerprint(model),
-                          "manual", {"note": "x", "n": 3})
+    return SteeringVector(
+        torch.randn(k, model.cfg.d_model),
+        hook,
+        model_fingerprint(model),
+        "manual",
+        {"note": "x", "n": 3},
+    )
 
 
 def test_save_load_roundtrip_is_bit_exact(llama, tmp_path):
@@ -19,7 +24,11 @@ def test_save_load_roundtrip_is_bit_exact(llama, tmp_path):
         assert torch.equal(w.directions, v.directions)
         assert w.directions.dtype == v.directions.dtype
         assert (w.hook, w.model_fingerprint, w.method, w.metadata) == (
-            v.hook, v.model_fingerprint, v.method, v.metadata)
+            v.hook,
+            v.model_fingerprint,
+            v.method,
+            v.metadata,
+        )
     assert not list(tmp_path.glob(".*tmp")), "no temporary files left behind"
 
 
@@ -46,6 +55,7 @@ def test_bad_inputs_raise(llama):
         import tempfile
 
         from safetensors.torch import save_file
+
         p = os.path.join(tempfile.mkdtemp(), "x.safetensors")
         save_file({"directions": torch.zeros(2)}, p)
         SteeringVector.load(p)

@@ -42,8 +42,9 @@ def _fn(lib, *names):
     raise AttributeError(f"llama.cpp library has none of {names}")
 
 
-def llama_cpp_logprobs(lib, ffi, model_path: Path, ids: list[int], cvec: np.ndarray | None,
-                       n_embd: int, n_layer: int) -> np.ndarray:
+def llama_cpp_logprobs(
+    lib, ffi, model_path: Path, ids: list[int], cvec: np.ndarray | None, n_embd: int, n_layer: int
+) -> np.ndarray:
     load = _fn(lib, "llama_model_load_from_file", "llama_load_model_from_file")
     new_ctx = _fn(lib, "llama_init_from_model", "llama_new_context_with_model")
     free_model = _fn(lib, "llama_model_free", "llama_free_model")
@@ -61,10 +62,14 @@ def llama_cpp_logprobs(lib, ffi, model_path: Path, ids: list[int], cvec: np.ndar
         toks = ffi.new("int32_t[]", ids)
         if lib.llama_decode(ctx, lib.llama_batch_get_one(toks, len(ids))) != 0:
             raise RuntimeError("llama_decode failed")
-        n_vocab = (lib.llama_n_vocab(model) if hasattr(lib, "llama_n_vocab")
-                   else lib.llama_vocab_n_tokens(lib.llama_model_get_vocab(model)))
-        logits = np.frombuffer(ffi.buffer(lib.llama_get_logits_ith(ctx, -1), 4 * n_vocab),
-                               dtype=np.float32).astype(np.float64)
+        n_vocab = (
+            lib.llama_n_vocab(model)
+            if hasattr(lib, "llama_n_vocab")
+            else lib.llama_vocab_n_tokens(lib.llama_model_get_vocab(model))
+        )
+        logits = np.frombuffer(
+            ffi.buffer(lib.llama_get_logits_ith(ctx, -1), 4 * n_vocab), dtype=np.float32
+        ).astype(np.float64)
     finally:
         lib.llama_free(ctx)
         free_model(model)
@@ -72,10 +77,15 @@ def llama_cpp_logprobs(lib, ffi, model_path: Path, ids: list[int], cvec: np.ndar
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--llama-cpp-cffi", type=Path, required=True,
-                    help="folder holding the unpacked llama-cpp-cffi wheel (and cffi)")
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--llama-cpp-cffi",
+        type=Path,
+        required=True,
+        help="folder holding the unpacked llama-cpp-cffi wheel (and cffi)",
+    )
     ap.add_argument("--alpha", type=float, default=-1.0)
     args = ap.parse_args()
     # the wheel's compiled CPU module alone (its package __init__ pulls in unrelated deps)
@@ -110,19 +120,25 @@ def main() -> None:
     tokens = torch.tensor([ids])
     with torch.no_grad():
         base = model(tokens)[0, -1].double().log_softmax(-1).numpy()
-        print(f"unsteered: max |log p llama.cpp (Q4_1) - log p interp_steer| = "
-              f"{np.abs(base_cpp - base).max():.3f}")
+        print(
+            f"unsteered: max |log p llama.cpp (Q4_1) - log p interp_steer| = "
+            f"{np.abs(base_cpp - base).max():.3f}"
+        )
         layer = int(HOOK.split(".")[1])
-        for name, hook in [("one layer early", f"blocks.{layer - 1}.hook_resid_pre"),
-                           ("as exported", HOOK),
-                           ("one layer late", f"blocks.{layer + 1}.hook_resid_pre")]:
+        for name, hook in [
+            ("one layer early", f"blocks.{layer - 1}.hook_resid_pre"),
+            ("as exported", HOOK),
+            ("one layer late", f"blocks.{layer + 1}.hook_resid_pre"),
+        ]:
             w = SteeringVector(v.vector * args.alpha, hook, v.model_fingerprint)
             with steer(model, w, 1.0):
                 d_ours = model(tokens)[0, -1].double().log_softmax(-1).numpy() - base
             cos = d_cpp @ d_ours / (np.linalg.norm(d_cpp) * np.linalg.norm(d_ours))
             rel = np.linalg.norm(d_cpp - d_ours) / np.linalg.norm(d_cpp)
-            print(f"{name:>16} ({hook}): cosine(Δ llama.cpp, Δ ours) = {cos:.4f}, "
-                  f"relative error = {rel:.3f}")
+            print(
+                f"{name:>16} ({hook}): cosine(Δ llama.cpp, Δ ours) = {cos:.4f}, "
+                f"relative error = {rel:.3f}"
+            )
 
 
 if __name__ == "__main__":

@@ -23,23 +23,30 @@ def stack_vectors(vectors: Sequence[SteeringVector]) -> SteeringVector:
     hooks = {v.hook for v in vectors}
     if len(hooks) != 1:
         raise ValueError(f"all vectors must share one hook, got {sorted(hooks)}")
-    return SteeringVector(torch.cat([v.directions for v in vectors]), vectors[0].hook,
-                          vectors[0].model_fingerprint)
+    return SteeringVector(
+        torch.cat([v.directions for v in vectors]), vectors[0].hook, vectors[0].model_fingerprint
+    )
 
 
 def condition_rows(conditions: Sequence[tuple[int, float]], m: int, repeat: int) -> Tensor:
     """Coefficient matrix: each (vector index, alpha) condition repeated ``repeat`` times."""
     for cond in conditions:
-        ok = (isinstance(cond, Sequence) and len(cond) == 2 and isinstance(cond[0], int)
-              and 0 <= cond[0] < m and isinstance(cond[1], int | float) and np.isfinite(cond[1]))
+        ok = (
+            isinstance(cond, Sequence)
+            and len(cond) == 2
+            and isinstance(cond[0], int)
+            and 0 <= cond[0] < m
+            and isinstance(cond[1], int | float)
+            and np.isfinite(cond[1])
+        )
         if not ok:
-            raise ValueError(f"conditions must be (vector index < {m}, finite alpha) pairs, "
-                             f"got {cond!r}")  # fmt: skip
+            raise ValueError(
+                f"conditions must be (vector index < {m}, finite alpha) pairs, got {cond!r}"
+            )
     coef = torch.zeros(len(conditions) * repeat, m)
     for c, (j, a) in enumerate(conditions):
         coef[c * repeat : (c + 1) * repeat, j] = a
     return coef
-
 
 
 def _paired(vec_a: SteeringVector, vec_b: SteeringVector, alpha: float, n: int):
@@ -52,7 +59,11 @@ def _paired(vec_a: SteeringVector, vec_b: SteeringVector, alpha: float, n: int):
 
 @torch.no_grad()
 def next_token_kl(
-    model: HookedTransformer, vec_a: SteeringVector, vec_b: SteeringVector, prompts: Sequence[str], alpha: float
+    model: HookedTransformer,
+    vec_a: SteeringVector,
+    vec_b: SteeringVector,
+    prompts: Sequence[str],
+    alpha: float,
 ) -> float:
     """Mean over prompts and real positions of KL(P_a ‖ P_b) in nats, steering every position."""
     n = len(prompts)
@@ -67,8 +78,9 @@ def next_token_kl(
 
 def cohens_d(a: np.ndarray, b: np.ndarray) -> float:
     a, b = np.asarray(a, float), np.asarray(b, float)
-    pooled = np.sqrt(((len(a) - 1) * a.var(ddof=1) + (len(b) - 1) * b.var(ddof=1))
-                     / (len(a) + len(b) - 2))
+    pooled = np.sqrt(
+        ((len(a) - 1) * a.var(ddof=1) + (len(b) - 1) * b.var(ddof=1)) / (len(a) + len(b) - 2)
+    )
     return float((b.mean() - a.mean()) / pooled) if pooled > 0 else 0.0
 
 
@@ -102,8 +114,10 @@ class EquivalenceResult:
         verdict = "equivalent within margin" if self.equivalent else "NOT equivalent"
         parts = [f"{verdict} (margin {self.margin}); KL={self.kl:.4f} nats"]
         for k in self.classifier_deltas:
-            parts.append(f"{k}: Δ={self.classifier_deltas[k]:+.3f}, TOST p={self.tost_p[k]:.3g}, "
-                         f"d={self.cohens_d[k]:+.2f}")
+            parts.append(
+                f"{k}: Δ={self.classifier_deltas[k]:+.3f}, TOST p={self.tost_p[k]:.3g}, "
+                f"d={self.cohens_d[k]:+.2f}"
+            )
         if self.embedding_distance is not None:
             parts.append(f"embedding distance {self.embedding_distance:.4f}")
         return "; ".join(parts)
@@ -138,8 +152,9 @@ def behavioural_equivalence(
         rows = list(prompts) * n_samples
         both, coef = _paired(vec_a, vec_b, alpha, len(rows))  # one batched generation
         with steer(model, both, coef):
-            texts = generate(model, rows * 2, max_new_tokens=max_new_tokens,
-                             temperature=temperature, seed=seed)
+            texts = generate(
+                model, rows * 2, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed
+            )
         ta, tb = texts[: len(rows)], texts[len(rows) :]
         for clf in classifiers:
             name = getattr(clf, "name", type(clf).__name__)

@@ -56,8 +56,9 @@ def activation_covariance(
     s1 = torch.zeros(d, dtype=torch.float64)
     s2 = torch.zeros(d, d, dtype=torch.float64)
     n = 0
-    for _, cap, keep in capture(model, prompts, hook, batch_size, skip_first, progress,
-                                desc="covariance"):  # fmt: skip
+    for _, cap, keep in capture(
+        model, prompts, hook, batch_size, skip_first, progress, desc="covariance"
+    ):
         acts = cap[hook]
         x = acts[:, -1] if positions == "last" else acts[keep]
         x = x.double().cpu()
@@ -129,11 +130,13 @@ def null_space(
     lam, vecs = lam.flip(0), vecs.flip(1)
     r = _signal_rank(lam, rule, params, n_samples)
     return NullSpace(
-        dim=lam.shape[0] - r, basis=vecs[:, r:], signal=vecs[:, :r], spectrum=lam, rule=rule,
+        dim=lam.shape[0] - r,
+        basis=vecs[:, r:],
+        signal=vecs[:, :r],
+        spectrum=lam,
+        rule=rule,
         params=dict(params),
     )
-
-
 
 
 @trains
@@ -165,7 +168,11 @@ def jacobian_gram(model: HookedTransformer, prompt: str, hook: str) -> Float[Ten
 
 
 def jacobian_null_space(
-    model: HookedTransformer, prompts: Sequence[str], hook: str, rule: str = "relative", progress: bool = True,
+    model: HookedTransformer,
+    prompts: Sequence[str],
+    hook: str,
+    rule: str = "relative",
+    progress: bool = True,
     **params,
 ) -> NullSpace:
     """Behavioural null space from the exact log-prob Jacobian at the last position.
@@ -176,22 +183,29 @@ def jacobian_null_space(
     """
     if not prompts:
         raise ValueError("no prompts given")
-    gram = sum(jacobian_gram(model, p, hook) for p in tqdm(prompts, desc="jacobian",
-                                                            disable=not progress))
+    gram = sum(
+        jacobian_gram(model, p, hook) for p in tqdm(prompts, desc="jacobian", disable=not progress)
+    )
     return null_space(gram / len(prompts), rule, n_samples=len(prompts), **params)
 
 
 @torch.no_grad()
 def prompt_activations(
-    model: HookedTransformer, prompts: Sequence[str], hook: str, batch_size: int = 8, progress: bool = True,
+    model: HookedTransformer,
+    prompts: Sequence[str],
+    hook: str,
+    batch_size: int = 8,
+    progress: bool = True,
     skip_first: int = 1,
 ) -> list[Float[Tensor, "tokens d"]]:
     """Real-token activations at ``hook`` per prompt (float64), for bootstrap resampling.
 
     ``skip_first`` as in `activation_covariance`."""
-    return [cap[hook][j][keep[j]].double().cpu()
-            for _, cap, keep in capture(model, prompts, hook, batch_size, skip_first, progress)
-            for j in range(keep.shape[0])]  # fmt: skip
+    return [
+        cap[hook][j][keep[j]].double().cpu()
+        for _, cap, keep in capture(model, prompts, hook, batch_size, skip_first, progress)
+        for j in range(keep.shape[0])
+    ]
 
 
 def covariance_of(acts: Sequence[Tensor]) -> Tensor:
@@ -200,8 +214,12 @@ def covariance_of(acts: Sequence[Tensor]) -> Tensor:
 
 
 def bootstrap_null_dim(
-    acts: Sequence[Tensor], rule: str = "relative", n_boot: int = 100, seed: int = 0,
-    ci: float = 0.95, **params,
+    acts: Sequence[Tensor],
+    rule: str = "relative",
+    n_boot: int = 100,
+    seed: int = 0,
+    ci: float = 0.95,
+    **params,
 ) -> dict:
     """Null-space dimension with a bootstrap CI, resampling prompts with replacement."""
     gen = np.random.default_rng(seed)
@@ -211,11 +229,20 @@ def bootstrap_null_dim(
     for _ in range(n_boot):
         idx = gen.integers(0, len(acts), len(acts))
         sample = [acts[i] for i in idx]
-        dims.append(null_space(covariance_of(sample), rule,
-                               n_samples=sum(a.shape[0] for a in sample), **params).dim)
+        dims.append(
+            null_space(
+                covariance_of(sample), rule, n_samples=sum(a.shape[0] for a in sample), **params
+            ).dim
+        )
     lo, hi = np.quantile(dims, [(1 - ci) / 2, 1 - (1 - ci) / 2])
-    return {"dim": point, "ci_low": float(lo), "ci_high": float(hi), "n_boot": n_boot,
-            "ci": ci, "rule": rule}
+    return {
+        "dim": point,
+        "ci_low": float(lo),
+        "ci_high": float(hi),
+        "n_boot": n_boot,
+        "ci": ci,
+        "rule": rule,
+    }
 
 
 def subspace_overlap(a: Tensor, b: Tensor) -> dict:
@@ -225,5 +252,7 @@ def subspace_overlap(a: Tensor, b: Tensor) -> dict:
         return {"angles_deg": [], "overlap": float("nan")}
     s = torch.linalg.svdvals(a.T.double() @ b.double()).clamp(-1, 1)
     angles = torch.rad2deg(torch.arccos(s))
-    return {"angles_deg": angles.tolist(),
-            "overlap": float((s**2).sum() / min(a.shape[1], b.shape[1]))}
+    return {
+        "angles_deg": angles.tolist(),
+        "overlap": float((s**2).sum() / min(a.shape[1], b.shape[1])),
+    }

@@ -1,5 +1,4 @@
-"""Orthogonal perturbations v' = v + δ, δ ⟂ v, ‖δ‖ = eps·‖v‖, drawn from a chosen subspace.
-"""
+"""Orthogonal perturbations v' = v + δ, δ ⟂ v, ‖δ‖ = eps·‖v‖, drawn from a chosen subspace."""
 
 from __future__ import annotations
 
@@ -54,8 +53,23 @@ def perturb(
         new = v + delta
         if keep_norm:
             new = new * (v.norm() / new.norm())
-        meta = dict(vec.metadata, perturbation={"eps": eps, "source": source if isinstance(
-            source, str) else "basis", "seed": seed, "index": i, "keep_norm": keep_norm})
-        out.append(SteeringVector(new.to(vec.directions.dtype)[None], vec.hook,
-                                  vec.model_fingerprint, vec.method, meta))
+        meta = dict(
+            vec.metadata,
+            perturbation={
+                "eps": eps,
+                "source": source if isinstance(source, str) else "basis",
+                "seed": seed,
+                "index": i,
+                "keep_norm": keep_norm,
+            },
+        )
+        out.append(
+            SteeringVector(
+                new.to(vec.directions.dtype)[None],
+                vec.hook,
+                vec.model_fingerprint,
+                vec.method,
+                meta,
+            )
+        )
     return out

@@ -36,7 +36,9 @@ def _steered_logprobs(model: HookedTransformer, stacked, coef, texts, batch_size
         yield i, batch, logits.log_softmax(-1).float()
 
 
-def trait_logit_scores(model: HookedTransformer, vectors, conditions, pairs, batch_size: int = 32) -> np.ndarray:
+def trait_logit_scores(
+    model: HookedTransformer, vectors, conditions, pairs, batch_size: int = 32
+) -> np.ndarray:
     """Per condition: mean over pairs of log P(positive text) − log P(negative text), steering
     every position. Efficacy is its shift relative to alpha = 0."""
     texts = [p for p, _ in pairs] + [n for _, n in pairs]
@@ -51,7 +53,9 @@ def trait_logit_scores(model: HookedTransformer, vectors, conditions, pairs, bat
     return (per[:, 0] - per[:, 1]).mean(1).numpy()
 
 
-def kl_to_reference(model: HookedTransformer, vectors, conditions, reference, prompts, batch_size: int = 16):
+def kl_to_reference(
+    model: HookedTransformer, vectors, conditions, reference, prompts, batch_size: int = 16
+):
     """Per condition: mean next-token KL(P_ref ‖ P_cond) in nats over prompts and real
     positions, where reference[c] is the condition index each condition is compared with."""
     stacked = stack_vectors(vectors)
@@ -73,8 +77,18 @@ def kl_to_reference(model: HookedTransformer, vectors, conditions, reference, pr
     return total
 
 
-def classifier_samples(model: HookedTransformer, vectors, conditions, prompts, classifiers, n_samples=2,
-                       max_new_tokens=30, temperature=0.8, seed=0, batch_size=64):
+def classifier_samples(
+    model: HookedTransformer,
+    vectors,
+    conditions,
+    prompts,
+    classifiers,
+    n_samples=2,
+    max_new_tokens=30,
+    temperature=0.8,
+    seed=0,
+    batch_size=64,
+):
     """Per condition and classifier: the array of scores of sampled generations."""
     from interp_steer.generation import generate
 
@@ -85,9 +99,13 @@ def classifier_samples(model: HookedTransformer, vectors, conditions, prompts, c
     for i in tqdm(range(0, coef.shape[0], batch_size), desc="generate"):
         chunk = coef[i : i + batch_size]
         with steer(model, stacked, chunk):
-            texts += generate(model, [rows[(i + r) % len(rows)] for r in range(len(chunk))],
-                              max_new_tokens=max_new_tokens, temperature=temperature,
-                              seed=seed + i)
+            texts += generate(
+                model,
+                [rows[(i + r) % len(rows)] for r in range(len(chunk))],
+                max_new_tokens=max_new_tokens,
+                temperature=temperature,
+                seed=seed + i,
+            )
     out = {}
     for clf in classifiers:
         name = getattr(clf, "name", type(clf).__name__)
@@ -125,26 +143,44 @@ def orthogonal_perturbation_study(
     meta = [("v", 0.0, 0)]
     for src in sources:
         for eps in eps_grid:
-            for i, p in enumerate(perturb(vec, eps, src, n=n_perturb, seed=seed,
-                                          null_space=null_space)):
+            for i, p in enumerate(
+                perturb(vec, eps, src, n=n_perturb, seed=seed, null_space=null_space)
+            ):
                 vectors.append(p)
                 meta.append((src, eps, i))
     conditions = [(0, 0.0)] + [(j, a) for a in alphas for j in range(len(vectors))]
-    reference = [0] + [1 + ai * len(vectors) for ai in range(len(alphas))
-                       for _ in range(len(vectors))]
-    logit = (trait_logit_scores(model, vectors, conditions, pairs) if pairs
-             else np.full(len(conditions), np.nan))
+    reference = [0] + [
+        1 + ai * len(vectors) for ai in range(len(alphas)) for _ in range(len(vectors))
+    ]
+    logit = (
+        trait_logit_scores(model, vectors, conditions, pairs)
+        if pairs
+        else np.full(len(conditions), np.nan)
+    )
     kl = kl_to_reference(model, vectors, conditions, reference, prompts)
     cls = {}
     if classifiers:
-        cls, _ = classifier_samples(model, vectors, conditions, prompts, classifiers,
-                                    n_samples=n_samples, max_new_tokens=max_new_tokens,
-                                    seed=seed)
+        cls, _ = classifier_samples(
+            model,
+            vectors,
+            conditions,
+            prompts,
+            classifiers,
+            n_samples=n_samples,
+            max_new_tokens=max_new_tokens,
+            seed=seed,
+        )
     rows = []
     for c, (j, a) in enumerate(conditions):
         src, eps, idx = meta[j] if c else ("none", 0.0, 0)
-        row = {"source": src, "eps": eps, "index": idx, "alpha": a,
-               "efficacy_logit": float(logit[c] - logit[0]), "kl_to_v": float(kl[c])}
+        row = {
+            "source": src,
+            "eps": eps,
+            "index": idx,
+            "alpha": a,
+            "efficacy_logit": float(logit[c] - logit[0]),
+            "kl_to_v": float(kl[c]),
+        }
         verdicts = []
         for name, scores in cls.items():
             ref = scores[reference[c]]
@@ -160,8 +196,14 @@ def orthogonal_perturbation_study(
 
 
 @torch.no_grad()
-def logit_checks(model: HookedTransformer, vec: SteeringVector, prompts: Sequence[str], alpha: float,
-                 others: dict[str, SteeringVector], k: int = 10) -> dict:
+def logit_checks(
+    model: HookedTransformer,
+    vec: SteeringVector,
+    prompts: Sequence[str],
+    alpha: float,
+    others: dict[str, SteeringVector],
+    k: int = 10,
+) -> dict:
     """Last-token logit comparisons of α·v against α·(each other vector): L2 distance,
     top-1 agreement and top-k overlap, averaged over prompts."""
     names = list(others)
@@ -179,7 +221,9 @@ def logit_checks(model: HookedTransformer, vec: SteeringVector, prompts: Sequenc
         a, b = last[0], last[j]
         topa, topb = a.topk(k).indices, b.topk(k).indices
         overlap = [len(set(x.tolist()) & set(y.tolist())) / k for x, y in zip(topa, topb)]
-        out[name] = {"l2": float((a - b).norm(dim=-1).mean()),
-                     "top1_agreement": float((a.argmax(-1) == b.argmax(-1)).float().mean()),
-                     f"top{k}_overlap": float(np.mean(overlap))}
+        out[name] = {
+            "l2": float((a - b).norm(dim=-1).mean()),
+            "top1_agreement": float((a.argmax(-1) == b.argmax(-1)).float().mean()),
+            f"top{k}_overlap": float(np.mean(overlap)),
+        }
     return out

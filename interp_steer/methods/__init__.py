@@ -23,14 +23,19 @@ Builder = Callable[..., tuple]
 
 def _options(fn: Callable, skip: Sequence[str]) -> list[str]:
     """The keyword options of ``fn`` a caller may set (everything with a default)."""
-    return [n for n, p in inspect.signature(fn).parameters.items()
-            if p.default is not inspect.Parameter.empty and n not in skip]  # fmt: skip
+    return [
+        n
+        for n, p in inspect.signature(fn).parameters.items()
+        if p.default is not inspect.Parameter.empty and n not in skip
+    ]
 
 
 def _contrastive(fit: Callable) -> Builder:
     """A builder that aggregates the pairs' activations and hands them to ``fit(pos, neg)``."""
 
-    def build(model: HookedTransformer, data, hook, *, aggregation, batch_size, seed, progress, **opts):
+    def build(
+        model: HookedTransformer, data, hook, *, aggregation, batch_size, seed, progress, **opts
+    ):
         pairs, label = contrastive_pairs(data)
         if len(pairs[0]) == 3:
             texts = [p + c for p, c, _ in pairs] + [p + c for p, _, c in pairs]
@@ -50,12 +55,16 @@ def _contrastive(fit: Callable) -> Builder:
     return build
 
 
-def _one_shot(model: HookedTransformer, data, hook, *, aggregation, batch_size, seed, progress, **opts):
+def _one_shot(
+    model: HookedTransformer, data, hook, *, aggregation, batch_size, seed, progress, **opts
+):
     directions, extra = one_shot.build(model, data, hook, seed=seed, progress=progress, **opts)
     return directions, {"dataset": "one-shot prompt", "aggregation": "all positions", **extra}
 
 
-def _sae_feature(model: HookedTransformer, data, hook, *, aggregation, batch_size, seed, progress, **opts):
+def _sae_feature(
+    model: HookedTransformer, data, hook, *, aggregation, batch_size, seed, progress, **opts
+):
     return sae_feature.build(model, data, hook, batch_size=batch_size, progress=progress, **opts)
 
 
@@ -96,14 +105,23 @@ def build_vector(
     builder = REGISTRY[method]
     unknown = sorted(set(opts) - set(builder.options))
     if unknown:
-        raise ValueError(f"method {method!r} takes no option(s) {unknown}; "
-                         f"its options are {builder.options}")  # fmt: skip
+        raise ValueError(
+            f"method {method!r} takes no option(s) {unknown}; its options are {builder.options}"
+        )
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     if not isinstance(hook, str):
         raise TypeError(f"hook must be a hook name string, got {type(hook).__name__}")
     check_hook(model, hook)
-    directions, extra = builder(model, data, hook, aggregation=aggregation,
-                                batch_size=batch_size, seed=seed, progress=progress, **opts)  # fmt: skip
+    directions, extra = builder(
+        model,
+        data,
+        hook,
+        aggregation=aggregation,
+        batch_size=batch_size,
+        seed=seed,
+        progress=progress,
+        **opts,
+    )
     meta = {"seed": seed, "interp_steer_version": __version__, **extra}
     return SteeringVector(directions, hook, model_fingerprint(model), method, meta)

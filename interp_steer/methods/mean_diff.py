@@ -12,8 +12,6 @@ from jaxtyping import Float
 from torch import Tensor
 
 
-def fit(
-    pos: Float[Tensor, "n d"], neg: Float[Tensor, "n d"]
-) -> tuple[Float[Tensor, "1 d"], dict]:
+def fit(pos: Float[Tensor, "n d"], neg: Float[Tensor, "n d"]) -> tuple[Float[Tensor, "1 d"], dict]:
     v = (pos.double() - neg.double()).mean(0, keepdim=True)
     return v.float(), {}

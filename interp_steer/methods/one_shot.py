@@ -78,8 +78,10 @@ def build(
         )
     unknown = set(data) - {"prompt", "promote", "suppress"}
     if unknown:
-        raise ValueError(f"one_shot data has unknown keys {sorted(unknown)}; "
-                         "valid: 'prompt', 'promote', 'suppress'")  # fmt: skip
+        raise ValueError(
+            f"one_shot data has unknown keys {sorted(unknown)}; "
+            "valid: 'prompt', 'promote', 'suppress'"
+        )
     check_trainable(model)
     promote, suppress = data.get("promote"), data.get("suppress")
     if not data.get("prompt") or not (promote or suppress):

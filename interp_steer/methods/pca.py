@@ -32,5 +32,7 @@ def fit(
     sign = torch.where(proj.mean(0) >= 0, 1.0, -1.0).to(comps)
     scale = proj.abs().mean(0)
     explained = (s[:k] ** 2 / (s**2).sum()).tolist()
-    return (comps * (sign * scale)[:, None]).float(), {"explained_variance": explained,
-                                                         "center": center}
+    return (comps * (sign * scale)[:, None]).float(), {
+        "explained_variance": explained,
+        "center": center,
+    }

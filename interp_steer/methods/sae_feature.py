@@ -15,9 +15,20 @@ from interp_steer.activations import get_activations
 from interp_steer.datasets import contrastive_pairs
 
 
-def build(model: HookedTransformer, data, hook, sae=None, feature=None, top: int = 1, batch_size=16, progress=True):
+def build(
+    model: HookedTransformer,
+    data,
+    hook,
+    sae=None,
+    feature=None,
+    top: int = 1,
+    batch_size=16,
+    progress=True,
+):
     if sae is None:
-        raise ValueError("method='sae_feature' needs sae= (e.g. interp_steer.sae.load_default(model))")
+        raise ValueError(
+            "method='sae_feature' needs sae= (e.g. interp_steer.sae.load_default(model))"
+        )
     if sae_mod.sae_hook(sae) != hook:
         raise ValueError(f"SAE is at {sae_mod.sae_hook(sae)}, vector requested at {hook}")
     extra: dict = {"dataset": "none"}

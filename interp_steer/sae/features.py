@@ -37,7 +37,6 @@ def set_metadata(sae, model, hook: str) -> None:
     sae.cfg.metadata.interp_steer_fingerprint = model_fingerprint(model)
 
 
-
 def sae_hook(sae) -> str:
     hook = sae.cfg.metadata.hook_name
     if not hook:
@@ -58,8 +57,10 @@ def check_sae(model: HookedTransformer, sae) -> None:
         raise ValueError(f"SAE d_in {sae.cfg.d_in} != model d_model {model.cfg.d_model}")
     model_device = model.W_E.device
     if sae.W_dec.device != model_device:
-        raise ValueError(f"SAE is on {sae.W_dec.device}, model on {model_device}: "
-                         f"move one, e.g. sae.to({str(model_device)!r})")
+        raise ValueError(
+            f"SAE is on {sae.W_dec.device}, model on {model_device}: "
+            f"move one, e.g. sae.to({str(model_device)!r})"
+        )
 
 
 def _feature_index(sae, features: int | Sequence[int]) -> Tensor:

@@ -1,5 +1,4 @@
-"""Saving and loading SAEs in sae-lens's own folder format, and the cached default SAE.
-"""
+"""Saving and loading SAEs in sae-lens's own folder format, and the cached default SAE."""
 
 from __future__ import annotations
 
@@ -63,7 +62,9 @@ def default_hook(model: HookedTransformer) -> str:
     return f"blocks.{model.cfg.n_layers // 2}.hook_resid_pre"
 
 
-def default_path(model: HookedTransformer, hook: str | None = None, config: SAETrainConfig | None = None) -> Path:
+def default_path(
+    model: HookedTransformer, hook: str | None = None, config: SAETrainConfig | None = None
+) -> Path:
     hook = hook or default_hook(model)
     cfg = config or SAETrainConfig()
     blob = json.dumps([model_fingerprint(model), hook, asdict(cfg), asdict(CorpusConfig())])
@@ -73,7 +74,10 @@ def default_path(model: HookedTransformer, hook: str | None = None, config: SAET
 
 
 def load_default(
-    model: HookedTransformer, hook: str | None = None, config: SAETrainConfig | None = None, progress=True
+    model: HookedTransformer,
+    hook: str | None = None,
+    config: SAETrainConfig | None = None,
+    progress=True,
 ):
     """The default SAE for ``model`` at ``hook``, training and caching it first if needed.
 
@@ -88,8 +92,10 @@ def load_default(
             check_sae(model, sae)
             return sae
         except Exception as e:  # a damaged cache: say so, then rebuild it
-            warnings.warn(f"cached SAE {path} is unreadable ({type(e).__name__}: {e}); "
-                          "retraining it", stacklevel=2)  # fmt: skip
+            warnings.warn(
+                f"cached SAE {path} is unreadable ({type(e).__name__}: {e}); retraining it",
+                stacklevel=2,
+            )
             shutil.rmtree(path, ignore_errors=True)
     print(
         f"interp_steer: no cached SAE for {model.cfg.model_name} at {hook}; training one "

@@ -51,8 +51,6 @@ class SAETrainConfig:
             raise ValueError("training_tokens must be at least one batch")
 
 
-
-
 @torch.no_grad()
 def token_activations(
     model: HookedTransformer,
@@ -72,7 +70,9 @@ def token_activations(
         a = cap[hook].float().cpu()
         for r, i in enumerate(order[j : j + batch_size]):
             acts.append(a[r][keep[r].cpu()])
-            completion.append(torch.arange(skip_first, len(corpus.docs[i])) >= max(corpus.starts[i], 1))
+            completion.append(
+                torch.arange(skip_first, len(corpus.docs[i])) >= max(corpus.starts[i], 1)
+            )
     if not acts or sum(len(a) for a in acts) == 0:
         raise ValueError("the corpus has no tokens after skipping the first of each document")
     return torch.cat(acts), torch.cat(completion)
@@ -98,7 +98,6 @@ def _batches(acts: Tensor, batch_size: int, seed: int) -> Iterator[Tensor]:
         perm = torch.randperm(len(acts), generator=g)
         for i in range(0, len(perm) - batch_size + 1, batch_size):
             yield acts[perm[i : i + batch_size]]
-
 
 
 @torch.no_grad()
@@ -151,9 +150,11 @@ def train(
     if corpus is not None:  # the cheap size check, before collecting any activation
         usable = corpus.n_tokens - cfg.skip_first * len(corpus.docs)
         if usable * (1 - cfg.heldout_fraction) < cfg.batch_size:
-            raise ValueError(f"corpus has ~{usable} usable tokens, too few for a training "
-                             f"batch of {cfg.batch_size} after holding out "
-                             f"{cfg.heldout_fraction:.0%}: give more text")  # fmt: skip
+            raise ValueError(
+                f"corpus has ~{usable} usable tokens, too few for a training "
+                f"batch of {cfg.batch_size} after holding out "
+                f"{cfg.heldout_fraction:.0%}: give more text"
+            )
     if corpus is None:
         corpus = build_corpus(model, progress=progress)
     torch.manual_seed(cfg.seed)
