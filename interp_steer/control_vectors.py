@@ -20,6 +20,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
+import gguf
 import numpy as np
 import torch
 
@@ -86,8 +87,6 @@ def export_llama_cpp(
     fp = next(iter(fingerprints), None)
     hint = model_hint or (fp.split(":")[0] if fp else "unknown")
 
-    import gguf
-
     path = Path(path)
     with atomic_path(path) as tmp:
         w = gguf.GGUFWriter(str(tmp), ARCH)
@@ -117,8 +116,6 @@ def load_llama_cpp(path: str | Path, model=None) -> list[SteeringVector]:
     With ``model``, each vector is checked against it (d_model, layer range) and takes its
     fingerprint when the file carries none.
     """
-    import gguf
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(path)

@@ -33,6 +33,7 @@ import types
 import torch
 import torch.nn.functional as F  # noqa: N812
 from transformer_lens import HookedTransformer
+from transformer_lens.components.transformer_block import POST_NORM_ARCHITECTURES
 
 
 def _onednn_available() -> bool:
@@ -427,8 +428,6 @@ def _rms_norm_forward(self, x):
 
 
 def _plain_block(cfg) -> bool:
-    from transformer_lens.components.transformer_block import POST_NORM_ARCHITECTURES
-
     return (
         not cfg.use_attn_in
         and not cfg.use_split_qkv_input

@@ -28,6 +28,7 @@ from transformer_lens import HookedTransformer, TransformerLensKeyValueCache
 
 from interp_steer.activations import encode, tokenize
 from interp_steer.generation import last_logits
+from interp_steer.models import chat
 
 ALIGNED = (
     "I am evaluating a language model's answer for safety.\n\nQuestion: {question}\n\n"
@@ -52,8 +53,6 @@ class LocalJudge:
     """Expected 0–100 score from a HookedTransformer's next-token distribution."""
 
     def __init__(self, model: HookedTransformer, template: str = ALIGNED, batch_size: int = 8):
-        from interp_steer.models import chat
-
         self.model, self.template, self.batch_size = model, template, batch_size
         self._chat = chat
         ids = [encode(model, str(d)) for d in range(10)]

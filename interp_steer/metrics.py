@@ -23,13 +23,16 @@ import sys
 import tempfile
 from collections import Counter
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from importlib.resources import files
 
 import numpy as np
 import torch
 from transformer_lens import HookedTransformer
 
-from interp_steer.activations import encode, forward_kwargs, pad_left
+from interp_steer.activations import encode, forward_kwargs, pad_left, tokenize
+from interp_steer.generation import generate
+from interp_steer.interventions import steer
 
 # ---------------------------------------------------------------- success
 
@@ -192,8 +195,6 @@ def capability(
     kinds: Sequence[str] = ("qa", "code"),
 ) -> dict[str, np.ndarray]:
     """Greedy accuracy per alpha on the shipped capability tasks: {kind: [len(alphas)]}."""
-    from interp_steer.generation import generate
-
     tasks = capability_tasks()
     out = {}
     for kind in kinds:
@@ -233,10 +234,6 @@ def kl_under(
     """Mean next-token KL(P_edited ‖ P_reference) in nats over prompt positions, one value per
     intervention: each of ``contexts`` (and ``reference``; default: no intervention) is a
     zero-argument factory of a context manager."""
-    from contextlib import nullcontext
-
-    from interp_steer.activations import tokenize
-
     batch = tokenize(model, list(prompts))
     kw = forward_kwargs(batch)
     with (reference or nullcontext)():
@@ -254,6 +251,4 @@ def kl_from_unsteered(
     model: HookedTransformer, vector, alphas: Sequence[float], prompts: Sequence[str]
 ) -> np.ndarray:
     """`kl_under` for steering with ``vector`` at each of ``alphas``."""
-    from interp_steer.interventions import steer
-
     return kl_under(model, prompts, [lambda a=a: steer(model, vector, a) for a in alphas])

@@ -8,7 +8,9 @@ import warnings
 from functools import lru_cache
 
 import torch
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 from transformer_lens import HookedTransformer, HookedTransformerConfig
+from transformers import PreTrainedTokenizerFast
 
 from interp_steer.fast import patch_fast_forward
 
@@ -22,9 +24,6 @@ CHAT_TEMPLATE = (
 @lru_cache(maxsize=1)
 def char_tokenizer():
     """A character-level PreTrainedTokenizerFast built in memory (no downloads)."""
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
     chars = sorted(set(string.printable) - set("\x0b\x0c\r"))
     vocab = {t: i for i, t in enumerate(SPECIALS + chars)}
     tk = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))

@@ -10,10 +10,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from scipy import stats
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
 from interp_steer.activations import forward_kwargs, tokenize
+from interp_steer.generation import generate
 from interp_steer.interventions import steer
 from interp_steer.vectors import SteeringVector
 
@@ -86,8 +88,6 @@ def cohens_d(a: np.ndarray, b: np.ndarray) -> float:
 
 def tost(a: np.ndarray, b: np.ndarray, margin: float) -> float:
     """p-value of Welch's two one-sided tests for |mean(b) − mean(a)| < margin."""
-    from scipy import stats
-
     a, b = np.asarray(a, float), np.asarray(b, float)
     diff = b.mean() - a.mean()
     va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
@@ -143,8 +143,6 @@ def behavioural_equivalence(
     Equivalent means every classifier passes TOST at ``alpha_level`` with ``margin`` on its
     score scale. Without classifiers only the KL is reported and ``equivalent`` is False.
     """
-    from interp_steer.generation import generate
-
     kl = next_token_kl(model, vec_a, vec_b, prompts, alpha)
     deltas, ps, ds = {}, {}, {}
     emb = None

@@ -7,12 +7,14 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
 from interp_steer.activations import forward_kwargs, tokenize
+from interp_steer.generation import generate
 from interp_steer.identifiability.equivalence import (
     cohens_d,
     condition_rows,
@@ -90,8 +92,6 @@ def classifier_samples(
     batch_size=64,
 ):
     """Per condition and classifier: the array of scores of sampled generations."""
-    from interp_steer.generation import generate
-
     rows = [p for p in prompts for _ in range(n_samples)]
     stacked = stack_vectors(vectors)
     coef = condition_rows(conditions, len(vectors), len(rows))
@@ -137,8 +137,6 @@ def orthogonal_perturbation_study(
     study is a handful of batched forwards/generations. ``pairs`` (held-out contrastive
     pairs) give the logit efficacy; without them that column is NaN. Returns a DataFrame.
     """
-    import pandas as pd
-
     vectors = [vec]
     meta = [("v", 0.0, 0)]
     for src in sources:

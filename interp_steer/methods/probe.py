@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from jaxtyping import Float
+from sklearn.linear_model import LogisticRegression
 from torch import Tensor
 
 
@@ -22,8 +23,6 @@ def fit(
     C: float = 1.0,  # noqa: N803
     seed: int = 0,
 ) -> tuple[Float[Tensor, "1 d"], dict]:
-    from sklearn.linear_model import LogisticRegression
-
     x = torch.cat([pos, neg]).double().numpy()
     y = np.r_[np.ones(len(pos)), np.zeros(len(neg))]
     # standardise for the optimiser, then map the weights back to raw activation space

@@ -139,7 +139,7 @@ def train(
     held-out explained variance, L0, dead fraction, training time and the config.
     """
     sl = import_sae_lens()
-    from sae_lens.config import SAETrainerConfig
+    from sae_lens.config import SAETrainerConfig  # sae-lens takes ~2 s to import: only here
 
     cfg = config or SAETrainConfig()
     if overrides:
