@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import subprocess
 from dataclasses import asdict
-from functools import lru_cache
 from pathlib import Path
 
 import matplotlib
@@ -13,38 +11,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from interp_steer import __version__  # noqa: E402
 from interp_steer._io import atomic_path, write_json  # noqa: E402
+from interp_steer.provenance import code_version  # noqa: E402
 
 FIGURES = (Path(__file__).resolve().parent.parent / "figures").resolve()
-
-
-@lru_cache(maxsize=1)
-def code_version() -> str:
-    """The package version plus the git commit it ran from ("+dirty" with local edits).
-
-    Read once per process, so a long run records the commit it started from even if more
-    commits land while it runs."""
-    here = Path(__file__).resolve().parent
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short=12", "HEAD"],
-            cwd=here,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=here,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return __version__  # an installed copy outside a checkout
-    return f"{__version__}+g{commit.strip()}" + ("+dirty" if dirty.strip() else "")
 
 
 def save_figure(fig, stem: Path, numbers: dict, cfg) -> None:

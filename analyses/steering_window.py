@@ -40,9 +40,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from analyses._common import arg_parser, code_version, require_clean, save_figure
+from analyses._common import arg_parser, require_clean, save_figure
 from interp_steer import build_vector, generate, load_model, metrics
 from interp_steer._io import write_json
+from interp_steer.provenance import code_version
 from interp_steer.stats import bootstrap, wilson
 from interp_steer.sweep import typical_norm
 
@@ -75,7 +76,7 @@ FRAMES = [
 PROBE = "{q} Answer in one word."
 READS = ("last", "answer")
 # Cells written before cells recorded their own commit all came from this one.
-RUN_START_COMMIT = "0.1.0+g1577520"
+RUN_START_COMMIT = "0.1.0+g157752028b9e"
 
 
 def facts() -> list[dict]:

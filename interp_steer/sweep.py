@@ -19,6 +19,7 @@ from interp_steer import metrics
 from interp_steer._io import write_json, write_text
 from interp_steer.activations import get_activations, token_activations
 from interp_steer.generation import format_prompts, generate
+from interp_steer.provenance import code_version
 from interp_steer.vectors import SteeringVector
 
 Scorer = Callable[[list[str]], np.ndarray]
@@ -203,7 +204,10 @@ def save_sweep(
     stem = Path(stem)
     write_text(stem.with_suffix(".csv"), summary.to_csv(index=False))
     write_text(stem.parent / f"{stem.name}_samples.csv", samples.to_csv(index=False))
-    write_json(stem.with_suffix(".json"), {"config": config, "summary": summary.to_dict("records")})
+    write_json(
+        stem.with_suffix(".json"),
+        {"config": config, "interp_steer": code_version(), "summary": summary.to_dict("records")},
+    )
 
 
 def bisect_increasing(

@@ -156,3 +156,15 @@ def test_sae_vs_steering_analysis(tmp_path):
         assert rows[m]["kl_unsteered"] == pytest.approx(cfg.target_kl, rel=0.1), m
         assert 0 <= rows[m]["null_fraction"] <= 1
     assert res["results"]["sentiment"]["survival"][0]["survival"] == pytest.approx(1.0)
+
+
+def test_code_version_names_the_checkout_commit():
+    import subprocess
+
+    from interp_steer import __version__
+    from interp_steer.provenance import code_version
+
+    head = subprocess.run(
+        ["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert code_version().startswith(f"{__version__}+g{head}")
