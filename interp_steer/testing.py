@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import string
 import warnings
+from contextlib import contextmanager, nullcontext
 from functools import lru_cache
 
 import torch
@@ -98,3 +99,22 @@ def tiny_model(kind: str = "llama", seed: int = 0, **overrides) -> HookedTransfo
         model.embed.W_E.mul_(20.0)
     model.eval()
     return patch_fast_forward(model)
+
+
+@contextmanager
+def _grad_disabled():
+    prev = torch.is_grad_enabled()
+    torch.set_grad_enabled(False)
+    try:
+        yield
+    finally:
+        torch.set_grad_enabled(prev)
+
+
+# The autograd modes a notebook may leave on; everything public must behave the same in each.
+AUTOGRAD_MODES = {
+    "grad": nullcontext,
+    "set_grad_enabled(False)": _grad_disabled,
+    "no_grad": torch.no_grad,
+    "inference_mode": torch.inference_mode,
+}

@@ -7,7 +7,6 @@ must agree within 1e-6, tensors must carry no graph, and the mode must be restor
 """
 
 import inspect
-from contextlib import contextmanager, nullcontext
 from importlib import import_module
 
 import numpy as np
@@ -41,6 +40,7 @@ from interp_steer.generation import (
     generate_tokens,
     last_logits,
 )
+from interp_steer.testing import AUTOGRAD_MODES as MODES
 from interp_steer.testing import tiny_model
 from interp_steer.vectors import SteeringVector, check_hook, model_fingerprint
 
@@ -49,26 +49,13 @@ PAIRS = [("I love this", "I hate this"), ("great day", "awful day"), ("so happy"
 PROMPTS = ["Tell me a story.", "Hi there"]
 
 
-@contextmanager
-def _grad_off():
-    prev = torch.is_grad_enabled()
-    torch.set_grad_enabled(False)
-    try:
-        yield
-    finally:
-        torch.set_grad_enabled(prev)
-
-
-MODES = {
-    "grad": nullcontext,
-    "set_grad_enabled(False)": _grad_off,
-    "no_grad": torch.no_grad,
-    "inference_mode": torch.inference_mode,
-}
-
-
 def _score(texts):  # a deterministic stand-in classifier
     return np.array([len(t) % 7 / 7 for t in texts], float)
+
+
+def _tiny_sae(model):
+    kw = dict(d_sae=32, k=4, training_tokens=2048, batch_size=256, progress=False)
+    return S.train(model, HOOK, plain_texts()[:40], **kw)
 
 
 class Ctx:
@@ -81,16 +68,7 @@ class Ctx:
         self.other = interp_steer.build_vector(self.model, PAIRS[::-1], HOOK, progress=False)
         self.acts = idf.prompt_activations(self.model, PROMPTS * 3, HOOK, progress=False)
         self.ns = idf.null_space(idf.covariance_of(self.acts), "relative", tol=1e-3)
-        self.sae, self.report = S.train(
-            self.model,
-            HOOK,
-            plain_texts()[:40],
-            d_sae=32,
-            k=4,
-            training_tokens=2048,
-            batch_size=256,
-            progress=False,
-        )
+        self.sae, self.report = _tiny_sae(self.model)
         self.x = token_activations(self.model, PROMPTS, HOOK)
         self.tmp = tmp
 
@@ -232,16 +210,7 @@ CASES = {
     ),
     "logit_checks": lambda c: idf.logit_checks(c.model, c.vec, PROMPTS, 1.0, {"o": c.other}),
     # sae (parameters of a returned SAE are compared by value)
-    "sae.train": lambda c: S.train(
-        c.model,
-        HOOK,
-        plain_texts()[:40],
-        d_sae=32,
-        k=4,
-        training_tokens=2048,
-        batch_size=256,
-        progress=False,
-    )[0].W_dec.detach(),
+    "sae.train": lambda c: _tiny_sae(c.model)[0].W_dec.detach(),
     "sae.evaluate": lambda c: S.evaluate(c.sae, c.x),
     "sae.save/load/report_of": lambda c: (_save_load_sae(c), S.report_of(c.tmp / "sae")["hook"]),
     "sae.default_hook/path": lambda c: (S.default_hook(c.model), str(S.default_path(c.model))),

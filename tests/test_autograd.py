@@ -1,7 +1,5 @@
 """Training paths work under every autograd mode; inference paths build no graph."""
 
-from contextlib import contextmanager, nullcontext
-
 import numpy as np
 import pytest
 import torch
@@ -10,28 +8,11 @@ from interp_steer import build_vector, generate
 from interp_steer import sae as S
 from interp_steer.activations import get_activations
 from interp_steer.corpus import plain_texts
+from interp_steer.testing import AUTOGRAD_MODES as MODES
 from interp_steer.testing import tiny_model
 
 HOOK = "blocks.1.hook_resid_pre"
 ONE_SHOT = {"prompt": "Tell me a story.", "promote": "Once upon a time"}
-
-
-@contextmanager
-def grad_disabled():
-    prev = torch.is_grad_enabled()
-    torch.set_grad_enabled(False)
-    try:
-        yield
-    finally:
-        torch.set_grad_enabled(prev)
-
-
-MODES = {
-    "grad": nullcontext,
-    "set_grad_enabled(False)": grad_disabled,
-    "no_grad": torch.no_grad,
-    "inference_mode": torch.inference_mode,
-}
 
 
 @pytest.fixture(scope="module")
