@@ -304,11 +304,18 @@ def study_fact(model, name: str, fact: dict, cfg: Config, cells: Path) -> dict:
         # Capability is measured for Bostock's read always, and for the answer-token read
         # where its target wins somewhere: when it never does, its window is 0 whatever
         # capability does, and the cell would cost ~15 min for nothing.
+        cap, note = None, "not needed: the target never wins"
         if read == "last" or first is not None:
-            cap = _cell(
-                cells / f"{fact['name']}_{read}_capability.json",
-                lambda vec=vec, alphas=alphas: capability(model, cfg, vec, alphas),
-            )
+            try:
+                cap = _cell(
+                    cells / f"{fact['name']}_{read}_capability.json",
+                    lambda vec=vec, alphas=alphas: capability(model, cfg, vec, alphas),
+                )
+            except MissingCell:
+                if read == "last":
+                    raise
+                note = "not run: the capability cell is missing (window unknown)"
+        if cap is not None:
             passes = np.array(cap["passes"])
             rate = passes.mean((1, 2))
             w = window(rel, hits.mean(1), rate, cfg.floor * rate[0])
@@ -325,13 +332,13 @@ def study_fact(model, name: str, fact: dict, cfg: Config, cells: Path) -> dict:
         else:
             d |= {
                 "window": {
-                    "first_majority": None,
+                    "first_majority": first,
                     "last_capable": None,
-                    "window": 0.0,
+                    "window": 0.0 if first is None else None,
                     "capable_to_max": None,
                 },
                 "window_ci": None,
-                "capability_measure": "not needed: the target never wins",
+                "capability_measure": note,
             }
         d["first_majority"] = first
         d["target_cell_commit"] = t.get("_commit", RUN_START_COMMIT)
@@ -541,7 +548,7 @@ def figure(cfg: Config, results: dict, stem: Path) -> None:
             )
             for read in (last, ans):
                 w = read["window"]
-                if w["window"] > 0:
+                if w["window"]:
                     ax.axvspan(w["first_majority"], w["last_capable"], color=f"C{j}", alpha=0.1)
         ax.set_xscale("log")
         ax.axhline(0.5, color="0.6", lw=0.7, ls=":")
@@ -557,6 +564,8 @@ def figure(cfg: Config, results: dict, stem: Path) -> None:
             for r, (read, mark) in enumerate((("last", "o"), ("answer", "^"))):
                 rd = d["reads"][read]
                 w = rd["window"]["window"]
+                if w is None:  # not measured
+                    continue
                 ci = (rd["window_ci"] or {}).get("window") or (w, w)
                 xk = n * (1 + 0.08 * k + 0.03 * r)
                 ax.errorbar(
@@ -598,7 +607,7 @@ def headline(results: dict, cfg: Config) -> str:
             )
             lines.append(
                 f"  {'':<43} answer-token read: first majority r={a['first_majority']}"
-                f" last capable r={a['last_capable']} window {a['window']:.3g}"
+                f" last capable r={a['last_capable']} window {a['window']}"
             )
         for f in e.get("not_run", []):
             lines.append(f"  {m:<28} {f:<14} not run (cells missing)")
