@@ -30,6 +30,7 @@ import hashlib
 import json
 import re
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from importlib.resources import files
@@ -168,12 +169,19 @@ def window_ci(
 
     out = {}
     for key in ("window", "first_majority", "last_capable"):
+        seen = []
 
-        def stat(rng, key=key):
+        def stat(rng, key=key, seen=seen):
             v = draw(rng, key)
+            seen.append(v is not None)
             return np.nan if v is None else v
 
-        out[key] = bootstrap(stat, n_boot=n_boot, seed=seed)
+        with warnings.catch_warnings():  # all-None replicates: reported as such below
+            warnings.simplefilter("ignore", RuntimeWarning)
+            lo, hi = bootstrap(stat, n_boot=n_boot, seed=seed)
+        # None where no replicate had the point (e.g. the target never wins)
+        out[key] = None if np.isnan(lo) else (lo, hi)
+        out[f"{key}_defined_fraction"] = float(np.mean(seen))
     return out
 
 
@@ -471,6 +479,7 @@ def summary(results: dict, cfg: Config) -> dict:
                 "unsteered_target": last["target_rate"][0],
                 "first_majority": w["first_majority"],
                 "first_majority_ci": ci["first_majority"],
+                "first_majority_bootstrap_defined": ci["first_majority_defined_fraction"],
                 "last_capable": w["last_capable"],
                 "last_capable_ci": ci["last_capable"],
                 "capable_to_max": w["capable_to_max"],
@@ -598,7 +607,8 @@ def headline(results: dict, cfg: Config) -> str:
     for m, e in results["models"].items():
         for f, d in e["questions"].items():
             last, ans = d["reads"]["last"], d["reads"]["answer"]
-            w, ci, a = last["window"], last["window_ci"]["window"], ans["window"]
+            w, a = last["window"], ans["window"]
+            ci = last["window_ci"]["window"] or (w["window"], w["window"])
             lines.append(
                 f"  {m:<28} {f:<14} unsteered correct {last['truth_rate'][0]:.0%}, "
                 f"{last['capability_measure']} {last['capability_rate'][0]:.0%} | first "

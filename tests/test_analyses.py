@@ -93,6 +93,10 @@ def test_window_definition():
     passes = np.array([1, 1, 1, 1, 0], float)[:, None, None] * np.ones((5, 3, 2))
     ci = window_ci([0, 1, 2, 3, 4], hits, passes, 0.5, n_boot=200, seed=0)
     assert ci["window"] == (1.0, 1.0) and ci["first_majority"] == (2.0, 2.0)
+    assert ci["first_majority_defined_fraction"] == 1.0
+    never = window_ci([0, 1], np.zeros((2, 4)), np.ones((2, 3, 2)), 0.5, n_boot=200, seed=0)
+    assert never["first_majority"] is None and never["first_majority_defined_fraction"] == 0.0
+    assert never["window"] == (0.0, 0.0)
 
 
 @pytest.mark.filterwarnings("ignore")
