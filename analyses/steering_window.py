@@ -559,6 +559,15 @@ def figure(cfg: Config, results: dict, stem: Path) -> None:
                 w = read["window"]
                 if w["window"]:
                     ax.axvspan(w["first_majority"], w["last_capable"], color=f"C{j}", alpha=0.1)
+        if not results["models"][m]["questions"]:
+            ax.text(
+                0.5,
+                0.5,
+                "knows none of the candidate facts\n(>= 80% correct unsteered):\nno study question",
+                ha="center",
+                va="center",
+                transform=ax.transAxes,
+            )
         ax.set_xscale("log")
         ax.axhline(0.5, color="0.6", lw=0.7, ls=":")
         ax.set_ylim(-0.03, 1.03)
