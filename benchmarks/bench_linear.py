@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 
 from benchmarks.bench_generate import cpu_model
-from interp_steer.fast import ONEDNN_AVAILABLE, FrozenLinear, backend_choices
+from interp_steer.fast import ONEDNN_AVAILABLE, FrozenLinear, backend_choices, row_bucket
 
 SHAPES = {
     "qkv": (960, 576),
@@ -56,15 +56,11 @@ def main() -> None:
             t_ref = _median_ms(lambda x=x, w=w: F.linear(x, w))
             t_dnn = _median_ms(lambda x=x, lin=lin: lin.packed_call(x, lin.packed))
             diff = (lin.packed_call(x, lin.packed) - F.linear(x, w)).abs().max().item()
-            chosen = backend_choices()[f"{out}x{inp} rows<={_bucket_label(rows)}"]
+            chosen = backend_choices()[f"{out}x{inp} rows<={row_bucket(rows)}"]
             print(
                 f"{name:>8} {rows:>5} {t_ref:>12.3f} {t_dnn:>10.3f} {t_ref / t_dnn:>8.2f}x "
                 f"{diff:>11.1e}  {chosen}"
             )
-
-
-def _bucket_label(rows: int) -> int:
-    return 1 if rows <= 1 else min(1 << (rows - 1).bit_length(), 4096)
 
 
 if __name__ == "__main__":

@@ -69,7 +69,8 @@ def check_texts(texts, name: str = "texts") -> list[str]:
     return list(texts)
 
 
-def _check_batch_size(batch_size) -> None:
+def check_batch_size(batch_size) -> None:
+    """Raise a ValueError naming ``batch_size`` unless it is an int >= 1."""
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
 
@@ -165,7 +166,7 @@ def capture(
         items = check_texts(items)
     elif len(items) == 0:
         raise ValueError("no texts given")
-    _check_batch_size(batch_size)
+    check_batch_size(batch_size)
     if isinstance(hooks, str):
         hooks = [hooks]
     if not isinstance(hooks, Sequence) or not hooks or not all(isinstance(h, str) for h in hooks):
@@ -199,7 +200,7 @@ def get_activations(
 ) -> dict[str, Float[Tensor, "n d"]]:
     """Aggregated activations of ``texts`` at every hook, one cached forward per batch."""
     texts = check_texts(texts)
-    _check_batch_size(batch_size)
+    check_batch_size(batch_size)
     out: dict[str, list[Tensor]] = {}
     starts_all = None if completion_starts is None else torch.tensor(list(completion_starts))
     batches = capture(model, texts, hooks, batch_size, progress=progress)

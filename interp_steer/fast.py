@@ -56,7 +56,7 @@ def _packable(w) -> bool:
 _CHOICES: dict[tuple[int, int, int], bool] = {}
 
 
-def _bucket(rows: int) -> int:
+def row_bucket(rows: int) -> int:
     """Row counts grouped by powers of two (1, 2, 4, ... 4096): one timing per group."""
     return 1 if rows <= 1 else min(1 << (rows - 1).bit_length(), 4096)
 
@@ -114,7 +114,7 @@ class FrozenLinear:
             and x.device.type == "cpu"
             and not (x.requires_grad and torch.is_grad_enabled())
         ):
-            key = (*self.w.shape, _bucket(x.numel() // x.shape[-1]))
+            key = (*self.w.shape, row_bucket(x.numel() // x.shape[-1]))
             use = _CHOICES.get(key)
             if use is None:
                 with torch.no_grad():

@@ -12,7 +12,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer, TransformerLensKeyValueCache
 
-from interp_steer.activations import Batch, tokenize
+from interp_steer.activations import Batch, check_batch_size, tokenize
 from interp_steer.interventions import Positions, positions_context, steer
 from interp_steer.models import chat as chat_format
 from interp_steer.vectors import SteeringVector
@@ -212,8 +212,8 @@ def generate(
         raise ValueError(f"alphas must be finite, got {alphas!r}")
     if a.ndim == 1 and a.shape[0] != len(texts):
         raise ValueError(f"{a.shape[0]} alphas for {len(texts)} prompts; give one per prompt")
-    if batch_size is not None and (not _is_int(batch_size) or batch_size < 1):
-        raise ValueError(f"batch_size must be None or an int >= 1, got {batch_size!r}")
+    if batch_size is not None:
+        check_batch_size(batch_size)
     check_sampling(max_new_tokens, temperature, top_p, seed)
     bs = batch_size or len(texts)
     results: list[str] = []

@@ -23,6 +23,7 @@ from interp_steer import sweep as sw
 from interp_steer.activations import (
     aggregate,
     capture,
+    check_batch_size,
     check_texts,
     encode,
     forward_kwargs,
@@ -141,6 +142,7 @@ CASES = {
     "token_activations": lambda c: token_activations(c.model, PROMPTS, HOOK),
     "check_hook": lambda c: check_hook(c.model, HOOK),
     "check_texts": lambda c: check_texts("one text"),
+    "check_batch_size": lambda c: check_batch_size(4),
     "capture": lambda c: [
         (b.tokens, a[HOOK], k) for b, a, k in capture(c.model, PROMPTS, HOOK, 1, 1)
     ],

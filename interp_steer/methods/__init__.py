@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from transformer_lens import HookedTransformer
 
 from interp_steer import __version__
-from interp_steer.activations import encode, get_activations
+from interp_steer.activations import check_batch_size, encode, get_activations
 from interp_steer.datasets import contrastive_pairs
 from interp_steer.methods import mean_diff, one_shot, pca, probe, sae_feature
 from interp_steer.vectors import SteeringVector, check_hook, model_fingerprint
@@ -108,10 +108,7 @@ def build_vector(
         raise ValueError(
             f"method {method!r} takes no option(s) {unknown}; its options are {builder.options}"
         )
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    if not isinstance(hook, str):
-        raise TypeError(f"hook must be a hook name string, got {type(hook).__name__}")
+    check_batch_size(batch_size)
     check_hook(model, hook)
     directions, extra = builder(
         model,
