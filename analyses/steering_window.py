@@ -136,12 +136,17 @@ class Config:
 # ---------------------------------------------------------------- the window
 
 
+def first_majority(rel, target_rate) -> float | None:
+    """The first strength where the steered target is the majority answer (None: never)."""
+    hits = np.nonzero(np.asarray(target_rate) > 0.5)[0]
+    return float(np.asarray(rel, float)[hits[0]]) if len(hits) else None
+
+
 def window(rel, target_rate, capability, floor: float) -> dict:
     """First r with a target majority, last r before capability first drops below ``floor``,
     and the window between them (0 when the target never wins before capability is lost)."""
     r = np.asarray(rel, float)
-    hits = np.nonzero(np.asarray(target_rate) > 0.5)[0]
-    first = float(r[hits[0]]) if len(hits) else None
+    first = first_majority(r, target_rate)
     below = np.nonzero(np.asarray(capability) < floor)[0]
     if len(below) == 0:
         last, censored = float(r[-1]), True  # capable over the whole grid
@@ -308,7 +313,7 @@ def study_fact(model, name: str, fact: dict, cfg: Config, cells: Path) -> dict:
             **_rates("target", hits),
             **_rates("truth", truth),
         }
-        first = window(rel, hits.mean(1), np.ones(len(rel)), 0.5)["first_majority"]
+        first = first_majority(rel, hits.mean(1))
         # Capability is measured for Bostock's read always, and for the answer-token read
         # where its target wins somewhere: when it never does, its window is 0 whatever
         # capability does, and the cell would cost ~15 min for nothing.
