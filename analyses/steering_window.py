@@ -26,7 +26,6 @@ figures/steering_window_summary.json.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import time
@@ -41,7 +40,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from analyses._common import arg_parser, require_clean, save_figure
+from analyses._common import (
+    MissingCell,
+    arg_parser,
+    cell,
+    config_hash,
+    require_clean,
+    save_figure,
+)
 from interp_steer import build_vector, generate, load_model, metrics
 from interp_steer._io import write_json
 from interp_steer.provenance import code_version
@@ -193,24 +199,11 @@ def window_ci(
 # ---------------------------------------------------------------- cells
 
 
-class MissingCell(LookupError):
-    """A cell that a ``compute=False`` run would have to compute."""
-
-
 _COMPUTE = {"on": True}
 
 
 def _cell(path: Path, compute):
-    """Load a finished cell, or compute it and write it atomically."""
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        pass
-    if not _COMPUTE["on"]:
-        raise MissingCell(str(path))
-    result = {**compute(), "_commit": code_version()}
-    write_json(path, result)
-    return result
+    return cell(path, compute, allow_compute=_COMPUTE["on"])
 
 
 def _grade(texts: list[str], pattern: str) -> list[int]:
@@ -413,8 +406,7 @@ def _run_tasks(model, cfg, kind, items, vec, alphas, k, keep=False):
 
 
 def _config_hash(cfg: Config) -> str:
-    d = {k: v for k, v in asdict(cfg).items() if k not in ("models", "n_boot")}
-    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]
+    return config_hash(cfg, exclude=("models", "n_boot"))
 
 
 def _load(name: str, cfg: Config):

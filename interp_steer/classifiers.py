@@ -133,6 +133,45 @@ def for_trait(trait: str) -> list:
     return out
 
 
+def trait_eval_set(trait: str) -> list[dict]:
+    """The hand-written held-out texts for ``trait`` (data/trait_eval.json): 40 per trait,
+    half positive, a quarter "trap" texts whose direction words point the other way."""
+    from interp_steer.datasets import read_data
+
+    data = read_data("trait_eval")
+    if trait not in data or trait.startswith("_"):
+        names = sorted(k for k in data if not k.startswith("_"))
+        raise ValueError(f"no held-out texts for trait {trait!r}; have {names}")
+    return data[trait]
+
+
+def validate(clf, trait: str, n_boot: int = 2000, seed: int = 0) -> dict:
+    """A classifier's AUROC on the trait's held-out texts, with a bootstrap CI, and its
+    accuracy (threshold at the median score of the plain texts) on the trap texts alone."""
+    from sklearn.metrics import roc_auc_score
+
+    from interp_steer.stats import bootstrap
+
+    items = trait_eval_set(trait)
+    y = np.array([it["label"] for it in items])
+    s = np.asarray(clf([it["text"] for it in items]), float)
+    trap = np.array([it["kind"] == "trap" for it in items])
+
+    def auc(idx):
+        return roc_auc_score(y[idx], s[idx]) if len(set(y[idx])) == 2 else np.nan
+
+    lo, hi = bootstrap(lambda g: auc(g.integers(0, len(y), len(y))), n_boot=n_boot, seed=seed)
+    cut = np.median(s[~trap])
+    return {
+        "auroc": float(roc_auc_score(y, s)),
+        "auroc_ci": [lo, hi],
+        "n": int(len(y)),
+        "trap_auroc": float(roc_auc_score(y[trap], s[trap])),
+        "trap_accuracy": float(((s[trap] > cut) == (y[trap] == 1)).mean()),
+        "n_trap": int(trap.sum()),
+    }
+
+
 def success_scorer(trait: str):
     """A trait's primary classifier as a [0, 1] success score: (VADER + 1) / 2 for sentiment
     (lexicon-based, sensitive on free text), the MiniLM probe P(positive) otherwise."""

@@ -26,7 +26,22 @@ class ContrastiveDataset:
         return len(self.train) + len(self.test)
 
 
-_NOT_CONTRASTIVE = {"prompt_sets", "capability", "facts"}
+_NOT_CONTRASTIVE = {
+    "prompt_sets",
+    "capability",
+    "facts",
+    "trait_eval",
+    "misalignment_labels",
+    "safety_concepts",
+}
+
+
+def read_data(name: str) -> dict:
+    """A shipped data file (``interp_steer/data/<name>.json``) as parsed JSON."""
+    path = files("interp_steer.data").joinpath(f"{name}.json")
+    if not path.is_file():
+        raise ValueError(f"no shipped data file {name!r}.json")
+    return json.loads(path.read_text())
 
 
 def available() -> list[str]:

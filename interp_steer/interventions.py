@@ -6,7 +6,9 @@ Each operator maps a hook activation x (per position) to a new one:
 - clamp:  x − P x + Σ_j c_j u_j,   u_j the orthonormalised directions
 
 Positions are counted in the *unpadded* sequence so they mean the same with and without the KV
-cache: ``"all"``, ``"prompt"`` (positions < prompt length), ``"generated"`` (the rest), or
+cache: ``"all"``, ``"prompt"`` (positions < prompt length), ``"generated"`` (the rest),
+``"last_and_generated"`` (the last prompt token and every generated one: what adding at the
+last position does under a KV cache, the non-identifiability paper's protocol), or
 explicit ints (negative ints count back from the prompt's end, so -1 is the last prompt token).
 During cached generation a hook only sees the new column(s); `positions_context` tells it
 where those columns sit. Hooks are always removed on exit, also after an exception.
@@ -27,7 +29,8 @@ from transformer_lens import HookedTransformer
 from interp_steer.vectors import SteeringVector, check_hook
 
 # "all", "prompt", "generated", or explicit unpadded positions (negative: from the prompt end)
-Positions = Literal["all", "prompt", "generated"] | Sequence[int]
+Positions = Literal["all", "prompt", "generated", "last_and_generated"] | Sequence[int]
+POSITION_NAMES = ("all", "prompt", "generated", "last_and_generated")
 
 
 @dataclass
@@ -35,6 +38,7 @@ class _PosState:
     pad: Tensor  # [batch] left-padding per row
     prompt_len: Tensor  # [batch] prompt length (unpadded)
     offset: int = 0  # column index of the first column the next forward sees
+    shared_prefix: bool = False  # a prompt-prefix pass whose cache other rows reuse
 
 
 _STATE_ATTR = "_interp_steer_positions"
@@ -56,9 +60,9 @@ def positions_context(
 
 def _validate_positions(positions: Positions) -> None:
     if isinstance(positions, str):
-        if positions not in ("all", "prompt", "generated"):
+        if positions not in POSITION_NAMES:
             raise ValueError(
-                f"positions must be 'all', 'prompt', 'generated' or ints, got {positions!r}"
+                f"positions must be one of {POSITION_NAMES} or ints, got {positions!r}"
             )
     elif (
         not isinstance(positions, Sequence)
@@ -66,8 +70,8 @@ def _validate_positions(positions: Positions) -> None:
         or not all(isinstance(p, int) and not isinstance(p, bool) for p in positions)
     ):
         raise ValueError(
-            f"positions must be 'all', 'prompt', 'generated' or a non-empty list "
-            f"of ints, got {positions!r}"
+            f"positions must be one of {POSITION_NAMES} or a non-empty list of ints, "
+            f"got {positions!r}"
         )
 
 
@@ -95,6 +99,8 @@ def position_mask(
         return real & (pos < plen[:, None])
     if positions == "generated":
         return pos >= plen[:, None]
+    if positions == "last_and_generated":
+        return pos >= plen[:, None] - 1
     idx = torch.tensor(list(positions), device=device)
     want = torch.where(idx[None] < 0, plen[:, None] + idx[None], idx[None])  # [b, n]
     return real & (pos[:, :, None] == want[:, None, :]).any(-1)
@@ -154,6 +160,15 @@ def edit_at(
     def hook_fn(x: Tensor, hook) -> Tensor:
         b, p, _ = x.shape
         mask = position_mask(model, positions, b, p, x.device)
+        state = getattr(model, _STATE_ATTR, None)
+        if state is not None and state.shared_prefix and (mask is None or bool(mask.any())):
+            raise RuntimeError(
+                f"share_prefix=True, but an edit at {hook.name} with positions={positions!r} "
+                "touches the shared prompt prefix: use positions that leave every prompt "
+                "token but the last alone (e.g. 'last_and_generated'), or share_prefix=False"
+            )
+        if mask is not None and not bool(mask.any()):
+            return x  # nothing selected: skip the edit (and its per-row coefficients)
         new = edit(x)
         return new if mask is None else torch.where(mask[..., None], new, x)
 

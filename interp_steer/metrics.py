@@ -2,9 +2,10 @@
 
 Every score used in the harmonic mean lives in [0, 1]:
 - success s: a classifier probability / rate, or the fraction of texts matching a target.
-- coherence c = min(1, ppl_ref / ppl): the completion's perplexity under the *unsteered* model,
-  relative to ``ppl_ref`` (the median perplexity of unsteered completions of the same
-  prompts). Unsteered text scores ~1; text 4x as perplexing scores 0.25.
+- coherence c = `coherence`: fluency under the *unsteered* model (a logistic in the mean
+  token log-prob) times a repetition penalty, so that neither word salad nor a repetition
+  loop scores well. (`coherence_score`, min(1, ppl_ref / ppl), is the older perplexity
+  ratio; it gives loops top marks and is kept only for the figures that used it.)
 - diversity d = mean of distinct-2 (within a response) and 1 − mean pairwise MiniLM cosine
   (across responses to one prompt).
 - harmonic mean HM = 3 / (1/s + 1/c + 1/d); 0 if any term is 0.
@@ -90,6 +91,45 @@ def coherence_score(ppl: np.ndarray, ppl_ref: float) -> np.ndarray:
     """min(1, ppl_ref / ppl); NaN perplexity (empty output) scores 0."""
     s = np.minimum(1.0, ppl_ref / np.asarray(ppl, float))
     return np.nan_to_num(s, nan=0.0)
+
+
+# Mean token log-prob (nats) where fluency is 0.5, and the width of the logistic: fluent
+# English under SmolLM2 / Gemma-3-270M sits at -2.7 to -4.7 and shuffled word salad at -7 to -9
+# (measured on tests/test_metrics.py's triples), so fluent text scores > 0.9 and salad < 0.1.
+FLUENCY_MIDPOINT = -6.0
+FLUENCY_SCALE = 0.5
+# distinct-3 of natural 20-40 word text is 0.95-1; a repetition loop's is 0.05-0.3
+DISTINCT3_FULL = 0.9
+
+
+def coherence(
+    model: HookedTransformer,
+    texts: Sequence[str],
+    prompts: Sequence[str] | None = None,
+    batch_size: int = 16,
+) -> np.ndarray:
+    """Per-text coherence in [0, 1]: fluency x a repetition penalty.
+
+    fluency = logistic((mean token log-prob under ``model`` − FLUENCY_MIDPOINT) / FLUENCY_SCALE),
+    scored as the model is (call it outside any steering context), given ``prompts`` if any;
+    repetition = min(1, distinct-3 / DISTINCT3_FULL)², distinct-3 over word 3-grams (1 for
+    texts under 3 words). Word salad fails the first, repetition loops (which a perplexity
+    ratio rewards) the second; an empty text scores 0.
+    """
+    texts = list(texts)
+    heads = [""] * len(texts) if prompts is None else list(prompts)
+    if len(heads) != len(texts):
+        raise ValueError(f"{len(heads)} prompts for {len(texts)} texts")
+    keep = [i for i, t in enumerate(texts) if t.strip()]
+    logp = np.full(len(texts), np.nan)
+    if keep:
+        ppl = perplexity(model, [heads[i] for i in keep], [texts[i] for i in keep], batch_size)
+        logp[keep] = -np.log(ppl)
+    fluency = 1 / (1 + np.exp(-(logp - FLUENCY_MIDPOINT) / FLUENCY_SCALE))
+    rep = np.array(
+        [min(1.0, distinct_n(t, 3) / DISTINCT3_FULL) if len(_words(t)) >= 3 else 1.0 for t in texts]
+    )
+    return np.nan_to_num(fluency * rep**2, nan=0.0)
 
 
 # ---------------------------------------------------------------- diversity

@@ -1,6 +1,7 @@
 """Interval estimates shared by the analyses (scipy / statsmodels underneath).
 
-Only what the analyses use today; each function is tested against a textbook value or a
+Wilson intervals, cluster bootstrap, Fisher's exact test, paired and Welch TOST with their
+power, Cohen's d / d_z with CIs and Spearman's ρ with a bootstrap CI. Each function is tested against a textbook value or a
 brute-force simulation (tests/test_stats.py).
 """
 
@@ -9,7 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
+from scipy import stats as scipy_stats
 from statsmodels.stats.proportion import proportion_confint
+from statsmodels.stats.weightstats import ttost_ind, ttost_paired
 
 
 def wilson(k: int | np.ndarray, n: int | np.ndarray, conf: float = 0.95) -> tuple:
@@ -39,3 +42,175 @@ def bootstrap(
     reps = np.array([statistic(rng) for _ in range(n_boot)], dtype=float)
     lo, hi = np.nanquantile(reps, [(1 - conf) / 2, (1 + conf) / 2])
     return float(lo), float(hi)
+
+
+def cluster_bootstrap(
+    x: np.ndarray,
+    statistic: Callable[[np.ndarray], float] = np.mean,
+    n_boot: int = 2000,
+    conf: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """CI of ``statistic(x)`` resampling whole clusters: the rows of ``x`` [cluster, ...].
+
+    Observations within a prompt are correlated (same prompt, several samples), so the
+    prompt is the unit that is resampled (``scipy.stats.bootstrap``, BCa; percentile when
+    BCa is undefined, e.g. for a constant statistic).
+    """
+    x = np.asarray(x, float)
+    if x.ndim < 1 or x.shape[0] < 2:
+        raise ValueError(f"cluster_bootstrap needs >= 2 clusters (rows), got shape {x.shape}")
+    if n_boot < 100:
+        raise ValueError(f"n_boot must be >= 100, got {n_boot}")
+    idx = np.arange(x.shape[0])
+
+    def stat(i):
+        return statistic(x[i.astype(int)])
+
+    for method in ("BCa", "percentile"):
+        res = scipy_stats.bootstrap(
+            (idx,),
+            stat,
+            n_resamples=n_boot,
+            confidence_level=conf,
+            method=method,
+            vectorized=False,
+            random_state=np.random.default_rng(seed),
+        )
+        lo, hi = res.confidence_interval
+        if np.isfinite(lo) and np.isfinite(hi):
+            return float(lo), float(hi)
+    return float(lo), float(hi)
+
+
+def fisher_exact(k1: int, n1: int, k2: int, n2: int) -> float:
+    """Two-sided p of Fisher's exact test that k1/n1 and k2/n2 share one rate."""
+    for k, n in ((k1, n1), (k2, n2)):
+        if not 0 <= k <= n or n <= 0:
+            raise ValueError(f"fisher_exact needs 0 <= k <= n and n > 0, got k={k}, n={n}")
+    return float(scipy_stats.fisher_exact([[k1, n1 - k1], [k2, n2 - k2]])[1])
+
+
+def _check_margin(margin: float) -> None:
+    if not (isinstance(margin, int | float) and margin > 0 and np.isfinite(margin)):
+        raise ValueError(f"margin must be a positive number, got {margin!r}")
+
+
+def tost_paired(a: np.ndarray, b: np.ndarray, margin: float) -> float:
+    """p of the paired two one-sided tests that |mean(b − a)| < margin (statsmodels)."""
+    _check_margin(margin)
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    if a.shape != b.shape or a.ndim != 1 or len(a) < 2:
+        raise ValueError(
+            f"tost_paired needs two 1-d arrays of equal length >= 2, got {a.shape}, {b.shape}"
+        )
+    d = b - a
+    if np.ptp(d) == 0:  # no variance: the test degenerates to a comparison
+        return 0.0 if abs(d[0]) < margin else 1.0
+    return float(ttost_paired(b, a, -margin, margin)[0])
+
+
+def tost_welch(a: np.ndarray, b: np.ndarray, margin: float) -> float:
+    """p of Welch's two one-sided tests that |mean(b) − mean(a)| < margin (statsmodels)."""
+    _check_margin(margin)
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    if min(len(a), len(b)) < 2:
+        raise ValueError("tost_welch needs >= 2 observations per group")
+    if a.var() == 0 and b.var() == 0:
+        return 0.0 if abs(b.mean() - a.mean()) < margin else 1.0
+    return float(ttost_ind(b, a, -margin, margin, usevar="unequal")[0])
+
+
+def _tost_power(margin, se, df, true_diff, alpha):
+    # P(T1 > t_c and T2 < -t_c) ≈ P(T1 > t_c) + P(T2 < -t_c) − 1 with noncentral t marginals
+    # (the usual approximation; exact up to the joint tail, which is tiny once power > 0.5)
+    tc = scipy_stats.t.ppf(1 - alpha, df)
+    p1 = scipy_stats.nct.sf(tc, df, (true_diff + margin) / se)
+    p2 = scipy_stats.nct.cdf(-tc, df, (true_diff - margin) / se)
+    return float(max(0.0, p1 + p2 - 1))
+
+
+def tost_power_paired(
+    margin: float, n: int, sd: float, true_diff: float = 0.0, alpha: float = 0.05
+) -> float:
+    """Power of the paired TOST with ``n`` pairs whose differences have SD ``sd``."""
+    _check_margin(margin)
+    if n < 2 or not sd > 0:
+        raise ValueError(f"power needs n >= 2 and sd > 0, got n={n}, sd={sd}")
+    return _tost_power(margin, sd / np.sqrt(n), n - 1, true_diff, alpha)
+
+
+def tost_power_welch(
+    margin: float,
+    n1: int,
+    n2: int,
+    sd1: float,
+    sd2: float,
+    true_diff: float = 0.0,
+    alpha: float = 0.05,
+) -> float:
+    """Power of Welch's TOST for groups of n1, n2 with SDs sd1, sd2 (Welch–Satterthwaite df)."""
+    _check_margin(margin)
+    if min(n1, n2) < 2 or not (sd1 > 0 and sd2 > 0):
+        raise ValueError("power needs n >= 2 per group and positive SDs")
+    v1, v2 = sd1**2 / n1, sd2**2 / n2
+    df = (v1 + v2) ** 2 / (v1**2 / (n1 - 1) + v2**2 / (n2 - 1))
+    return _tost_power(margin, np.sqrt(v1 + v2), df, true_diff, alpha)
+
+
+def cohens_d(a: np.ndarray, b: np.ndarray, conf: float = 0.95) -> tuple[float, float, float]:
+    """Cohen's d = (mean(b) − mean(a)) / pooled SD, with the Hedges–Olkin normal CI."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    n1, n2 = len(a), len(b)
+    if min(n1, n2) < 2:
+        raise ValueError("cohens_d needs >= 2 observations per group")
+    pooled = np.sqrt(((n1 - 1) * a.var(ddof=1) + (n2 - 1) * b.var(ddof=1)) / (n1 + n2 - 2))
+    if pooled == 0:
+        return 0.0, 0.0, 0.0
+    d = (b.mean() - a.mean()) / pooled
+    se = np.sqrt((n1 + n2) / (n1 * n2) + d**2 / (2 * (n1 + n2)))
+    z = scipy_stats.norm.ppf((1 + conf) / 2)
+    return float(d), float(d - z * se), float(d + z * se)
+
+
+def cohens_dz(a: np.ndarray, b: np.ndarray, conf: float = 0.95) -> tuple[float, float, float]:
+    """Paired effect size d_z = mean(b − a) / SD(b − a), with a normal-approximation CI."""
+    d = np.asarray(b, float) - np.asarray(a, float)
+    n = len(d)
+    if n < 2:
+        raise ValueError("cohens_dz needs >= 2 pairs")
+    sd = d.std(ddof=1)
+    if sd == 0:
+        return 0.0, 0.0, 0.0
+    dz = d.mean() / sd
+    se = np.sqrt(1 / n + dz**2 / (2 * n))
+    z = scipy_stats.norm.ppf((1 + conf) / 2)
+    return float(dz), float(dz - z * se), float(dz + z * se)
+
+
+def paired_t(a: np.ndarray, b: np.ndarray) -> float:
+    """Two-sided p of the paired t-test that mean(b − a) = 0."""
+    d = np.asarray(b, float) - np.asarray(a, float)
+    if np.ptp(d) == 0:
+        return 1.0 if d[0] == 0 else 0.0
+    return float(scipy_stats.ttest_rel(b, a).pvalue)
+
+
+def spearman(
+    x: np.ndarray, y: np.ndarray, n_boot: int = 2000, conf: float = 0.95, seed: int = 0
+) -> tuple[float, float, float]:
+    """Spearman's ρ with a bootstrap CI over (x, y) pairs: (rho, low, high)."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    if x.shape != y.shape or len(x) < 3:
+        raise ValueError(
+            f"spearman needs two equal-length arrays of >= 3, got {x.shape}, {y.shape}"
+        )
+    rho = float(scipy_stats.spearmanr(x, y).statistic)
+    lo, hi = cluster_bootstrap(
+        np.c_[x, y],
+        lambda xy: scipy_stats.spearmanr(xy[:, 0], xy[:, 1]).statistic,
+        n_boot=n_boot,
+        conf=conf,
+        seed=seed,
+    )
+    return rho, lo, hi

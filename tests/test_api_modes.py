@@ -40,6 +40,7 @@ from interp_steer.generation import (
     generate,
     generate_tokens,
     last_logits,
+    row_seeds,
 )
 from interp_steer.testing import AUTOGRAD_MODES as MODES
 from interp_steer.testing import tiny_model
@@ -210,6 +211,10 @@ CASES = {
         n_samples=1,
         max_new_tokens=3,
     ),
+    "paired_generations": lambda c: idf.paired_generations(
+        c.model, [c.vec], [(0, 0.0), (0, 1.0)], PROMPTS, 2, max_new_tokens=3, progress=False
+    ),
+    "row_seeds": lambda c: row_seeds(3, 4),
     "logit_checks": lambda c: idf.logit_checks(c.model, c.vec, PROMPTS, 1.0, {"o": c.other}),
     # sae (parameters of a returned SAE are compared by value)
     "sae.train": lambda c: _tiny_sae(c.model)[0].W_dec.detach(),
@@ -240,6 +245,7 @@ CASES = {
     "contains_rate": lambda c: metrics.contains_rate(["an owl", "a hawk"], "owl"),
     "count_strings": lambda c: metrics.count_strings(["power and power"], ["power"]),
     "perplexity": lambda c: metrics.perplexity(c.model, PROMPTS, [" yes", " no"]),
+    "coherence(": lambda c: metrics.coherence(c.model, [" yes yes", " no"]),
     "coherence_score": lambda c: metrics.coherence_score(np.array([2.0, 8.0]), 4.0),
     "distinct_n": lambda c: metrics.distinct_n("a b a b c"),
     "ngram_entropy": lambda c: metrics.ngram_entropy(["a b a b c", "c d"]),
@@ -261,6 +267,22 @@ CASES = {
     ),
     "stats.wilson": lambda c: stats.wilson(3, 10),
     "stats.bootstrap": lambda c: stats.bootstrap(lambda g: g.normal(), n_boot=100),
+    "stats.cluster_bootstrap": lambda c: stats.cluster_bootstrap(np.arange(6.0), n_boot=100),
+    "stats.fisher_exact": lambda c: stats.fisher_exact(3, 4, 1, 4),
+    "stats.tost_paired/tost_welch/paired_t": lambda c: (
+        stats.tost_paired(np.arange(5.0), np.arange(5.0) + [0, 0.1, 0, 0.1, 0], 1.0),
+        stats.tost_welch(np.arange(5.0), np.arange(5.0) + 0.1, 3.0),
+        stats.paired_t(np.arange(5.0), np.arange(5.0) + [0, 0.1, 0, 0.2, 0]),
+    ),
+    "stats.tost_power_paired/tost_power_welch": lambda c: (
+        stats.tost_power_paired(0.5, 20, 1.0),
+        stats.tost_power_welch(0.5, 20, 20, 1.0, 1.0),
+    ),
+    "stats.cohens_d/cohens_dz": lambda c: (
+        stats.cohens_d(np.arange(5.0), np.arange(5.0) + 1),
+        stats.cohens_dz(np.arange(5.0), np.arange(5.0) + [0, 1, 0, 2, 1]),
+    ),
+    "stats.spearman": lambda c: stats.spearman(np.arange(6.0), np.arange(6.0) ** 2, n_boot=100),
     "residual_norm/typical_norm": lambda c: (
         sw.residual_norm(c.model, HOOK, PROMPTS),
         sw.typical_norm(c.model, HOOK, PROMPTS),

@@ -7,7 +7,7 @@ from interp_steer.generation import generate_tokens
 from interp_steer.interventions import steer
 from interp_steer.testing import tiny_model
 
-POSITIONS = ["all", "prompt", "generated", [0, -1], [2]]
+POSITIONS = ["all", "prompt", "generated", "last_and_generated", [0, -1], [2]]
 PROMPTS = ["hello there", "a", "the cat sat"]
 
 
@@ -49,6 +49,7 @@ def test_positions_trace(llama):
         ("prompt", lambda pos, plen: pos < plen),
         ("generated", lambda pos, plen: pos >= plen),
         ("all", lambda pos, plen: True),
+        ("last_and_generated", lambda pos, plen: pos >= plen - 1),
         ([0, -1], lambda pos, plen: pos in (0, plen - 1)),
     ]:
         for use_cache in (True, False):
@@ -240,8 +241,8 @@ def test_draw_is_exact_and_skips_zero_weights():
     from interp_steer.generation import _draw
 
     w = torch.tensor([0.0, 1.0, 0.0, 3.0, 6.0, 0.0])
-    g = torch.Generator().manual_seed(0)
-    draws = torch.cat([_draw(w.expand(1000, -1), g) for _ in range(100)])
+    gens = [torch.Generator().manual_seed(i) for i in range(1000)]
+    draws = torch.cat([_draw(w.expand(1000, -1), gens) for _ in range(100)])
     freq = torch.bincount(draws, minlength=6).double() / len(draws)
     assert freq[[0, 2, 5]].sum() == 0
     # 100k draws: standard error <= 0.0016, so 0.01 is > 6 sigma
@@ -271,3 +272,52 @@ def test_gemm_backend_is_chosen_per_shape_and_row_bucket(monkeypatch):
     lin(torch.randn(1, 4))  # same bucket: no new timing
     assert len(calls) == 4
     assert fast.backend_choices() == {"6x4 rows<=1": "F.linear", "6x4 rows<=16": "F.linear"}
+
+
+def test_draw_is_exact_across_blocks():
+    """Weights spread over several 1024-token blocks (the two-level inverse CDF), with whole
+    zero blocks, zero tokens at block edges and a vocabulary that is not a block multiple."""
+    from interp_steer.generation import _draw
+
+    w = torch.zeros(3000)
+    w[[0, 1023, 1024, 2047, 2999]] = torch.tensor([1.0, 2.0, 3.0, 1.0, 3.0])
+    gens = [torch.Generator().manual_seed(i) for i in range(2000)]
+    draws = torch.cat([_draw(w.expand(2000, -1), gens) for _ in range(50)])
+    freq = torch.bincount(draws, minlength=3000).double() / len(draws)
+    assert set(draws.unique().tolist()) <= {0, 1023, 1024, 2047, 2999}
+    want = torch.tensor([0.1, 0.2, 0.3, 0.1, 0.3], dtype=freq.dtype)
+    assert torch.allclose(freq[[0, 1023, 1024, 2047, 2999]], want, atol=0.01)  # >6 sigma
+
+
+def test_a_rows_sample_depends_only_on_its_seed(tiny):
+    """Per-row generators: the same prompt and seed give the same text whatever else is in
+    the batch, so steered and unsteered conditions are paired."""
+    kw = dict(max_new_tokens=8, stop_at_eos=False, temperature=1.0)
+    alone = generate(tiny, ["the cat sat"], seed=[5], **kw)
+    mixed = generate(tiny, ["hello there", "the cat sat", "a"], seed=[1, 5, 9], **kw)
+    assert mixed[1] == alone[0]
+    # an int seed means seed + row index, also across batch_size chunks
+    whole = generate(tiny, PROMPTS * 2, seed=3, **kw)
+    assert generate(tiny, PROMPTS * 2, seed=3, batch_size=2, **kw) == whole
+    assert generate(tiny, PROMPTS * 2, seed=list(range(3, 9)), **kw) == whole
+    with pytest.raises(ValueError, match="2 seeds for 3 rows"):
+        generate(tiny, PROMPTS, seed=[1, 2], **kw)
+    with pytest.raises(TypeError, match="seed must be"):
+        generate(tiny, PROMPTS, seed=[1.5, 2, 3], **kw)
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_shared_prefix_equals_full_prefill(tiny, temperature):
+    """Running each distinct prompt's prefix once and copying its cache gives the same tokens,
+    with per-row steering at the last prompt token and after."""
+    v = _vec(tiny)
+    prompts = ["hello there", "the cat sat", "hello there", "a", "the cat sat", "a"]
+    alphas = [0.0, 1.0, 2.0, -1.0, 3.0, 0.5]
+    kw = dict(max_new_tokens=6, stop_at_eos=False, temperature=temperature, seed=11)
+    kw.update(positions="last_and_generated")
+    full = generate(tiny, prompts, v, alphas, **kw)
+    assert generate(tiny, prompts, v, alphas, share_prefix=True, **kw) == full
+    with pytest.raises(RuntimeError, match="touches the shared prompt prefix"):
+        generate(tiny, prompts, v, alphas, share_prefix=True, **{**kw, "positions": "all"})
+    with pytest.raises(ValueError, match="needs use_cache"):
+        generate(tiny, prompts, share_prefix=True, use_cache=False, max_new_tokens=2)

@@ -116,3 +116,48 @@ def test_calibrate_hits_target_kl(llama):
     assert metrics.kl_from_unsteered(llama, v, [a_raw], prompts)[0] == pytest.approx(0.05, rel=0.1)
     with pytest.raises(ValueError):
         calibrate(llama, v, prompts)
+
+
+COHERENCE_TRIPLES = [
+    (
+        "I spent the weekend hiking in the hills with my sister, and we finished with a picnic.",
+        "I love it. I love it. I love it. I love it. I love it. I love it. I love it. I love it.",
+        "hills the sister, picnic. and with weekend I hiking my spent we finished a in with the",
+    ),
+    (
+        "Dear team, the quarterly report is attached. Please review it before Friday's meeting.",
+        "the report the report the report the report the report the report the report the report",
+        "report Friday's quarterly Please review meeting. attached. team, is it the Dear before",
+    ),
+    (
+        "The museum was quiet on Tuesday morning, so we could take our time with the paintings.",
+        "The museum was quiet. The museum was quiet. The museum was quiet. The museum was quiet.",
+        "banana quantum seventeen purple whisper gravel spoon elephant tax river moon chair lamp",
+    ),
+]
+
+
+@pytest.mark.integration
+def test_coherence_ranks_sense_above_loops_and_salad(smollm2):
+    """On the real model: a sensible sentence scores far above a repetition loop (which a
+    perplexity ratio would reward) and a word salad of similar length; empty text scores 0."""
+    flat = [t for triple in COHERENCE_TRIPLES for t in triple]
+    c = metrics.coherence(smollm2, flat + [""]).round(3)
+    good, loop, salad = c[:-1].reshape(-1, 3).T
+    assert (good > 0.8).all(), c
+    assert (loop < 0.35).all() and (salad < 0.2).all(), c
+    assert (good - np.maximum(loop, salad) > 0.5).all()
+    assert c[-1] == 0.0
+
+
+def test_coherence_is_fluency_times_the_repetition_factor(llama):
+    """Agreement with an independent computation: logistic fluency from the model's own
+    perplexity, times min(1, distinct-3 / 0.9)²; prompts must match texts one to one."""
+    texts = ["one two three four five six", "one two one two one two one two", "hi"]
+    logp = -np.log(metrics.perplexity(llama, [""] * 3, texts))
+    fluency = 1 / (1 + np.exp(-(logp - metrics.FLUENCY_MIDPOINT) / metrics.FLUENCY_SCALE))
+    rep = np.array([1.0, (metrics.distinct_n(texts[1], 3) / metrics.DISTINCT3_FULL) ** 2, 1.0])
+    assert rep[1] < 0.3
+    assert metrics.coherence(llama, texts) == pytest.approx(fluency * rep)
+    with pytest.raises(ValueError, match="1 prompts for 3 texts"):
+        metrics.coherence(llama, texts, prompts=["x"])

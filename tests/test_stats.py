@@ -43,3 +43,92 @@ def test_bootstrap_interval_covers_the_mean():
     assert 0.88 <= hits / 200 <= 0.99
     with pytest.raises(ValueError, match="n_boot"):
         stats.bootstrap(lambda g: 0.0, n_boot=10)
+
+
+def test_fisher_matches_the_tea_tasting_table():
+    # Fisher's lady tasting tea: 3 of 4 right each way, two-sided p = 34/70
+    assert stats.fisher_exact(3, 4, 1, 4) == pytest.approx(34 / 70)
+    assert stats.fisher_exact(0, 10, 0, 10) == 1.0
+    with pytest.raises(ValueError, match="fisher_exact needs"):
+        stats.fisher_exact(5, 4, 1, 4)
+
+
+def test_tost_paired_matches_the_two_one_sided_t_tests():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=30)
+    b = a + rng.normal(0.05, 0.2, size=30)
+    d = b - a
+    se = d.std(ddof=1) / np.sqrt(30)
+    from scipy import stats as st
+
+    want = max(st.t.sf((d.mean() + 0.1) / se, 29), st.t.cdf((d.mean() - 0.1) / se, 29))
+    assert stats.tost_paired(a, b, 0.1) == pytest.approx(want)
+    with pytest.raises(ValueError, match="margin"):
+        stats.tost_paired(a, b, 0.0)
+
+
+@pytest.mark.parametrize("n, sd, margin, true_diff", [(20, 1.0, 0.6, 0.0), (40, 0.5, 0.2, 0.05)])
+def test_tost_power_agrees_with_simulation(n, sd, margin, true_diff):
+    rng = np.random.default_rng(1)
+    reps = 4000
+    hits = 0
+    for _ in range(reps):
+        a = rng.normal(size=n)
+        b = a + rng.normal(true_diff, sd, size=n)
+        hits += stats.tost_paired(a, b, margin) < 0.05
+    sim = hits / reps
+    assert stats.tost_power_paired(margin, n, sd, true_diff) == pytest.approx(sim, abs=0.03)
+
+
+def test_welch_tost_power_agrees_with_simulation():
+    rng = np.random.default_rng(2)
+    reps, hits = 4000, 0
+    for _ in range(reps):
+        a, b = rng.normal(0, 1.0, 30), rng.normal(0, 0.5, 20)
+        hits += stats.tost_welch(a, b, 0.7) < 0.05
+    assert stats.tost_power_welch(0.7, 30, 20, 1.0, 0.5) == pytest.approx(hits / reps, abs=0.03)
+    # n = 10, SD 0.39, margin 0.1 (the old study's VADER test): equivalence is unreachable
+    assert stats.tost_power_welch(0.1, 10, 10, 0.39, 0.39) < 0.05
+
+
+def test_cohens_d_and_dz_intervals_cover_the_truth():
+    rng = np.random.default_rng(3)
+    hit_d = hit_dz = 0
+    reps = 1000
+    for _ in range(reps):
+        a, b = rng.normal(0, 1, 40), rng.normal(0.5, 1, 40)
+        d, lo, hi = stats.cohens_d(a, b)
+        hit_d += lo <= 0.5 <= hi
+        x = rng.normal(size=40)
+        y = x + rng.normal(0.3, 1, 40)  # d_z = 0.3
+        dz, lo, hi = stats.cohens_dz(x, y)
+        hit_dz += lo <= 0.3 <= hi
+    assert 0.92 < hit_d / reps < 0.98 and 0.92 < hit_dz / reps < 0.98
+    # textbook: means 1 and 0, SDs 1, pooled SD 1 -> d = 1
+    assert stats.cohens_d(np.array([-1.0, 1.0]), np.array([0.0, 2.0]))[0] == pytest.approx(
+        1 / np.sqrt(2)
+    )
+
+
+def test_cluster_bootstrap_resamples_whole_clusters():
+    """Clustered data (20 clusters x 5 correlated draws): the cluster CI covers the true mean
+    at the nominal rate; treating the 100 draws as independent would cover far less."""
+    rng = np.random.default_rng(4)
+    hits = 0
+    reps = 200
+    for rep in range(reps):
+        x = rng.normal(size=(20, 1)) + 0.2 * rng.normal(size=(20, 5))
+        lo, hi = stats.cluster_bootstrap(x, n_boot=500, seed=rep)
+        hits += lo <= 0 <= hi
+    assert 0.88 <= hits / reps <= 0.99
+    with pytest.raises(ValueError, match="2 clusters"):
+        stats.cluster_bootstrap(np.ones((1, 3)))
+
+
+def test_spearman_ci_covers_the_population_rho():
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=200)
+    y = x + rng.normal(size=200)  # Pearson 1/sqrt(2); Spearman = 6/pi asin(r/2) = 0.6825
+    rho, lo, hi = stats.spearman(x, y, n_boot=500)
+    assert lo <= 6 / np.pi * np.arcsin(1 / np.sqrt(2) / 2) <= hi
+    assert lo < rho < hi

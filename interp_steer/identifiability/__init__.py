@@ -6,7 +6,8 @@
 - `perturb`: v' = v + δ with δ ⟂ v, ‖δ‖ = eps·‖v‖, from a chosen subspace.
 - `equivalence`: `behavioural_equivalence` compares two vectors by next-token KL, classifier
   scores on generations (TOST with an explicit margin, Cohen's d) and embedding distance.
-- `study`: `orthogonal_perturbation_study` and `logit_checks`, every condition batched.
+- `study`: `orthogonal_perturbation_study`, `paired_generations` (seed-paired texts for many
+  conditions) and `logit_checks`, every condition batched.
 """
 
 from interp_steer.identifiability.equivalence import (
@@ -37,6 +38,7 @@ from interp_steer.identifiability.study import (
     kl_to_reference,
     logit_checks,
     orthogonal_perturbation_study,
+    paired_generations,
     trait_logit_scores,
 )
 
@@ -59,6 +61,7 @@ __all__ = [
     "next_token_kl",
     "null_space",
     "orthogonal_perturbation_study",
+    "paired_generations",
     "perturb",
     "prompt_activations",
     "stack_vectors",

@@ -23,7 +23,7 @@ from interp_steer.identifiability.equivalence import (
 )
 from interp_steer.identifiability.nullspace import NullSpace
 from interp_steer.identifiability.perturb import perturb
-from interp_steer.interventions import steer
+from interp_steer.interventions import Positions, steer
 from interp_steer.vectors import SteeringVector
 
 
@@ -191,6 +191,67 @@ def orthogonal_perturbation_study(
         row["equivalent"] = bool(verdicts) and all(verdicts)
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def paired_generations(
+    model: HookedTransformer,
+    vectors: Sequence[SteeringVector],
+    conditions: Sequence[tuple[int, float]],
+    prompts: Sequence[str],
+    n_samples: int = 5,
+    seed: int = 0,
+    seed_offsets: Sequence[int] | None = None,
+    positions: Positions = "last_and_generated",
+    max_new_tokens: int = 40,
+    temperature: float = 0.8,
+    batch_size: int = 128,
+    progress: bool = True,
+) -> list[list[list[str]]]:
+    """Texts ``[condition][prompt][sample]`` for (vector index, alpha) conditions, every
+    condition in one stacked batch.
+
+    Sample s of prompt p draws from seed ``seed + 1000·p + s + seed_offsets[c]``, so conditions
+    with the same offset share their sampling noise (a paired design); a different offset gives
+    an independent replicate (the negative control). ``prompts`` are used as given (format them
+    with `chat` first). With ``positions`` that leave the prompt before its last token alone,
+    each prompt's prefix is computed once (``share_prefix``).
+    """
+    if n_samples < 1:
+        raise ValueError(f"n_samples must be >= 1, got {n_samples}")
+    offsets = [0] * len(conditions) if seed_offsets is None else list(seed_offsets)
+    if len(offsets) != len(conditions):
+        raise ValueError(f"{len(offsets)} seed offsets for {len(conditions)} conditions")
+    per = len(prompts) * n_samples
+    rows = [p for p in prompts for _ in range(n_samples)]
+    seeds = [
+        seed + 1000 * p + s + off
+        for off in offsets
+        for p in range(len(prompts))
+        for s in range(n_samples)
+    ]
+    stacked = stack_vectors(vectors)
+    coef = condition_rows(conditions, len(vectors), per)
+    share = positions in ("generated", "last_and_generated")
+    texts: list[str] = []
+    for i in tqdm(range(0, coef.shape[0], batch_size), desc="generate", disable=not progress):
+        chunk = coef[i : i + batch_size]
+        with steer(model, stacked, chunk, positions=positions):
+            texts += generate(
+                model,
+                [rows[(i + r) % per] for r in range(len(chunk))],
+                max_new_tokens=max_new_tokens,
+                temperature=temperature,
+                seed=seeds[i : i + len(chunk)],
+                chat=False,
+                share_prefix=share,
+            )
+    return [
+        [
+            texts[c * per + p * n_samples : c * per + (p + 1) * n_samples]
+            for p in range(len(prompts))
+        ]
+        for c in range(len(conditions))
+    ]
 
 
 @torch.no_grad()
