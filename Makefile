@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.interp_steer_installed
 # Elsewhere fall back to PyTorch's CPU index so nobody pulls a multi-GB CUDA build by accident.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install models demo test lint bench figures window sae clean
+.PHONY: install models demo test lint bench figures window identifiability sae clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PY_SYS) -m venv $(VENV)
@@ -56,6 +56,12 @@ bench: install
 	  $(PY) -m benchmarks.bench_generate --model qwen2.5-coder-1.5b-instruct --dtype bfloat16 \
 	    --skip-tl --repeats 2; \
 	else echo "(Qwen2.5-Coder benchmarks skipped: run make models first)"; fi
+
+# The identifiability study at publication size (~45 min SmolLM2, longer for Gemma on 2 cores;
+# resumable cells under figures/.cells/, committed so a later session resumes them).
+identifiability: install
+	$(PY) -m analyses.identifiability --model smollm2-135m-instruct
+	$(PY) -m analyses.identifiability --model gemma-3-270m --max-traits 3
 
 # Trains (once) and caches the default SAE for SmolLM2 with sae-lens.
 sae: install

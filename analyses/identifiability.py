@@ -207,6 +207,7 @@ def spectrum_figure(model, cfg, hook, corpus, out: Path):
         ylabel="estimated null dimension",
         title=f"null dim vs sample size (band: min-max of {cfg.subsample_reps} subsamples)",
     )
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.legend(fontsize=8)
     ax = axes[2]
     n_layers = model.cfg.n_layers

@@ -8,7 +8,7 @@ decoder direction), clamping that feature, and ablating the k latents most tied 
 negative side (error term kept). Direction methods are unit-normalised and each strength
 (and the clamp value) is set by bisection to the same next-token KL from the unsteered
 model (iso-KL), so efficacy is compared at equal disruption. Metrics on sampled generations:
-efficacy = (VADER+1)/2 for sentiment, else the MiniLM probe P(positive); coherence = min(1, ppl_ref/ppl); equivalence
+efficacy = (VADER+1)/2 for sentiment, else the MiniLM probe P(positive); coherence = metrics.coherence (fluency x repetition penalty); efficacy CIs: bootstrap over prompts; equivalence
 = next-token KL to the mean_diff-steered model. We also report where each direction lies
 relative to the activation null space (energy rule, as in the identifiability analysis) —
 the fraction of its squared norm inside it — and, for mean_diff, its top SAE latents and how
@@ -28,7 +28,7 @@ import torch
 
 from analyses._common import save_figure, single_model_main, stem
 from analyses.identifiability import covariance_prompts
-from interp_steer import build_vector, datasets, generate, load_model, metrics, steer
+from interp_steer import build_vector, datasets, generate, load_model, metrics, stats, steer
 from interp_steer import sae as S
 from interp_steer.activations import get_activations
 from interp_steer.classifiers import success_scorer
@@ -147,18 +147,20 @@ def run(cfg: Config, out_dir: Path = Path("figures"), model=None, sae=None) -> d
             ppl = metrics.perplexity(model, formatted, texts)
             return texts, clf(texts), ppl
 
+        def efficacy_ci(eff):
+            # prompts are the resampled unit (each has cfg.samples correlated samples)
+            return list(stats.cluster_bootstrap(eff.reshape(-1, cfg.samples), seed=cfg.seed))
+
         base_texts, base_eff, base_ppl = evaluate()
-        ref = float(np.nanmedian(base_ppl))
         md = iv["contexts"]["mean_diff"]
         kls = metrics.kl_under(model, chat_prompts, list(iv["contexts"].values()))
         # equivalence: KL from the mean_diff-steered model, every intervention at iso-KL
         kls_md = metrics.kl_under(model, chat_prompts, list(iv["contexts"].values()), reference=md)
-        # the unsteered samples scored like every other condition (≈ 0.75, not 1: half of them
-        # are more perplexing than their own median)
         rows = {
             "unsteered": {
                 "efficacy": float(base_eff.mean()),
-                "coherence": float(metrics.coherence_score(base_ppl, ref).mean()),
+                "efficacy_ci": efficacy_ci(base_eff),
+                "coherence": float(metrics.coherence_from(base_ppl, base_texts).mean()),
                 "kl_unsteered": 0.0,
                 "example": base_texts[0],
             }
@@ -169,7 +171,8 @@ def run(cfg: Config, out_dir: Path = Path("figures"), model=None, sae=None) -> d
             rows[m] = {
                 "efficacy": float(eff.mean()),
                 "efficacy_sem": float(eff.std(ddof=1) / np.sqrt(len(eff))),
-                "coherence": float(metrics.coherence_score(ppl, ref).mean()),
+                "efficacy_ci": efficacy_ci(eff),
+                "coherence": float(metrics.coherence_from(ppl, texts).mean()),
                 "kl_unsteered": float(kl),
                 "kl_to_mean_diff": float(kl_md),
                 "null_fraction": null_fraction(ns, info["directions"]),
@@ -212,8 +215,9 @@ def figure(cfg: Config, res: dict, path: Path) -> None:
     for i, t in enumerate(traits):
         rows = res["results"][t]["methods"]
         eff = [rows[m]["efficacy"] for m in METHODS]
-        sem = [rows[m]["efficacy_sem"] for m in METHODS]
-        axes[0].bar(x + i * w, eff, w, yerr=sem, capsize=2, color=f"C{i}", label=t)
+        ci = np.array([rows[m]["efficacy_ci"] for m in METHODS])
+        err = [np.array(eff) - ci[:, 0], ci[:, 1] - np.array(eff)]
+        axes[0].bar(x + i * w, eff, w, yerr=err, capsize=2, color=f"C{i}", label=t)
         axes[0].axhline(rows["unsteered"]["efficacy"], color=f"C{i}", ls=":", lw=1)
         axes[1].bar(x + i * w, [rows[m]["coherence"] for m in METHODS], w, color=f"C{i}", label=t)
         axes[1].axhline(rows["unsteered"]["coherence"], color=f"C{i}", ls=":", lw=1)
@@ -237,7 +241,7 @@ def figure(cfg: Config, res: dict, path: Path) -> None:
             "success on generations: (VADER+1)/2 | probe P",
             f"efficacy at iso-KL {cfg.target_kl} nats (dotted: unsteered)",
         ),
-        (axes[1], "coherence: mean min(1, median ppl₀ / ppl)", "coherence (dotted: unsteered)"),
+        (axes[1], "coherence: fluency x repetition penalty", "coherence (dotted: unsteered)"),
         (
             axes[2],
             "fraction of ‖direction‖² in null space",

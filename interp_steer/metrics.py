@@ -4,8 +4,8 @@ Every score used in the harmonic mean lives in [0, 1]:
 - success s: a classifier probability / rate, or the fraction of texts matching a target.
 - coherence c = `coherence`: fluency under the *unsteered* model (a logistic in the mean
   token log-prob) times a repetition penalty, so that neither word salad nor a repetition
-  loop scores well. (`coherence_score`, min(1, ppl_ref / ppl), is the older perplexity
-  ratio; it gives loops top marks and is kept only for the figures that used it.)
+  loop scores well. (The perplexity ratio min(1, ppl_ref / ppl) used before gave repetition
+  loops top marks.)
 - diversity d = mean of distinct-2 (within a response) and 1 − mean pairwise MiniLM cosine
   (across responses to one prompt).
 - harmonic mean HM = 3 / (1/s + 1/c + 1/d); 0 if any term is 0.
@@ -87,12 +87,6 @@ def perplexity(
     return np.array(out)
 
 
-def coherence_score(ppl: np.ndarray, ppl_ref: float) -> np.ndarray:
-    """min(1, ppl_ref / ppl); NaN perplexity (empty output) scores 0."""
-    s = np.minimum(1.0, ppl_ref / np.asarray(ppl, float))
-    return np.nan_to_num(s, nan=0.0)
-
-
 # Mean token log-prob (nats) where fluency is 0.5, and the width of the logistic: fluent
 # English under SmolLM2 / Gemma-3-270M sits at -2.7 to -4.7 and shuffled word salad at -7 to -9
 # (measured on tests/test_metrics.py's triples), so fluent text scores > 0.9 and salad < 0.1.
@@ -121,15 +115,23 @@ def coherence(
     if len(heads) != len(texts):
         raise ValueError(f"{len(heads)} prompts for {len(texts)} texts")
     keep = [i for i, t in enumerate(texts) if t.strip()]
-    logp = np.full(len(texts), np.nan)
+    ppl = np.full(len(texts), np.nan)
     if keep:
-        ppl = perplexity(model, [heads[i] for i in keep], [texts[i] for i in keep], batch_size)
-        logp[keep] = -np.log(ppl)
+        ppl[keep] = perplexity(
+            model, [heads[i] for i in keep], [texts[i] for i in keep], batch_size
+        )
+    return coherence_from(ppl, texts)
+
+
+def coherence_from(ppl: np.ndarray, texts: Sequence[str]) -> np.ndarray:
+    """`coherence` from perplexities already computed (NaN, e.g. an empty text, scores 0)."""
+    logp = -np.log(np.asarray(ppl, float))
     fluency = 1 / (1 + np.exp(-(logp - FLUENCY_MIDPOINT) / FLUENCY_SCALE))
     rep = np.array(
         [min(1.0, distinct_n(t, 3) / DISTINCT3_FULL) if len(_words(t)) >= 3 else 1.0 for t in texts]
     )
-    return np.nan_to_num(fluency * rep**2, nan=0.0)
+    empty = np.array([not t.strip() for t in texts])
+    return np.where(empty, 0.0, np.nan_to_num(fluency * rep**2, nan=0.0))
 
 
 # ---------------------------------------------------------------- diversity

@@ -134,7 +134,8 @@ def sweep(
             else np.full(len(texts), np.nan)
         )
         resid = residual_norm(model, vec.hook, prompts, chat)
-        for (a, p, s), t, pp, sc, jd in zip(grid, texts, ppl, scores, judged):
+        coh = metrics.coherence_from(ppl, texts)
+        for (a, p, s), t, pp, ch, sc, jd in zip(grid, texts, ppl, coh, scores, judged):
             rows.append(
                 dict(
                     vector=name,
@@ -144,6 +145,7 @@ def sweep(
                     sample=s,
                     text=t,
                     ppl=pp,
+                    coherence=ch,
                     success=sc,
                     judge=jd,
                     distinct_2=metrics.distinct_n(t, 2),
@@ -169,9 +171,7 @@ def summarise(samples: pd.DataFrame, diversity: bool = True, embed=None) -> pd.D
     """Per (vector, alpha): mean success, coherence, diversity and their harmonic mean."""
     out = []
     for name, g in samples.groupby("vector", sort=False):
-        ref = float(np.nanmedian(g[g.alpha == 0].ppl))
         for a, ga in g.groupby("alpha"):
-            coh = metrics.coherence_score(ga.ppl.to_numpy(), ref)
             row = dict(
                 vector=name,
                 hook=ga.hook.iloc[0],
@@ -180,7 +180,7 @@ def summarise(samples: pd.DataFrame, diversity: bool = True, embed=None) -> pd.D
                 success=float(ga.success.mean()),
                 ppl=float(np.nanmedian(ga.ppl)),
                 judge=float(ga.judge.mean()),
-                coherence=float(coh.mean()),
+                coherence=float(ga.coherence.mean()),
                 distinct_2=float(ga.distinct_2.mean()),
                 ngram_entropy=metrics.ngram_entropy(ga.text.tolist()),
             )

@@ -246,7 +246,7 @@ CASES = {
     "count_strings": lambda c: metrics.count_strings(["power and power"], ["power"]),
     "perplexity": lambda c: metrics.perplexity(c.model, PROMPTS, [" yes", " no"]),
     "coherence(": lambda c: metrics.coherence(c.model, [" yes yes", " no"]),
-    "coherence_score": lambda c: metrics.coherence_score(np.array([2.0, 8.0]), 4.0),
+    "coherence_from": lambda c: metrics.coherence_from(np.array([2.0, 8.0]), ["a b c", ""]),
     "distinct_n": lambda c: metrics.distinct_n("a b a b c"),
     "ngram_entropy": lambda c: metrics.ngram_entropy(["a b a b c", "c d"]),
     "embedding_diversity": lambda c: metrics.embedding_diversity(

@@ -36,8 +36,9 @@ def test_harmonic_mean_and_coherence():
     assert metrics.harmonic_mean(1, 1, 1) == pytest.approx(1.0)
     assert metrics.harmonic_mean(0.5, 1, 0) == 0.0
     assert metrics.harmonic_mean(0.5, 0.5, 0.5) == pytest.approx(0.5)
-    c = metrics.coherence_score(np.array([10.0, 40.0, np.nan]), 10.0)
-    assert c.tolist() == [1.0, 0.25, 0.0]
+    # coherence from perplexities: fluent (ppl e^3), salad (ppl e^9), undefined, empty
+    c = metrics.coherence_from(np.exp([3.0, 9.0, np.nan, 3.0]), ["a b c d", "a b c d", "x", ""])
+    assert c[0] > 0.99 and c[1] < 0.01 and c[2] == 0.0 and c[3] == 0.0
 
 
 def test_perplexity_matches_manual_loss(llama):
