@@ -167,11 +167,21 @@ def sweep(
     return summary, samples
 
 
+# diversity is measured over coherent samples only: degenerate text (salad) is lexically
+# "diverse" and would otherwise reward collapse
+COHERENT = 0.5
+
+
 def summarise(samples: pd.DataFrame, diversity: bool = True, embed=None) -> pd.DataFrame:
-    """Per (vector, alpha): mean success, coherence, diversity and their harmonic mean."""
+    """Per (vector, alpha): mean success and coherence, diversity over the coherent samples
+    (coherence >= COHERENT) only, and the harmonic mean. ``distinct_2`` is sample-level
+    (within a text), ``embedding_diversity`` set-level (1 − mean pairwise cosine among one
+    prompt's coherent samples, prompts with fewer than two skipped); NaN when no sample is
+    coherent, and the HM is then 0."""
     out = []
     for name, g in samples.groupby("vector", sort=False):
         for a, ga in g.groupby("alpha"):
+            ok = ga[ga.coherence >= COHERENT]
             row = dict(
                 vector=name,
                 hook=ga.hook.iloc[0],
@@ -181,15 +191,17 @@ def summarise(samples: pd.DataFrame, diversity: bool = True, embed=None) -> pd.D
                 ppl=float(np.nanmedian(ga.ppl)),
                 judge=float(ga.judge.mean()),
                 coherence=float(ga.coherence.mean()),
-                distinct_2=float(ga.distinct_2.mean()),
-                ngram_entropy=metrics.ngram_entropy(ga.text.tolist()),
+                coherent_fraction=float(len(ok) / len(ga)),
+                distinct_2=float(ok.distinct_2.mean()) if len(ok) else float("nan"),
+                ngram_entropy=metrics.ngram_entropy(ok.text.tolist()),
             )
             if diversity:
                 emb = [
                     metrics.embedding_diversity(gp.text.tolist(), embed)
-                    for _, gp in ga.groupby("prompt")
+                    for _, gp in ok.groupby("prompt")
+                    if len(gp) >= 2
                 ]
-                row["embedding_diversity"] = float(np.mean(emb))
+                row["embedding_diversity"] = float(np.mean(emb)) if emb else float("nan")
                 row["diversity"] = (row["distinct_2"] + row["embedding_diversity"]) / 2
                 row["hm"] = metrics.harmonic_mean(
                     row["success"], row["coherence"], row["diversity"]

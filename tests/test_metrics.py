@@ -162,3 +162,45 @@ def test_coherence_is_fluency_times_the_repetition_factor(llama):
     assert metrics.coherence(llama, texts) == pytest.approx(fluency * rep)
     with pytest.raises(ValueError, match="1 prompts for 3 texts"):
         metrics.coherence(llama, texts, prompts=["x"])
+
+
+def test_sweep_diversity_counts_coherent_samples_only():
+    """Salad is lexically diverse: summarise must measure diversity over coherent samples
+    only, and give HM 0 where no sample is coherent."""
+    import pandas as pd
+
+    from interp_steer.sweep import COHERENT, summarise
+
+    def embed(texts):  # one-hot per distinct text: identical texts have cosine 1
+        vocab = sorted(set(texts))
+        return np.eye(len(vocab))[[vocab.index(t) for t in texts]]
+
+    rows = []
+    for alpha, texts, coh in [
+        (0.0, ["a b c", "a b c", "zq xv wk", "qq rr ss"], [0.9, 0.9, 0.1, 0.1]),
+        (1.0, ["x y z", "u v w", "p q r", "k l m"], [0.2, 0.1, 0.3, 0.0]),
+    ]:
+        for i, (t, c) in enumerate(zip(texts, coh)):
+            rows.append(
+                dict(
+                    vector="v",
+                    hook="h",
+                    alpha=alpha,
+                    prompt=0,
+                    sample=i,
+                    text=t,
+                    ppl=1.0,
+                    coherence=c,
+                    success=1.0,
+                    judge=np.nan,
+                    distinct_2=metrics.distinct_n(t, 2),
+                    rel_strength=alpha,
+                )
+            )
+    out = summarise(pd.DataFrame(rows), embed=embed).set_index("alpha")
+    assert COHERENT == 0.5
+    # alpha 0: the two coherent samples are identical -> set-level diversity 0, not the
+    # 1 - 2/12 that all four (two of them salad) would give
+    assert out.loc[0.0, "embedding_diversity"] == pytest.approx(0.0)
+    assert out.loc[0.0, "coherent_fraction"] == 0.5
+    assert np.isnan(out.loc[1.0, "diversity"]) and out.loc[1.0, "hm"] == 0.0
