@@ -725,6 +725,8 @@ def operating_figure(cfg, traits, out: Path) -> None:
             title=f"{t} ({traits[t]['classifier']})",
             ylabel="efficacy: Δ score vs α = 0",
         )
+        ax.set_xticks(r, [str(x) for x in r])
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax = axes[1, col]
         ax.plot(r, [g["coherence_ratio"] for g in grid], "o-", color="C4")
         ax.axhline(cfg.coherence_floor, color="C3", ls=":", label=f"floor {cfg.coherence_floor}")
@@ -734,6 +736,8 @@ def operating_figure(cfg, traits, out: Path) -> None:
             xlabel="r = ‖αv‖ / typical token norm",
             ylabel="coherence / unsteered",
         )
+        ax.set_xticks(r, [str(x) for x in r])
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.legend(fontsize=8)
     fig.suptitle(
         f"{cfg.model}: operating points ({cfg.calib_samples} samples x {cfg.n_prompts} "
@@ -797,71 +801,74 @@ def equivalence_figure(cfg, traits, out: Path) -> None:
 
 
 def conditions_figure(cfg, extra, out: Path) -> None:
+    """Absolute logit-level efficacies (nats), v's as the reference line: v's own effect on the
+    held-out pairs can be near 0 at a generation-calibrated α, so ratios would mislead."""
     names = list(extra)
     fig, axes = plt.subplots(len(names), 3, figsize=(16, 4.2 * len(names)), squeeze=False)
     numbers = {}
     for row, t in enumerate(names):
         c = extra[t]
         meta, eff = c["meta"], np.array(c["efficacy_logit"])
-        v_eff = eff[0]
+        v_eff = float(eff[0])
+
+        def pick(kind, key=None, meta=meta, eff=eff):
+            return eff[[i for i, m in enumerate(meta) if m[0] == kind and key in (None, m[1])]]
+
         ax = axes[row, 0]
         ks = sorted({m[1] for m in meta if m[0] == "span"})
-        span = [eff[[i for i, m in enumerate(meta) if m[0] == "span" and m[1] == k]] for k in ks]
-        ax.plot(ks, [s.mean() / v_eff for s in span], "o-", label="v + δ over a k-dim span")
-        ax.axhline(1, color="k", ls=":", label="v")
+        span = [pick("span", k) for k in ks]
+        ax.plot(ks, [s.mean() for s in span], "o-", label="v + δ over a k-dim span (mean of 2)")
+        ax.axhline(v_eff, color="k", ls=":", label=f"v: {v_eff:+.2f}")
+        ax.axhline(0, color="0.7", lw=0.8)
         ax.set(
             xscale="log",
             xlabel="k",
-            ylabel="logit efficacy / v's",
+            ylabel="logit efficacy [nats]",
             title=f"{t}: δ over k directions",
         )
         ax.legend(fontsize=8)
         ax = axes[row, 1]
-        ind = eff[[i for i, m in enumerate(meta) if m[0] == "individual"]] / v_eff
+        ind = pick("individual")
         ax.hist(ind, bins=15, color="C1")
-        ax.axvline(1, color="k", ls=":")
+        ax.axvline(v_eff, color="k", ls=":", label="v")
         ax.set(
-            xlabel="logit efficacy / v's",
+            xlabel="logit efficacy [nats]",
             ylabel="directions",
             title=f"{len(ind)} individual v + δ_i",
         )
+        ax.legend(fontsize=8)
         ax = axes[row, 2]
         labels = ["v (mean-diff)", "PCA", "PCA + δ null"] + [f"env: {e}" for e in c["environments"]]
-        vals = [
-            v_eff,
-            eff[[i for i, m in enumerate(meta) if m[0] == "pca"]].mean(),
-            eff[[i for i, m in enumerate(meta) if m[0] == "pca+null"]].mean(),
-        ]
-        vals += [
-            eff[[i for i, m in enumerate(meta) if m[0] == "environment" and m[1] == e]].mean()
-            for e in c["environments"]
-        ]
-        ax.barh(range(len(labels)), np.array(vals) / v_eff, color="C0")
+        vals = [v_eff, pick("pca").mean(), pick("pca+null").mean()]
+        vals += [pick("environment", e).mean() for e in c["environments"]]
+        ax.barh(range(len(labels)), vals, color="C0")
         ax.set_yticks(range(len(labels)), labels, fontsize=8)
-        ax.axvline(1, color="k", ls=":")
+        ax.axvline(v_eff, color="k", ls=":")
         env_cos = np.array(c["environment_cosine"])
         off = env_cos[~np.eye(len(env_cos), dtype=bool)]
         ax.set(
-            xlabel="logit efficacy / v's (same norm)",
+            xlabel="logit efficacy [nats] (every vector at ‖v‖)",
             title=f"cos(PCA, v) = {c['pca_cosine']:.2f}; env vectors cos {off.min():.2f}-{off.max():.2f}",
         )
         numbers[t] = {
-            "v_efficacy_logit": float(v_eff),
+            "v_efficacy_logit": v_eff,
             "span_k": ks,
-            "span_ratio": [float(s.mean() / v_eff) for s in span],
-            "individual_ratio": {
+            "span_efficacy_logit": [float(s.mean()) for s in span],
+            "individual_efficacy_logit": {
                 "mean": float(ind.mean()),
+                "sd": float(ind.std(ddof=1)) if len(ind) > 1 else 0.0,
                 "min": float(ind.min()),
                 "max": float(ind.max()),
                 "n": len(ind),
             },
             "pca_cosine": c["pca_cosine"],
-            "bars": dict(zip(labels, [float(x / v_eff) for x in vals])),
+            "bars_efficacy_logit": dict(zip(labels, [float(x) for x in vals])),
             "environment_cosine": c["environment_cosine"],
             "environments": c["environments"],
         }
     fig.suptitle(
-        f"{cfg.model}: logit-level efficacy (Δ log P(pos) − log P(neg), held-out pairs) at the operating α"
+        f"{cfg.model}: logit-level efficacy, Δ[log P(pos) − log P(neg)] on held-out pairs "
+        "(every position steered) at the operating α"
     )
     fig.tight_layout()
     save_figure(fig, out, {"traits": numbers}, cfg)
