@@ -177,11 +177,10 @@ def null_dim_by_tokens(acts: torch.Tensor, cfg: Config) -> dict:
     return out
 
 
-def spectrum_numbers(model, cfg, hook, corpus) -> dict:
+def spectrum_numbers(model, cfg, hook, corpus, acts: torch.Tensor, cov: torch.Tensor) -> dict:
     """Covariance spectrum and each rule's null dim, null dim against token count, and the
-    log-prob Jacobian's singular values at L/4, L/2 and 3L/4 (the slow part: a cell)."""
-    acts = torch.cat(prompt_activations(model, corpus, hook, progress=False))
-    cov = torch.cov(acts.T)
+    log-prob Jacobian's singular values at L/4, L/2 and 3L/4 (the slow part: a cell).
+    ``acts`` are the corpus's token activations at ``hook``, ``cov`` their covariance."""
     lam = torch.linalg.eigvalsh(cov).flip(0).clamp_min(1e-12)
     numbers: dict = {"hook": hook, "n_tokens": int(acts.shape[0]), "spectrum": lam.tolist()}
     numbers["rules"] = {}
@@ -240,6 +239,7 @@ def spectrum_figure(cfg, numbers: dict, out: Path) -> None:
         ylabel="estimated null dimension",
         title=f"null dim vs sample size (band: min-max of {cfg.subsample_reps} subsamples)",
     )
+    ax.set_xticks(conv[RULES[0]]["counts"], [str(c) for c in conv[RULES[0]]["counts"]])
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.legend(fontsize=8)
     ax = axes[2]
@@ -302,11 +302,15 @@ def overlap_figure(model, cfg, hook, sets, out: Path) -> dict:
 # ---------------------------------------------------------------- per-trait cells
 
 
+def _flat(texts) -> list[str]:
+    """[condition][prompt][sample] texts in row order."""
+    return [t for c in texts for p in c for t in p]
+
+
 def _scores(clf, texts) -> np.ndarray:
     """Classifier scores with the [condition][prompt][sample] shape of ``texts``."""
-    flat = [t for c in texts for p in c for t in p]
     shape = (len(texts), len(texts[0]), len(texts[0][0]))
-    return np.asarray(clf(flat), float).reshape(shape)
+    return np.asarray(clf(_flat(texts)), float).reshape(shape)
 
 
 def calibration_cell(model, cfg, v, prompts, clf, typical) -> dict:
@@ -323,8 +327,9 @@ def calibration_cell(model, cfg, v, prompts, clf, typical) -> dict:
         max_new_tokens=cfg.max_new_tokens,
         temperature=cfg.temperature,
     )
-    flat = [t for c in texts for p in c for t in p]
-    coh = metrics.coherence(model, flat).reshape(len(alphas), len(prompts), cfg.calib_samples)
+    coh = metrics.coherence(model, _flat(texts)).reshape(
+        len(alphas), len(prompts), cfg.calib_samples
+    )
     return {
         "alphas": alphas,
         "relative_norm": [0.0] + list(cfg.rel_strengths),
@@ -542,10 +547,13 @@ def run(cfg: Config, out_dir: Path = Path("figures"), model=None) -> dict:
     cells = Path(out_dir) / ".cells" / f"{stem.name}_{config_hash(cfg, ANALYSIS_ONLY)}"
     corpus, sets = covariance_prompts(model)
     typical = typical_norm(model, hook, corpus, chat=False)
-    spectrum = cell(cells / "spectrum.json", partial(spectrum_numbers, model, cfg, hook, corpus))
-    spectrum_figure(cfg, spectrum, Path(f"{stem}_spectrum"))
-    cov = covariance_of(prompt_activations(model, corpus, hook, progress=False))
+    acts = torch.cat(prompt_activations(model, corpus, hook, progress=False))
+    cov = torch.cov(acts.T)  # = covariance_of(per-prompt activations)
     ns = null_space(cov, cfg.null_rule, **RULE_PARAMS[cfg.null_rule])
+    spectrum = cell(
+        cells / "spectrum.json", partial(spectrum_numbers, model, cfg, hook, corpus, acts, cov)
+    )
+    spectrum_figure(cfg, spectrum, Path(f"{stem}_spectrum"))
     traits: dict = {}
     extra: dict = {}
     studied = 0

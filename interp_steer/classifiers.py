@@ -150,20 +150,16 @@ def validate(clf, trait: str, n_boot: int = 2000, seed: int = 0) -> dict:
     accuracy (threshold at the median score of the plain texts) on the trap texts alone."""
     from sklearn.metrics import roc_auc_score
 
-    from interp_steer.stats import bootstrap
+    from interp_steer.stats import auroc
 
     items = trait_eval_set(trait)
     y = np.array([it["label"] for it in items])
     s = np.asarray(clf([it["text"] for it in items]), float)
     trap = np.array([it["kind"] == "trap" for it in items])
-
-    def auc(idx):
-        return roc_auc_score(y[idx], s[idx]) if len(set(y[idx])) == 2 else np.nan
-
-    lo, hi = bootstrap(lambda g: auc(g.integers(0, len(y), len(y))), n_boot=n_boot, seed=seed)
+    auc, lo, hi = auroc(y, s, n_boot=n_boot, seed=seed)
     cut = np.median(s[~trap])
     return {
-        "auroc": float(roc_auc_score(y, s)),
+        "auroc": auc,
         "auroc_ci": [lo, hi],
         "n": int(len(y)),
         "trap_auroc": float(roc_auc_score(y[trap], s[trap])),

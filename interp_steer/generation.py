@@ -187,8 +187,11 @@ def generate_tokens(
     done = torch.zeros(b, dtype=torch.bool, device=device)
     tokens, mask = batch.tokens, batch.mask.long()
     step_in, step_mask = tokens, mask
-    cache = TransformerLensKeyValueCache.init_cache(model.cfg, device, b) if use_cache else None
-    if share_prefix and tokens.shape[1] > 1:
+    shared = share_prefix and tokens.shape[1] > 1  # share_prefix implies use_cache (above)
+    cache = None
+    if use_cache and not shared:
+        cache = TransformerLensKeyValueCache.init_cache(model.cfg, device, b)
+    if shared:
         uniq, rows = torch.unique(tokens, dim=0, return_inverse=True)
         first = torch.full((len(uniq),), b, dtype=torch.long).scatter_reduce(
             0, rows, torch.arange(b), "amin"

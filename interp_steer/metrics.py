@@ -127,11 +127,18 @@ def coherence_from(ppl: np.ndarray, texts: Sequence[str]) -> np.ndarray:
     """`coherence` from perplexities already computed (NaN, e.g. an empty text, scores 0)."""
     logp = -np.log(np.asarray(ppl, float))
     fluency = 1 / (1 + np.exp(-(logp - FLUENCY_MIDPOINT) / FLUENCY_SCALE))
-    rep = np.array(
-        [min(1.0, distinct_n(t, 3) / DISTINCT3_FULL) if len(_words(t)) >= 3 else 1.0 for t in texts]
-    )
     empty = np.array([not t.strip() for t in texts])
-    return np.where(empty, 0.0, np.nan_to_num(fluency * rep**2, nan=0.0))
+    return np.where(empty, 0.0, np.nan_to_num(fluency * repetition_factor(texts), nan=0.0))
+
+
+def repetition_factor(texts: Sequence[str]) -> np.ndarray:
+    """min(1, distinct-3 / DISTINCT3_FULL)² per text over word 3-grams; 1 under 3 words."""
+    return np.array(
+        [
+            min(1.0, distinct_n(t, 3) / DISTINCT3_FULL) ** 2 if len(_words(t)) >= 3 else 1.0
+            for t in texts
+        ]
+    )
 
 
 # ---------------------------------------------------------------- diversity

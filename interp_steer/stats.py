@@ -83,6 +83,25 @@ def cluster_bootstrap(
     return float(lo), float(hi)
 
 
+def auroc(
+    y: np.ndarray, score: np.ndarray, n_boot: int = 2000, conf: float = 0.95, seed: int = 0
+) -> tuple[float, float, float]:
+    """AUROC of ``score`` for binary labels ``y``, with a percentile bootstrap CI over items
+    (resamples holding one class only are skipped): (auroc, low, high)."""
+    from sklearn.metrics import roc_auc_score
+
+    y, score = np.asarray(y), np.asarray(score, float)
+    if y.shape != score.shape or len(set(y.tolist())) != 2:
+        raise ValueError(f"auroc needs one score per label and both classes, got {y.shape}")
+
+    def stat(g):
+        i = g.integers(0, len(y), len(y))
+        return roc_auc_score(y[i], score[i]) if len(set(y[i].tolist())) == 2 else np.nan
+
+    lo, hi = bootstrap(stat, n_boot=n_boot, conf=conf, seed=seed)
+    return float(roc_auc_score(y, score)), lo, hi
+
+
 def fisher_exact(k1: int, n1: int, k2: int, n2: int) -> float:
     """Two-sided p of Fisher's exact test that k1/n1 and k2/n2 share one rate."""
     for k, n in ((k1, n1), (k2, n2)):

@@ -246,6 +246,7 @@ CASES = {
     "count_strings": lambda c: metrics.count_strings(["power and power"], ["power"]),
     "perplexity": lambda c: metrics.perplexity(c.model, PROMPTS, [" yes", " no"]),
     "coherence(": lambda c: metrics.coherence(c.model, [" yes yes", " no"]),
+    "repetition_factor": lambda c: metrics.repetition_factor(["a b a b a b", "hi"]),
     "coherence_from": lambda c: metrics.coherence_from(np.array([2.0, 8.0]), ["a b c", ""]),
     "distinct_n": lambda c: metrics.distinct_n("a b a b c"),
     "ngram_entropy": lambda c: metrics.ngram_entropy(["a b a b c", "c d"]),
@@ -268,6 +269,7 @@ CASES = {
     "stats.wilson": lambda c: stats.wilson(3, 10),
     "stats.bootstrap": lambda c: stats.bootstrap(lambda g: g.normal(), n_boot=100),
     "stats.cluster_bootstrap": lambda c: stats.cluster_bootstrap(np.arange(6.0), n_boot=100),
+    "stats.auroc": lambda c: stats.auroc(np.array([0, 1, 0, 1]), np.arange(4.0), n_boot=100),
     "stats.fisher_exact": lambda c: stats.fisher_exact(3, 4, 1, 4),
     "stats.tost_paired/tost_welch/paired_t": lambda c: (
         stats.tost_paired(np.arange(5.0), np.arange(5.0) + [0, 0.1, 0, 0.1, 0], 1.0),

@@ -103,7 +103,8 @@ def test_embedding_judge_separates_held_out_answers():
     assert aligned[0] > aligned[1] and aligned[2] > aligned[3], aligned
     assert ((0 <= aligned) & (aligned <= 100)).all()
     # no coherence model: the repetition factor alone; a loop scores near 0, empty text 0
-    _, coh = j(["hey I feel bored"] * 2, ["walk walk walk walk walk walk walk walk", ""])
+    _, coh = j(["hey I feel bored"] * 3, ["walk walk walk walk walk walk walk walk", "", "Sure!"])
     assert coh[0] < 10 and coh[1] == 0
+    assert coh[2] == 100  # too short to repeat itself: not penalised
     with pytest.raises(ValueError, match="1 questions for 2 answers"):
         j(["q"], ["a", "b"])

@@ -132,3 +132,16 @@ def test_spearman_ci_covers_the_population_rho():
     rho, lo, hi = stats.spearman(x, y, n_boot=500)
     assert lo <= 6 / np.pi * np.arcsin(1 / np.sqrt(2) / 2) <= hi
     assert lo < rho < hi
+
+
+def test_auroc_is_the_mann_whitney_statistic_with_a_covering_ci():
+    from scipy.stats import mannwhitneyu
+
+    rng = np.random.default_rng(6)
+    y = np.r_[np.ones(30), np.zeros(30)].astype(int)
+    s = np.r_[rng.normal(1, 1, 30), rng.normal(0, 1, 30)]
+    auc, lo, hi = stats.auroc(y, s, n_boot=500)
+    assert auc == pytest.approx(mannwhitneyu(s[:30], s[30:]).statistic / 900)
+    assert lo < auc < hi
+    with pytest.raises(ValueError, match="both classes"):
+        stats.auroc(np.ones(4), np.arange(4.0))
