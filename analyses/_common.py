@@ -22,12 +22,15 @@ FIGURES = (Path(__file__).resolve().parent.parent / "figures").resolve()
 
 def save_figure(fig, stem: Path, numbers: dict, cfg) -> None:
     """Write ``stem``.png and ``stem``.json (numbers, the config and the code that made them)."""
+    # read before the PNG replaces a tracked file, or the first figure of a run would call
+    # its own checkout dirty (code_version is read once per process)
+    version = code_version()
     with atomic_path(stem.with_suffix(".png")) as tmp:
         fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
     plt.close(fig)
     write_json(
         stem.with_suffix(".json"),
-        {"config": asdict(cfg), "interp_steer": code_version(), **numbers},
+        {"config": asdict(cfg), "interp_steer": version, **numbers},
     )
 
 

@@ -243,7 +243,9 @@ def spectrum_figure(cfg, numbers: dict, out: Path) -> None:
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.legend(fontsize=8)
     ax = axes[2]
-    for (h, j), color in zip(numbers["jacobian"].items(), ["C0", "C5", "C6"]):
+    # cells store keys sorted as strings: order the hooks by layer
+    jacs = sorted(numbers["jacobian"].items(), key=lambda kv: int(kv[0].split(".")[1]))
+    for (h, j), color in zip(jacs, ["C0", "C5", "C6"]):
         sig = np.clip(np.array(j["sigma_relative"]), 1e-8, None)
         label = f"{h}: rank(σ > 5% σmax) = {j['effective_rank']}"
         ax.semilogy(np.arange(1, len(sig) + 1), sig, color=color, label=label)
