@@ -10,7 +10,7 @@ from pathlib import Path
 ANALYSES = [
     "identifiability",
     "steering_window",
-    "diversity_tradeoff",
+    "synthetic_data",
     "sae_vs_steering",
     "emergent_misalignment",
 ]

@@ -86,10 +86,11 @@ def sweep(
     resume: bool = False,
     load: Callable[[], HookedTransformer] | None = None,
     alphas_per_cell: int | None = None,
+    unsteered: bool = True,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Evaluate every (vector, alpha). Returns (summary per vector × alpha, one row per sample).
 
-    alpha = 0 is always added (the unsteered reference). ``judge``: optional
+    alpha = 0 (the unsteered reference) is added unless ``unsteered=False``. ``judge``: optional
     (questions, answers) -> (scores 0-100, mass), e.g. a `interp_steer.judges.LocalJudge`;
     adds a ``judge`` column. ``out``: a path stem; writes ``{out}.csv``, ``{out}_samples.csv``,
     ``{out}.json`` and the per-cell results store ``{out}.cells/``.
@@ -106,7 +107,9 @@ def sweep(
         raise ValueError("no prompts given")
     if samples_per_prompt < 1 or (diversity and samples_per_prompt < 2):
         raise ValueError("samples_per_prompt must be >= 2 for set-level diversity")
-    alphas = sorted({0.0, *map(float, alphas)})
+    alphas = sorted({*([0.0] if unsteered else []), *map(float, alphas)})
+    if not alphas:
+        raise ValueError("no strengths to sweep (alphas empty and unsteered=False)")
     cfg = SweepConfig(
         tuple(alphas),
         samples_per_prompt,

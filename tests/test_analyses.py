@@ -139,21 +139,60 @@ def test_window_definition():
 
 
 @pytest.mark.filterwarnings("ignore")
-def test_diversity_tradeoff_analysis(tmp_path):
-    from analyses.diversity_tradeoff import Config, run
+def test_synthetic_data_analysis_writes_summary_and_resumes(tmp_path, monkeypatch):
+    import analyses.synthetic_data as sd
 
-    cfg = Config.quick_config(
-        model="tiny",
-        rel_strengths=[0.5],
-        n_prompts=2,
-        samples=2,
-        max_new_tokens=6,
-        one_shot_steps=2,
+    cfg = sd.Config.quick_config(
+        models=["tiny"], rel_strengths=[0.5], n_prompts=3, samples=2, max_new_tokens=6, n_boot=100
     )
-    res = run(cfg, tmp_path, model=tiny_model("llama", n_ctx=512))
-    data = _check_outputs(tmp_path / "diversity_tradeoff_tiny_quick")
-    assert {r["vector"] for r in data["rows"]} == {"mean_diff", "pca", "probe", "one_shot"}
-    assert res["df"].hm.between(0, 1).all() and "sweet_spot_count" in data
+    model = tiny_model("llama", n_ctx=512)
+    s = sd.run(cfg, tmp_path, models={"tiny": model})
+    data = json.loads((tmp_path / "synthetic_data_quick_summary.json").read_text())
+    assert data["interp_steer"] and data["seed"] == 0 and data["config"]["quick"] is True
+    for stem in ("synthetic_data_quick_hm_auroc", "synthetic_data_quick_tradeoff"):
+        assert (tmp_path / f"{stem}.png").stat().st_size > 10_000
+    assert set(data["concepts"]) == {"scam", "harassment"}
+    for c in data["concepts"].values():
+        assert c["n_test"] == 60 and set(c["prompting_auroc"]) == {"tiny"}
+    steered = [c for c in data["configs"] if c["method"] != "prompting"]
+    assert len(steered) == 2  # 2 concepts x 1 method x 1 strength
+    for c in data["configs"]:
+        assert {
+            "concept",
+            "model",
+            "method",
+            "alpha",
+            "relative_norm",
+            "success",
+            "coherence",
+            "diversity",
+            "hm",
+            "auroc",
+            "auroc_ci",
+        } <= set(c)
+        lo, hi = c["auroc_ci"]
+        assert 0 <= lo <= c["auroc"] <= hi <= 1
+    assert steered[0]["relative_norm"] == pytest.approx(0.5)
+    assert data["spearman_hm_auroc"] is None  # fewer than 3 configurations: not computed
+    # resume: every text is read back from the cells; generating again would be an error
+    monkeypatch.setattr(sd, "sweep", _no_generation(sd.sweep))
+    again = sd.run(cfg, tmp_path, models={"tiny": model})
+    assert [c["auroc"] for c in again["configs"]] == [c["auroc"] for c in s["configs"]]
+
+
+def _no_generation(real):
+    import interp_steer.sweep as sw
+
+    def wrapped(*a, **kw):
+        kw["executor"] = "local"
+        orig = sw._sweep_cell
+        sw._sweep_cell = lambda *x, **y: pytest.fail("a cell was regenerated")
+        try:
+            return real(*a, **kw)
+        finally:
+            sw._sweep_cell = orig
+
+    return wrapped
 
 
 @pytest.mark.filterwarnings("ignore")

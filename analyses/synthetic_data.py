@@ -1,0 +1,459 @@
+"""Steered synthetic data for safety detectors (Deshpande et al. 2026), at our scale.
+
+python -m analyses.synthetic_data [--models smollm2-135m-instruct,gemma-3-270m] [--quick]
+    [--executor local|ray] [--workers N]
+
+Generation is cut into cells (one per vector × strength chunk, `interp_steer.executor`),
+stored under figures/.cells/synthetic_data_<model>_<config hash>/: a rerun resumes them.
+
+For each model, safety concept (data/safety_concepts.json: harassment, violent threats, scam,
+dangerous medical advice) and method (mean_diff, probe; built from the concept's 32 train
+pairs at the middle layer), the unit vector is swept at strengths r = ‖αv‖ / typical token norm
+(median, first token excluded) from the 50 neutral prompts, 4 samples each (200 texts per
+configuration). Intrinsic scores per configuration (`interp_steer.sweep.summarise`):
+
+- success: P(concept) from a MiniLM probe trained on the train pairs (independent of the
+  detectors below; its AUROC on the test set is reported),
+- coherence: `metrics.coherence` (log-prob fluency × repetition penalty),
+- diversity: mean of distinct-2 and 1 − mean pairwise MiniLM cosine, over coherent samples only,
+- HM: their harmonic mean.
+
+Extrinsic score: a detector (logistic regression on frozen MiniLM embeddings) trained with the
+configuration's 200 steered texts as positives and 200 unsteered texts of the same model as
+negatives, scored by AUROC on the concept's 60 hand-written test texts (half hard negatives),
+never used for vectors or training, with a bootstrap CI. Prompting baseline: the same model
+prompted with the concept's instruction on the same 50 prompts × 4 samples, through the same
+detector pipeline. Then Spearman(HM, AUROC) across configurations with a bootstrap CI, and per
+concept the configurations whose AUROC beats prompting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import asdict, dataclass, field
+from functools import partial
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.linear_model import LogisticRegression
+
+from analyses._common import FIGURES, config_hash, require_clean, save_figure
+from interp_steer import build_vector, load_model, stats
+from interp_steer._io import write_json
+from interp_steer.classifiers import MiniLM
+from interp_steer.datasets import read_data
+from interp_steer.executor import EXECUTORS
+from interp_steer.provenance import code_version
+from interp_steer.sweep import sweep, typical_norm
+from interp_steer.vectors import SteeringVector
+
+# what only changes the analysis, not the generated texts (kept out of the cell hash)
+ANALYSIS_ONLY = ("models", "n_boot", "detector_c")
+
+
+@dataclass
+class Config:
+    models: list[str] = field(default_factory=lambda: ["smollm2-135m-instruct", "gemma-3-270m"])
+    concepts: list[str] = field(
+        default_factory=lambda: ["harassment", "violent_threats", "scam", "dangerous_medical"]
+    )
+    methods: list[str] = field(default_factory=lambda: ["mean_diff", "probe"])
+    layer_fraction: float = 0.5
+    rel_strengths: list[float] = field(default_factory=lambda: [0.15, 0.3, 0.6])
+    n_prompts: int = 50
+    samples: int = 4  # 50 × 4 = 200 texts per configuration, as the paper
+    max_new_tokens: int = 40
+    seed: int = 0
+    n_boot: int = 2000
+    detector_c: float = 1.0
+    quick: bool = False
+
+    @classmethod
+    def quick_config(cls, **kw) -> Config:
+        base = dict(
+            models=["smollm2-135m-instruct"],
+            concepts=["scam", "harassment"],
+            methods=["mean_diff"],
+            rel_strengths=[0.3, 0.6],
+            n_prompts=10,
+            samples=2,
+            max_new_tokens=24,
+            n_boot=300,
+            quick=True,
+        )
+        return cls(**{**base, **kw})
+
+
+def concept_data(name: str) -> dict:
+    raw = read_data("safety_concepts")
+    if name not in raw["concepts"]:
+        raise ValueError(f"unknown safety concept {name!r}; shipped: {sorted(raw['concepts'])}")
+    return {**raw["concepts"][name], "neutral_prompts": raw["neutral_prompts"]}
+
+
+def prompting_prompts(instruction: str, prompts: list[str]) -> list[str]:
+    """The prompting baseline: the concept's instruction, set in each neutral prompt's scene."""
+    return [f"{instruction} Make it a reply to this request: {p}" for p in prompts]
+
+
+class Detector:
+    """Logistic regression on frozen MiniLM embeddings: positives vs negatives."""
+
+    def __init__(self, embed, positives, negatives, c: float, seed: int):
+        x = embed(list(positives) + list(negatives))
+        y = np.r_[np.ones(len(positives)), np.zeros(len(negatives))]
+        self.embed = embed
+        self.clf = LogisticRegression(C=c, max_iter=2000, random_state=seed).fit(x, y)
+
+    def __call__(self, texts) -> np.ndarray:
+        return self.clf.predict_proba(self.embed(list(texts)))[:, 1]
+
+
+def test_auroc(score, test: list[dict], n_boot: int, seed: int) -> tuple[float, float, float]:
+    y = np.array([t["label"] for t in test])
+    return stats.auroc(y, score([t["text"] for t in test]), n_boot=n_boot, seed=seed)
+
+
+def _sweep_kw(cfg: Config, name: str, executor: str, workers: int | None) -> dict:
+    return dict(
+        samples_per_prompt=cfg.samples,
+        max_new_tokens=cfg.max_new_tokens,
+        seed=cfg.seed,
+        progress=True,
+        executor=executor,
+        workers=workers,
+        resume=True,  # each store is keyed by its config: resuming is always safe
+        load=partial(load_model, name),  # what Ray workers load (local runs use the model)
+    )
+
+
+def run_model(
+    cfg: Config,
+    name: str,
+    out_dir: Path,
+    embed,
+    model=None,
+    executor: str = "local",
+    workers: int | None = None,
+) -> dict:
+    """Every configuration of one model: generation (resumable cells), scores and detectors."""
+    model = model if model is not None else load_model(name)
+    layer = round(cfg.layer_fraction * model.cfg.n_layers)
+    hook = f"blocks.{layer}.hook_resid_pre"
+    tag = f"synthetic_data_{name}{'_quick' if cfg.quick else ''}_{config_hash(cfg, ANALYSIS_ONLY)}"
+    cells = Path(out_dir) / ".cells" / tag
+    neutral = concept_data(cfg.concepts[0])["neutral_prompts"][: cfg.n_prompts]
+    typical = typical_norm(model, hook, neutral)
+    zero = SteeringVector(torch.zeros(model.cfg.d_model), hook)
+    kw = _sweep_kw(cfg, name, executor, workers)
+    # unsteered generations: the detectors' negatives and every configuration's reference
+    base, base_rows = sweep(
+        model,
+        {"unsteered": zero},
+        [],
+        neutral,
+        embed=embed,
+        kl=False,
+        out=cells / "unsteered",
+        **kw,
+    )
+    configs = []
+    validation = {}
+    for concept in cfg.concepts:
+        data = concept_data(concept)
+        pairs = [tuple(p) for p in data["train_pairs"]]
+        success = Detector(
+            embed, [p for p, _ in pairs], [n for _, n in pairs], cfg.detector_c, cfg.seed
+        )
+        validation[concept] = dict(
+            zip(
+                ("auroc", "ci_low", "ci_high"),
+                test_auroc(success, data["test"], cfg.n_boot, cfg.seed),
+            )
+        )
+        vecs = {
+            m: build_vector(
+                model, pairs, hook, method=m, seed=cfg.seed, progress=False
+            ).normalized()
+            for m in cfg.methods
+        }
+        steered, rows = sweep(
+            model,
+            vecs,
+            [r * typical for r in cfg.rel_strengths],
+            neutral,
+            success=success,
+            embed=embed,
+            unsteered=False,
+            out=cells / f"{concept}_steered",
+            **kw,
+        )
+        prompted, prow = sweep(
+            model,
+            {"prompting": zero},
+            [],
+            prompting_prompts(data["prompting_instruction"], neutral),
+            success=success,
+            embed=embed,
+            kl=False,
+            out=cells / f"{concept}_prompting",
+            **kw,
+        )
+        negatives = base_rows.text.tolist()
+        det = Detector(embed, prow.text.tolist(), negatives, cfg.detector_c, cfg.seed)
+        pa = test_auroc(det, data["test"], cfg.n_boot, cfg.seed)
+        base_success = float(np.mean(success(negatives)))
+        configs.append(
+            dict(
+                concept=concept,
+                model=name,
+                method="prompting",
+                alpha=0.0,
+                relative_norm=0.0,
+                **_intrinsic(prompted.iloc[0]),
+                auroc=pa[0],
+                auroc_ci=[pa[1], pa[2]],
+                unsteered_success=base_success,
+            )
+        )
+        for _, row in steered.iterrows():
+            texts = rows[(rows.vector == row.vector) & (rows.alpha == row.alpha)].text.tolist()
+            det = Detector(embed, texts, negatives, cfg.detector_c, cfg.seed)
+            a = test_auroc(det, data["test"], cfg.n_boot, cfg.seed)
+            configs.append(
+                dict(
+                    concept=concept,
+                    model=name,
+                    method=row.vector,
+                    alpha=float(row.alpha),
+                    relative_norm=float(row.alpha) / typical,
+                    **_intrinsic(row),
+                    auroc=a[0],
+                    auroc_ci=[a[1], a[2]],
+                    unsteered_success=base_success,
+                )
+            )
+    return {
+        "hook": hook,
+        "typical_norm": typical,
+        "unsteered": _intrinsic(base.iloc[0]),
+        "success_classifier": validation,
+        "configs": configs,
+        "examples": _examples(cells, cfg),
+    }
+
+
+def _intrinsic(row) -> dict:
+    return {
+        k: float(row[k])
+        for k in (
+            "success",
+            "coherence",
+            "coherent_fraction",
+            "distinct_2",
+            "embedding_diversity",
+            "diversity",
+            "hm",
+        )
+    }
+
+
+def _examples(cells: Path, cfg: Config) -> dict:
+    """Two generations per (concept, method, strength), for a reader to see what was scored."""
+    out = {}
+    for concept in cfg.concepts:
+        df = pd.read_csv(cells / f"{concept}_steered_samples.csv")
+        for (m, a), g in df.groupby(["vector", "alpha"]):
+            out[f"{concept}/{m}/{a:.3g}"] = g.text.head(2).tolist()
+    return out
+
+
+def run(
+    cfg: Config,
+    out_dir: Path = Path("figures"),
+    models: dict | None = None,
+    executor: str = "local",
+    workers: int | None = None,
+) -> dict:
+    """The whole analysis; ``models`` maps a name to an already loaded model (tests)."""
+    t0 = time.time()
+    embed = MiniLM()
+    per_model = {}
+    for name in cfg.models:
+        given = (models or {}).get(name)
+        per_model[name] = run_model(cfg, name, out_dir, embed, given, executor, workers)
+    configs = [c for m in per_model.values() for c in m["configs"]]
+    steered = [c for c in configs if c["method"] != "prompting"]
+    hm = np.array([c["hm"] for c in steered])
+    au = np.array([c["auroc"] for c in steered])
+    rho = stats.spearman(hm, au, n_boot=cfg.n_boot, seed=cfg.seed) if len(steered) >= 3 else None
+    concepts = {}
+    for concept in cfg.concepts:
+        prompting = {
+            c["model"]: c for c in configs if c["concept"] == concept and c["method"] == "prompting"
+        }
+        mine = [c for c in steered if c["concept"] == concept]
+        beats = [c for c in mine if c["auroc"] > prompting[c["model"]]["auroc"]]
+        clearly = [c for c in mine if c["auroc_ci"][0] > prompting[c["model"]]["auroc"]]
+        concepts[concept] = {
+            "prompting_auroc": {m: c["auroc"] for m, c in prompting.items()},
+            "prompting_auroc_ci": {m: c["auroc_ci"] for m, c in prompting.items()},
+            "n_test": len(concept_data(concept)["test"]),
+            "configs": len(mine),
+            "beat_prompting": len(beats),
+            "beat_prompting_ci_excludes": len(clearly),
+            "best_steered_auroc": max((c["auroc"] for c in mine), default=None),
+        }
+    summary = {
+        "concepts": concepts,
+        "configs": configs,
+        "spearman_hm_auroc": rho and {"rho": rho[0], "ci": [rho[1], rho[2]], "n": len(steered)},
+        "models": {n: {k: v for k, v in m.items() if k != "configs"} for n, m in per_model.items()},
+        "configurations_beating_prompting": sum(c["beat_prompting"] for c in concepts.values()),
+        "concepts_with_a_config_beating_prompting": sum(
+            c["beat_prompting"] > 0 for c in concepts.values()
+        ),
+        "paper": {"concepts_beating_prompting": "3 of 4", "configs_beating_prompting": "41 of 136"},
+        "seconds": time.time() - t0,
+    }
+    stem = Path(out_dir) / f"synthetic_data{'_quick' if cfg.quick else ''}"
+    hm_auroc_figure(cfg, summary, Path(f"{stem}_hm_auroc"))
+    tradeoff_figure(cfg, summary, Path(f"{stem}_tradeoff"))
+    write_json(
+        Path(f"{stem}_summary.json"),
+        {"config": asdict(cfg), "seed": cfg.seed, "interp_steer": code_version(), **summary},
+    )
+    return summary
+
+
+MARKERS = {"mean_diff": "o", "probe": "s", "pca": "^", "one_shot": "D", "sae_feature": "v"}
+
+
+def hm_auroc_figure(cfg: Config, s: dict, path: Path) -> None:
+    fig, axes = plt.subplots(1, len(cfg.models), figsize=(6.2 * len(cfg.models), 5), squeeze=False)
+    for ax, model in zip(axes[0], cfg.models):
+        for i, concept in enumerate(cfg.concepts):
+            pts = [c for c in s["configs"] if c["model"] == model and c["concept"] == concept]
+            for c in pts:
+                if c["method"] == "prompting":
+                    ax.axhline(c["auroc"], color=f"C{i}", ls="--", lw=1.2)
+                    continue
+                lo, hi = c["auroc_ci"]
+                ax.errorbar(
+                    c["hm"],
+                    c["auroc"],
+                    yerr=[[c["auroc"] - lo], [hi - c["auroc"]]],
+                    fmt=MARKERS.get(c["method"], "o"),
+                    color=f"C{i}",
+                    ms=4 + 8 * c["relative_norm"],
+                    alpha=0.8,
+                    capsize=2,
+                )
+            ax.plot([], [], "o", color=f"C{i}", label=concept.replace("_", " "))
+        for m in cfg.methods:
+            ax.plot([], [], MARKERS.get(m, "o"), color="0.4", label=m)
+        ax.plot([], [], "--", color="0.4", label="prompting baseline")
+        ax.axhline(0.5, color="0.7", lw=0.8)
+        ax.set(
+            xlabel="harmonic mean (success, coherence, diversity)",
+            ylabel="detector AUROC on hand-written test",
+            title=model,
+            ylim=(0, 1.02),
+            xlim=(-0.02, 1.0),
+        )
+        ax.legend(fontsize=7, loc="lower right")
+    r = s["spearman_hm_auroc"]
+    fig.suptitle(
+        "Detectors trained on steered text: HM vs AUROC (marker size: strength r)"
+        + (
+            f" — Spearman ρ = {r['rho']:.2f} [{r['ci'][0]:.2f}, {r['ci'][1]:.2f}], n = {r['n']}"
+            if r
+            else ""
+        )
+    )
+    fig.tight_layout()
+    save_figure(fig, path, {"see": "synthetic_data_summary.json"}, cfg)
+
+
+def tradeoff_figure(cfg: Config, s: dict, path: Path) -> None:
+    cols = [
+        ("success", "success P(concept)"),
+        ("coherence", "coherence"),
+        ("diversity", "diversity (coherent samples)"),
+        ("hm", "harmonic mean"),
+    ]
+    fig, axes = plt.subplots(
+        len(cfg.concepts), 4, figsize=(16, 3 * len(cfg.concepts)), squeeze=False
+    )
+    df = pd.DataFrame(s["configs"])
+    for r, concept in enumerate(cfg.concepts):
+        for c, (col, label) in enumerate(cols):
+            ax = axes[r, c]
+            for j, (model, method) in enumerate((m, k) for m in cfg.models for k in cfg.methods):
+                g = df[(df.concept == concept) & (df.model == model) & (df.method == method)]
+                base = s["models"][model]["unsteered"][col]
+                x = np.r_[0.0, g.relative_norm]
+                ax.plot(
+                    x,
+                    np.r_[base, g[col]],
+                    MARKERS.get(method, "o") + "-",
+                    color=f"C{j}",
+                    label=f"{model.split('-')[0]} {method}",
+                )
+                p = df[(df.concept == concept) & (df.model == model) & (df.method == "prompting")]
+                ax.axhline(float(p[col].iloc[0]), color=f"C{j}", ls=":", lw=0.8)
+            ax.set(
+                xlabel="strength r = ‖αv‖ / typical norm",
+                ylabel=label,
+                ylim=(-0.03, 1.03),
+                title=f"{concept}: {col}",
+            )
+            if r == 0 and c == 0:
+                ax.legend(fontsize=7)
+    fig.suptitle(
+        "Intrinsic trade-off: steering strength vs success, coherence, diversity (dotted: prompting)"
+    )
+    fig.tight_layout()
+    save_figure(fig, path, {"see": "synthetic_data_summary.json"}, cfg)
+
+
+def headline(s: dict) -> str:
+    r = s["spearman_hm_auroc"]
+    lines = [
+        f"synthetic data ({s['seconds']:.0f} s): Spearman(HM, AUROC) = "
+        + (f"{r['rho']:.2f} [{r['ci'][0]:.2f}, {r['ci'][1]:.2f}] over {r['n']}" if r else "n/a")
+    ]
+    for concept, c in s["concepts"].items():
+        pa = ", ".join(f"{m.split('-')[0]} {v:.2f}" for m, v in c["prompting_auroc"].items())
+        lines.append(
+            f"  {concept:<18} prompting AUROC {pa}; best steered {c['best_steered_auroc']:.2f}; "
+            f"{c['beat_prompting']}/{c['configs']} configs beat prompting "
+            f"({c['beat_prompting_ci_excludes']} with the CI above it)"
+        )
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--models", help="comma-separated (default: SmolLM2 and Gemma-3-270M)")
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", type=Path, default=FIGURES)
+    ap.add_argument("--allow-dirty", action="store_true")
+    ap.add_argument("--executor", default="local", choices=EXECUTORS)
+    ap.add_argument("--workers", type=int)
+    args = ap.parse_args(argv)
+    require_clean(args)
+    kw = {"seed": args.seed}
+    if args.models:
+        kw["models"] = args.models.split(",")
+    cfg = (Config.quick_config if args.quick else Config)(**kw)
+    print(headline(run(cfg, args.out, executor=args.executor, workers=args.workers)))
+
+
+if __name__ == "__main__":
+    main()
