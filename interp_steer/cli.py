@@ -172,7 +172,21 @@ def cmd_sae_train(args) -> None:
     else:
         s, report = sae.train(model, hook, config=cfg)
         sae.save(s, path, report)
-    print(json.dumps(sae.report_of(path), indent=2))
+    print(sae_table(sae.report_of(path)) + f"\n(full report: {path}/interp_steer.json)")
+
+
+def sae_table(report: dict) -> str:
+    """The report's per-genre numbers as a short table."""
+    rows = [("held-out " + g, r) for g, r in report.get("heldout_by_genre", {}).items()]
+    rows += [("generic " + g, r) for g, r in (report.get("generic_eval") or {}).items()]
+    lines = [f"{'split':<22} {'EV':>6} {'L0':>6} {'dead':>6} {'CE rec.':>8} {'tokens':>9}"]
+    for name, r in rows:
+        ce = r.get("ce_loss_recovered")
+        lines.append(
+            f"{name:<22} {r['explained_variance']:6.3f} {r['l0']:6.1f} {r['dead_fraction']:6.3f} "
+            f"{'' if ce is None else f'{ce:8.3f}':>8} {r['n_tokens']:9,}"
+        )
+    return "\n".join(lines)
 
 
 def _run_analysis(name: str, quick: bool, seed: int) -> None:
@@ -291,7 +305,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--architecture", choices=["topk", "standard"], help="default: topk")
     s.add_argument("--k", type=int, help="topk latents per token (default 64)")
     s.add_argument("--expansion", type=int, help="d_sae / d_model (default 4)")
-    s.add_argument("--training-tokens", type=int, help="default 2,000,000")
+    s.add_argument("--training-tokens", type=int, help="default 6,000,000 (~3 passes)")
     s.add_argument("--force", action="store_true")
 
     s = add("figures", cmd_figures, "Regenerate the analyses' figures and JSON in figures/.")

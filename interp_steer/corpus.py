@@ -137,21 +137,42 @@ class CorpusConfig:
 
 @dataclass
 class Corpus:
-    """Tokenized documents; ``starts[i]`` is where document i's completion begins (0: plain)."""
+    """Tokenized documents; ``starts[i]`` is where document i's completion begins (0: plain).
+
+    ``genres[i]``, when given, names document i's genre (the generic corpus of
+    `interp_steer.generic_corpus` sets it; the chat corpus leaves it None)."""
 
     docs: list[list[int]]
     starts: list[int]
     config: dict
+    genres: list[str] | None = None
 
     def __post_init__(self):
         if not self.docs:
             raise ValueError("empty corpus: no documents")
         if len(self.docs) != len(self.starts):
             raise ValueError("docs and starts differ in length")
+        if self.genres is not None and len(self.genres) != len(self.docs):
+            raise ValueError("docs and genres differ in length")
 
     @property
     def n_tokens(self) -> int:
         return sum(len(d) for d in self.docs)
+
+    def of_genre(self, genre: str) -> Corpus:
+        """The documents of one genre (a ValueError if the corpus has no genre labels or none
+        of ``genre``)."""
+        if self.genres is None:
+            raise ValueError("this corpus has no genre labels")
+        ids = [i for i, g in enumerate(self.genres) if g == genre]
+        if not ids:
+            raise ValueError(f"no {genre!r} documents; genres here: {sorted(set(self.genres))}")
+        return Corpus(
+            [self.docs[i] for i in ids],
+            [self.starts[i] for i in ids],
+            {**self.config, "genre": genre},
+            [genre] * len(ids),
+        )
 
     @classmethod
     def from_texts(cls, model, texts: list[str]) -> Corpus:

@@ -33,6 +33,7 @@ _NOT_CONTRASTIVE = {
     "trait_eval",
     "misalignment_labels",
     "safety_concepts",
+    "generic_eval",  # SAE generalisation texts (interp_steer.generic_corpus)
 }
 
 

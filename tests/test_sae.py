@@ -221,3 +221,83 @@ def test_corrupt_corpus_cache_is_rebuilt(model, tmp_path, monkeypatch):
     with pytest.warns(UserWarning, match="unreadable"):
         again = build_corpus(model, cfg, progress=False)
     assert again.docs == first.docs and again.starts == first.starts
+
+
+class _Identity:
+    """A stand-in 'SAE' whose reconstruction is exact (or zero): CE recovered must be 1 (0)."""
+
+    def __init__(self, scale: float):
+        self.scale = scale
+        self.W_dec = torch.zeros(1)
+
+    def encode(self, x):
+        return x
+
+    def decode(self, f):
+        return f * self.scale
+
+
+def test_ce_loss_recovered_is_one_for_an_exact_and_zero_for_a_null_reconstruction(model):
+    from interp_steer.corpus import Corpus
+    from interp_steer.sae.training import ce_loss_recovered
+
+    corpus = Corpus.from_texts(model, ["hello there friend", "a cat sat on the mat", "good day"])
+    exact = ce_loss_recovered(model, _Identity(1.0), corpus, HOOK)
+    null = ce_loss_recovered(model, _Identity(0.0), corpus, HOOK)
+    assert exact["ce_sae"] == pytest.approx(exact["ce_clean"], abs=1e-5)
+    assert exact["ce_loss_recovered"] == pytest.approx(1.0, abs=1e-4)
+    assert null["ce_loss_recovered"] == pytest.approx(0.0, abs=1e-6)
+    assert exact["ce_zero_ablation"] != pytest.approx(exact["ce_clean"])
+
+
+def test_cached_activations_equal_fresh_resume_and_heal(model, tmp_path, monkeypatch):
+    import interp_steer.sae.training as T
+    from interp_steer.corpus import Corpus
+
+    monkeypatch.setenv("INTERP_STEER_CACHE", str(tmp_path))
+    corpus = Corpus.from_texts(model, plain_texts()[:40])
+    fresh, comp = T.token_activations(model, corpus, HOOK, progress=False)
+    cached, ccomp = T.cached_token_activations(
+        model, corpus, HOOK, docs_per_part=16, progress=False
+    )
+    torch.testing.assert_close(cached, fresh, rtol=2e-3, atol=2e-3)  # stored in float16
+    assert torch.equal(ccomp, comp)
+    parts = sorted((tmp_path / "sae_acts").rglob("part*.npz"))
+    assert len(parts) == 3
+    real = T.token_activations
+    monkeypatch.setattr(T, "token_activations", lambda *a, **k: pytest.fail("recomputed"))
+    again, _ = T.cached_token_activations(model, corpus, HOOK, docs_per_part=16, progress=False)
+    assert torch.equal(again, cached)  # every part read back, no forward pass
+    parts[1].write_bytes(parts[1].read_bytes()[:100])  # a half-written part
+    monkeypatch.setattr(T, "token_activations", real)
+    with pytest.warns(UserWarning, match="unreadable"):
+        healed, _ = T.cached_token_activations(
+            model, corpus, HOOK, docs_per_part=16, progress=False
+        )
+    assert torch.equal(healed, cached)
+
+
+def test_train_reports_each_given_heldout_genre(model):
+    from interp_steer.corpus import Corpus
+
+    texts = plain_texts()
+    train_c = Corpus.from_texts(model, texts[:200])
+    held = {
+        "a": Corpus.from_texts(model, texts[200:230]),
+        "b": Corpus.from_texts(model, texts[230:260]),
+    }
+    sae, report = S.train(
+        model,
+        HOOK,
+        train_c,
+        heldout=held,
+        d_sae=64,
+        k=4,
+        training_tokens=8192,
+        batch_size=512,
+        progress=False,
+    )
+    assert set(report["heldout_by_genre"]) == {"a", "b"}
+    n = sum(r["n_tokens"] for r in report["heldout_by_genre"].values())
+    assert report["heldout"]["n_tokens"] == n and report["train_tokens_unique"] > 0
+    assert "generic_eval" not in report  # only by default with the generic corpus

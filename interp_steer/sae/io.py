@@ -12,7 +12,7 @@ from pathlib import Path
 from transformer_lens import HookedTransformer
 
 from interp_steer._io import atomic_dir, write_json
-from interp_steer.corpus import CorpusConfig
+from interp_steer.generic_corpus import generic_corpus_path, write_manifest
 from interp_steer.models import cache_dir
 from interp_steer.sae.features import check_sae, import_sae_lens
 from interp_steer.sae.training import SAETrainConfig, train
@@ -28,6 +28,9 @@ def save(sae, path: str | Path, report: dict | None = None) -> Path:
         sae.save_model(tmp)
         if report is not None:
             write_json(tmp / META_FILE, report)
+            manifest = (report.get("corpus") or {}).get("manifest")
+            if manifest is not None:  # what the SAE was trained on, beside it
+                write_manifest(tmp, manifest)
 
     return atomic_dir(path, fill)
 
@@ -67,7 +70,10 @@ def default_path(
 ) -> Path:
     hook = hook or default_hook(model)
     cfg = config or SAETrainConfig()
-    blob = json.dumps([model_fingerprint(model), hook, asdict(cfg), asdict(CorpusConfig())])
+    # the generic corpus's key covers its config, the model and the source packages' versions
+    blob = json.dumps(
+        [model_fingerprint(model), hook, asdict(cfg), generic_corpus_path(model).name]
+    )
     key = hashlib.sha256(blob.encode()).hexdigest()[:12]
     name = model.cfg.model_name.replace("/", "_")
     return cache_dir() / "sae" / f"{name}-{hook}-{cfg.architecture}-{key}"
@@ -99,7 +105,7 @@ def load_default(
             shutil.rmtree(path, ignore_errors=True)
     print(
         f"interp_steer: no cached SAE for {model.cfg.model_name} at {hook}; training one "
-        f"with sae-lens (takes ~15-25 min on a 2-core CPU for SmolLM2), cached in {path}"
+        f"with sae-lens (the generic corpus's activations and training take about an hour on a 2-core CPU for SmolLM2), cached in {path}"
     )
     sae, report = train(model, hook, config=config, progress=progress)
     save(sae, path, report)

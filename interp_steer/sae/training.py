@@ -9,19 +9,30 @@ attention sink whose norm is ~30x the others on SmolLM2) and could not hold out 
 
 from __future__ import annotations
 
+import hashlib
 import tempfile
 import time
+import warnings
+import zipfile
 from collections.abc import Iterator, Sequence
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
+from functools import partial
 
+import numpy as np
 import torch
 from jaxtyping import Float
 from torch import Tensor
+from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
-from interp_steer.activations import capture
+from interp_steer._io import atomic_path
+from interp_steer.activations import capture, forward_kwargs, pad_left
 from interp_steer.autograd import trains
-from interp_steer.corpus import Corpus, build_corpus
+from interp_steer.corpus import Corpus
+from interp_steer.generic_corpus import build_generic_corpus, generic_eval_corpora
+from interp_steer.interventions import edit_at
+from interp_steer.models import cache_dir
 from interp_steer.sae.features import import_sae_lens, set_metadata
 from interp_steer.vectors import check_hook, model_fingerprint
 
@@ -38,7 +49,7 @@ class SAETrainConfig:
     k: int = 64  # topk: active latents per token (the L0 bar is <= 64)
     l1_coefficient: float = 5.0  # standard
     lr: float = 1e-3
-    training_tokens: int = 2_000_000
+    training_tokens: int = 6_000_000  # ~3 passes over the generic corpus
     batch_size: int = 2048
     heldout_fraction: float = 0.1
     skip_first: int = 1  # leading tokens per document left out (attention sink)
@@ -60,8 +71,10 @@ def token_activations(
     skip_first: int = 1,
     progress: bool = True,
 ) -> tuple[Float[Tensor, "n d"], Tensor]:
-    """Every token's activation at ``hook`` (float32, CPU) and whether it is a completion token."""
-    acts, completion = [], []
+    """Every token's activation at ``hook`` (float32, CPU), in document order, and whether it is
+    a completion token."""
+    acts: list = [None] * len(corpus.docs)
+    completion: list = [None] * len(corpus.docs)
     # Sorting by length keeps padding (wasted compute) small.
     order = sorted(range(len(corpus.docs)), key=lambda i: len(corpus.docs[i]))
     docs = [corpus.docs[i] for i in order]
@@ -69,13 +82,98 @@ def token_activations(
     for j, (_, cap, keep) in zip(range(0, len(order), batch_size), batches):
         a = cap[hook].float().cpu()
         for r, i in enumerate(order[j : j + batch_size]):
-            acts.append(a[r][keep[r].cpu()])
-            completion.append(
-                torch.arange(skip_first, len(corpus.docs[i])) >= max(corpus.starts[i], 1)
+            acts[i] = a[r][keep[r].cpu()]
+            completion[i] = torch.arange(skip_first, len(corpus.docs[i])) >= max(
+                corpus.starts[i], 1
             )
     if not acts or sum(len(a) for a in acts) == 0:
         raise ValueError("the corpus has no tokens after skipping the first of each document")
     return torch.cat(acts), torch.cat(completion)
+
+
+def cached_token_activations(
+    model: HookedTransformer,
+    corpus: Corpus,
+    hook: str,
+    skip_first: int = 1,
+    docs_per_part: int = 1024,
+    progress: bool = True,
+) -> tuple[Float[Tensor, "n d"], Tensor]:
+    """`token_activations`, cached on disk in float16 parts of ``docs_per_part`` documents
+    (keyed by the model, hook, rule and the corpus's tokens), so a retrain skips the forward
+    passes and a killed capture resumes at its last finished part. An unreadable part is
+    recomputed, with a warning."""
+    blob = hashlib.sha256()
+    for d in corpus.docs:
+        blob.update(np.asarray(d, np.int64).tobytes() + b"|")
+    blob.update(f"{model_fingerprint(model)}|{hook}|{skip_first}|{corpus.starts}".encode())
+    root = cache_dir() / "sae_acts" / blob.hexdigest()[:16]
+    acts, completion = [], []
+    n_parts = -(-len(corpus.docs) // docs_per_part)
+    for k in tqdm(range(n_parts), desc=f"activations at {hook}", disable=not progress):
+        path = root / f"part{k:04d}.npz"
+        try:
+            with np.load(path) as z:
+                a, c = torch.from_numpy(z["acts"]), torch.from_numpy(z["completion"])
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+            if path.exists():
+                warnings.warn(
+                    f"activation cache {path} is unreadable ({e}); recomputing it", stacklevel=2
+                )
+            lo, hi = k * docs_per_part, (k + 1) * docs_per_part
+            part = Corpus(corpus.docs[lo:hi], corpus.starts[lo:hi], corpus.config)
+            a, c = token_activations(model, part, hook, skip_first=skip_first, progress=False)
+            a = a.half()
+            with atomic_path(path) as tmp, open(tmp, "wb") as f:
+                np.savez(f, acts=a.numpy(), completion=c.numpy())
+        acts.append(a)
+        completion.append(c)
+    return torch.cat(acts).float(), torch.cat(completion)
+
+
+@torch.no_grad()
+def ce_loss_recovered(
+    model: HookedTransformer,
+    sae,
+    corpus: Corpus,
+    hook: str,
+    skip_first: int = 1,
+    max_docs: int = 32,
+    batch_size: int = 8,
+) -> dict:
+    """Next-token CE with the SAE's reconstruction spliced in at ``hook`` (every position but
+    the first ``skip_first``, which the SAE never saw), against the clean model and against
+    zero-ablating those positions: recovered = (CE_zero − CE_sae) / (CE_zero − CE_clean),
+    sae-lens's definition."""
+    docs = corpus.docs[:max_docs]
+    width = max(len(d) for d in docs)
+    positions = list(range(skip_first, width))
+
+    def ce(edit) -> float:
+        total, count = 0.0, 0
+        for i in range(0, len(docs), batch_size):
+            batch = pad_left(model, docs[i : i + batch_size])
+            ctx = edit_at(model, hook, edit, positions) if edit is not None else nullcontext()
+            with ctx:
+                logits = model(batch.tokens, **forward_kwargs(batch))
+            logp = logits[:, :-1].float().log_softmax(-1)
+            nll = -logp.gather(-1, batch.tokens[:, 1:, None])[..., 0]
+            mask = batch.mask[:, 1:] & batch.mask[:, :-1]
+            total += float(nll[mask].sum())
+            count += int(mask.sum())
+        return total / count
+
+    def splice(x: Tensor) -> Tensor:
+        return sae.decode(sae.encode(x.to(sae.W_dec.dtype))).to(x.dtype)
+
+    clean, spliced, zero = ce(None), ce(splice), ce(torch.zeros_like)
+    return {
+        "ce_clean": clean,
+        "ce_sae": spliced,
+        "ce_zero_ablation": zero,
+        "ce_loss_recovered": (zero - spliced) / (zero - clean) if zero != clean else float("nan"),
+        "n_docs": len(docs),
+    }
 
 
 def _split_docs(corpus: Corpus, frac: float, seed: int) -> tuple[Corpus, Corpus]:
@@ -86,7 +184,9 @@ def _split_docs(corpus: Corpus, frac: float, seed: int) -> tuple[Corpus, Corpus]
         raise ValueError("corpus too small to hold out documents; give more texts")
 
     def sub(ids):
-        return Corpus([corpus.docs[i] for i in ids], [corpus.starts[i] for i in ids], corpus.config)
+        genres = [corpus.genres[i] for i in ids] if corpus.genres else None
+        docs, starts = [corpus.docs[i] for i in ids], [corpus.starts[i] for i in ids]
+        return Corpus(docs, starts, corpus.config, genres)
 
     return sub(perm[n_held:]), sub(perm[:n_held])
 
@@ -130,13 +230,21 @@ def train(
     corpus: Corpus | Sequence[str] | None = None,
     config: SAETrainConfig | None = None,
     progress: bool = True,
+    heldout: dict[str, Corpus] | None = None,
+    generic_eval: bool | None = None,
     **overrides,
 ):
     """Train an SAE on ``model``'s activations at ``hook`` with sae-lens. Returns (SAE, report).
 
-    ``corpus``: a `Corpus`, a list of texts, or None for the default chat corpus
-    (`interp_steer.corpus`). Keyword overrides replace `SAETrainConfig` fields. The report has
-    held-out explained variance, L0, dead fraction, training time and the config.
+    ``corpus``: a `Corpus`, a list of texts, or None for the generic corpus
+    (`interp_steer.generic_corpus`: code, docs, prose, books, chat; its per-genre held-out split,
+    its activations cached on disk). ``heldout``: {genre: Corpus} to evaluate on; without it,
+    ``heldout_fraction`` of the documents are held out. Keyword overrides replace
+    `SAETrainConfig` fields. The report has explained variance, L0 and dead fraction on the
+    held-out split (pooled and per genre) and, with ``generic_eval`` (default: when the generic
+    corpus is used), on the hand-written generic texts (data/generic_eval.json) with the CE
+    loss recovered; the times, the config and the corpus (its manifest under
+    ``report["corpus"]["manifest"]`` for the generic corpus).
     """
     sl = import_sae_lens()
     from sae_lens.config import SAETrainerConfig  # sae-lens takes ~2 s to import: only here
@@ -149,23 +257,32 @@ def train(
         corpus = Corpus.from_texts(model, list(corpus))
     if corpus is not None:  # the cheap size check, before collecting any activation
         usable = corpus.n_tokens - cfg.skip_first * len(corpus.docs)
-        if usable * (1 - cfg.heldout_fraction) < cfg.batch_size:
+        kept = 1 if heldout is not None else 1 - cfg.heldout_fraction
+        if usable * kept < cfg.batch_size:
             raise ValueError(
                 f"corpus has ~{usable} usable tokens, too few for a training "
                 f"batch of {cfg.batch_size} after holding out "
-                f"{cfg.heldout_fraction:.0%}: give more text"
+                f"{1 - kept:.0%}: give more text"
             )
+    manifest = None
     if corpus is None:
-        corpus = build_corpus(model, progress=progress)
+        corpus, heldout, manifest = build_generic_corpus(model, progress=progress)
     torch.manual_seed(cfg.seed)
     t0 = time.time()
-    train_docs, held_docs = _split_docs(corpus, cfg.heldout_fraction, cfg.seed)
-    x_train, _ = token_activations(
-        model, train_docs, hook, skip_first=cfg.skip_first, progress=progress
+    if heldout is None:
+        train_docs, held_docs = _split_docs(corpus, cfg.heldout_fraction, cfg.seed)
+        heldout = {"all": held_docs}
+    else:
+        train_docs = corpus
+    acts = partial(
+        cached_token_activations if manifest is not None else token_activations,
+        model,
+        hook=hook,
+        skip_first=cfg.skip_first,
+        progress=progress,
     )
-    x_held, held_completion = token_activations(
-        model, held_docs, hook, skip_first=cfg.skip_first, progress=progress
-    )
+    x_train, _ = acts(train_docs)
+    held_x = {g: acts(c) for g, c in heldout.items() if c.docs}
     if len(x_train) < cfg.batch_size:
         raise ValueError(f"{len(x_train)} training tokens < one batch of {cfg.batch_size}")
     t_acts = time.time() - t0
@@ -205,18 +322,46 @@ def train(
         # on the CPU, where the cached activations live)
         sae = sl.SAE.load_from_disk(tmp, device=str(model.W_E.device))
     set_metadata(sae, model, hook)
-    held = evaluate(sae, x_held)
+    x_all = torch.cat([x for x, _ in held_x.values()])
+    completion = torch.cat([c for _, c in held_x.values()])
     report = {
         "model": model_fingerprint(model),
         "hook": hook,
         "d_sae": d_sae,
         "config": asdict(cfg),
-        "corpus": {**corpus.config, "n_docs": len(corpus.docs), "n_tokens": corpus.n_tokens},
+        "corpus": _corpus_summary(corpus, heldout, manifest),
         "train_tokens_unique": len(x_train),
-        "heldout": held,
-        "heldout_completion_only": evaluate(sae, x_held[held_completion]),
+        "passes": steps * cfg.batch_size / len(x_train),
+        "heldout": evaluate(sae, x_all),
+        "heldout_completion_only": evaluate(sae, x_all[completion]) if completion.any() else None,
+        "heldout_by_genre": {g: evaluate(sae, x) for g, (x, _) in held_x.items()},
         "seconds_activations": t_acts,
         "seconds_training": t_train,
         "sae_lens_version": sl.__version__,
     }
+    if generic_eval or (generic_eval is None and manifest is not None):
+        report["generic_eval"] = generic_evaluation(model, sae, hook, cfg.skip_first)
     return sae, report
+
+
+def generic_evaluation(model: HookedTransformer, sae, hook: str, skip_first: int = 1) -> dict:
+    """Explained variance, L0, dead fraction and CE loss recovered per genre of the
+    hand-written generic texts (news, science, chat, code, fiction; never in any corpus)."""
+    out = {}
+    for genre, corpus in generic_eval_corpora(model).items():
+        x, _ = token_activations(model, corpus, hook, skip_first=skip_first, progress=False)
+        out[genre] = {**evaluate(sae, x), **ce_loss_recovered(model, sae, corpus, hook, skip_first)}
+    return out
+
+
+def _corpus_summary(corpus: Corpus, heldout: dict[str, Corpus], manifest: dict | None) -> dict:
+    out = {
+        "n_docs": len(corpus.docs),
+        "n_tokens": corpus.n_tokens,
+        "heldout_tokens": {g: c.n_tokens for g, c in heldout.items()},
+    }
+    if manifest is not None:  # `interp_steer.sae.save` also writes it as corpus_manifest.json
+        out["manifest"] = manifest
+    else:
+        out.update(corpus.config)
+    return out
