@@ -7,6 +7,7 @@ brute-force simulation (tests/test_stats.py).
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable
 
 import numpy as np
@@ -111,7 +112,8 @@ def fisher_exact(k1: int, n1: int, k2: int, n2: int) -> float:
 
 
 def _check_margin(margin: float) -> None:
-    if not (isinstance(margin, int | float) and margin > 0 and np.isfinite(margin)):
+    # numbers.Real: numpy scalars (np.float32 from a classifier's scores) count as numbers
+    if not (isinstance(margin, numbers.Real) and margin > 0 and np.isfinite(margin)):
         raise ValueError(f"margin must be a positive number, got {margin!r}")
 
 

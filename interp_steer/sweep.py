@@ -227,7 +227,8 @@ def _sweep_cell(
         if judge is not None
         else np.full(len(texts), np.nan)
     )
-    resid = residual_norm(model, vec.hook, prompts, cfg.chat)
+    # r = ‖αv‖ / typical token norm (median over non-first tokens), the unit used everywhere
+    resid = typical_norm(model, vec.hook, prompts, cfg.chat)
     cell_alphas = [a for _, a in cell.args["alphas"]]
     kls = (
         metrics.kl_from_unsteered(model, vec, cell_alphas, formatted)

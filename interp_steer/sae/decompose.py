@@ -74,14 +74,15 @@ def effect_survival(
     """How much of a vector's effect on next-token logits survives ablating its top-k latents.
 
     Δ_0 = logits(+αv) − logits(·); Δ_k = logits(+αv, ablate k) − logits(ablate k), latents
-    ranked by encoder gain on ``reference_acts`` (decoder cosine without them). survival(k) =
+    ranked by encoder gain of αv on ``reference_acts`` (the TopK encoder is nonlinear, so the
+    ranking is taken at the strength that is applied; decoder cosine without them). survival(k) =
     ⟨Δ_k, Δ_0⟩ / ‖Δ_0‖²: 1 = the effect does not go through those latents, 0 = it all does.
     """
 
     if sae_hook(sae) != vec.hook:
         raise ValueError(f"vector at {vec.hook}, SAE at {sae_hook(sae)}")
     key = "by_encoder_gain" if reference_acts is not None else "by_decoder_cosine"
-    ranked = [r["feature"] for r in decompose(sae, vec, reference_acts, top=max(ks))[key]]
+    ranked = [r["feature"] for r in decompose(sae, vec * alpha, reference_acts, top=max(ks))[key]]
     batch = tokenize(model, list(prompts))
 
     def logits() -> Tensor:
