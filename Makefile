@@ -67,7 +67,7 @@ identifiability: install
 	$(PY) -m analyses.identifiability --model gemma-3-270m --max-traits 3
 
 # Steered synthetic data for safety detectors (Deshpande et al.): SmolLM2 + Gemma-3-270M,
-# 4 concepts x 2 methods x 3 strengths x 200 texts (resumable cells under figures/.cells/).
+# 4 concepts x 2 methods x 3 strengths (r 0.2, 0.4, 0.8) x 200 texts (resumable cells under figures/.cells/).
 synthetic: install
 	$(PY) -m analyses.synthetic_data
 

@@ -63,7 +63,8 @@ class Config:
     )
     methods: list[str] = field(default_factory=lambda: ["mean_diff", "probe"])
     layer_fraction: float = 0.5
-    rel_strengths: list[float] = field(default_factory=lambda: [0.15, 0.3, 0.6])
+    # identifiability found SmolLM2 operating points at r = 0.4-0.8: cover the trade-off around them
+    rel_strengths: list[float] = field(default_factory=lambda: [0.2, 0.4, 0.8])
     n_prompts: int = 50
     samples: int = 4  # 50 × 4 = 200 texts per configuration, as the paper
     max_new_tokens: int = 40
