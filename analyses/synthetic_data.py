@@ -114,7 +114,7 @@ class Detector:
         return self.clf.predict_proba(self.embed(list(texts)))[:, 1]
 
 
-def test_auroc(score, test: list[dict], n_boot: int, seed: int) -> tuple[float, float, float]:
+def heldout_auroc(score, test: list[dict], n_boot: int, seed: int) -> tuple[float, float, float]:
     y = np.array([t["label"] for t in test])
     return stats.auroc(y, score([t["text"] for t in test]), n_boot=n_boot, seed=seed)
 
@@ -173,7 +173,7 @@ def run_model(
         validation[concept] = dict(
             zip(
                 ("auroc", "ci_low", "ci_high"),
-                test_auroc(success, data["test"], cfg.n_boot, cfg.seed),
+                heldout_auroc(success, data["test"], cfg.n_boot, cfg.seed),
             )
         )
         vecs = {
@@ -206,7 +206,7 @@ def run_model(
         )
         negatives = base_rows.text.tolist()
         det = Detector(embed, prow.text.tolist(), negatives, cfg.detector_c, cfg.seed)
-        pa = test_auroc(det, data["test"], cfg.n_boot, cfg.seed)
+        pa = heldout_auroc(det, data["test"], cfg.n_boot, cfg.seed)
         base_success = float(np.mean(success(negatives)))
         configs.append(
             dict(
@@ -224,7 +224,7 @@ def run_model(
         for _, row in steered.iterrows():
             texts = rows[(rows.vector == row.vector) & (rows.alpha == row.alpha)].text.tolist()
             det = Detector(embed, texts, negatives, cfg.detector_c, cfg.seed)
-            a = test_auroc(det, data["test"], cfg.n_boot, cfg.seed)
+            a = heldout_auroc(det, data["test"], cfg.n_boot, cfg.seed)
             configs.append(
                 dict(
                     concept=concept,
