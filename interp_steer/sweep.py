@@ -145,8 +145,8 @@ def sweep(
                 "sweep": asdict(cfg),
                 "vectors": {n: _digest(v) for n, v in vectors.items()},
                 "prompts": list(prompts),
-                "success": repr_of(success),
-                "judge": repr_of(judge),
+                "success": _scorer_name(success),
+                "judge": _scorer_name(judge),
                 "kl": kl,
                 "chunk": chunk,
             },
@@ -179,7 +179,7 @@ def _digest(v: SteeringVector) -> str:
     ).hexdigest()[:16]
 
 
-def repr_of(obj) -> str | None:
+def _scorer_name(obj) -> str | None:
     """A stable description of a scorer for the results-store config (None when absent)."""
     if obj is None:
         return None
