@@ -42,7 +42,7 @@ import torch
 from sklearn.linear_model import LogisticRegression
 
 from analyses._common import FIGURES, config_hash, require_clean, save_figure
-from interp_steer import build_vector, load_model, stats
+from interp_steer import build_vector, load_model, metrics, stats
 from interp_steer._io import write_json
 from interp_steer.classifiers import MiniLM
 from interp_steer.datasets import read_data
@@ -396,7 +396,7 @@ def tradeoff_figure(cfg: Config, s: dict, path: Path) -> None:
             ax = axes[r, c]
             for j, (model, method) in enumerate((m, k) for m in cfg.models for k in cfg.methods):
                 g = df[(df.concept == concept) & (df.model == model) & (df.method == method)]
-                base = s["models"][model]["unsteered"][col]
+                base = _unsteered_reference(s, df, model, concept)[col]
                 x = np.r_[0.0, g.relative_norm]
                 ax.plot(
                     x,
@@ -420,6 +420,17 @@ def tradeoff_figure(cfg: Config, s: dict, path: Path) -> None:
     )
     fig.tight_layout()
     save_figure(fig, path, {"see": "synthetic_data_summary.json"}, cfg)
+
+
+def _unsteered_reference(s: dict, df: pd.DataFrame, model: str, concept: str) -> dict:
+    """The r = 0 point: the unsteered texts' scores, with success (and so HM) under the
+    concept's own success classifier; the shared unsteered sweep has no scorer."""
+    ref = dict(s["models"][model]["unsteered"])
+    ref["success"] = float(
+        df[(df.concept == concept) & (df.model == model)].unsteered_success.iloc[0]
+    )
+    ref["hm"] = metrics.harmonic_mean(ref["success"], ref["coherence"], ref["diversity"])
+    return ref
 
 
 def headline(s: dict) -> str:

@@ -267,7 +267,7 @@ def summarise(samples: pd.DataFrame, diversity: bool = True, embed=None) -> pd.D
     (coherence >= COHERENT) only, and the harmonic mean. ``distinct_2`` is sample-level
     (within a text), ``embedding_diversity`` set-level (1 − mean pairwise cosine among one
     prompt's coherent samples, prompts with fewer than two skipped); NaN when no sample is
-    coherent, and the HM is then 0."""
+    coherent, and the HM is then 0. Without a success scorer the HM is NaN (unknown), not 0."""
     out = []
     for name, g in samples.groupby("vector", sort=False):
         for a, ga in g.groupby("alpha"):
@@ -293,8 +293,10 @@ def summarise(samples: pd.DataFrame, diversity: bool = True, embed=None) -> pd.D
                 ]
                 row["embedding_diversity"] = float(np.mean(emb)) if emb else float("nan")
                 row["diversity"] = (row["distinct_2"] + row["embedding_diversity"]) / 2
-                row["hm"] = metrics.harmonic_mean(
-                    row["success"], row["coherence"], row["diversity"]
+                row["hm"] = (
+                    metrics.harmonic_mean(row["success"], row["coherence"], row["diversity"])
+                    if not np.isnan(row["success"])
+                    else float("nan")
                 )
             out.append(row)
     return pd.DataFrame(out)

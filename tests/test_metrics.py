@@ -204,3 +204,6 @@ def test_sweep_diversity_counts_coherent_samples_only():
     assert out.loc[0.0, "embedding_diversity"] == pytest.approx(0.0)
     assert out.loc[0.0, "coherent_fraction"] == 0.5
     assert np.isnan(out.loc[1.0, "diversity"]) and out.loc[1.0, "hm"] == 0.0
+    # no success scorer (success NaN): the HM is unknown, not a failure
+    unscored = summarise(pd.DataFrame(rows).assign(success=np.nan), embed=embed)
+    assert unscored.hm.isna().all()
