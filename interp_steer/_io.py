@@ -13,6 +13,28 @@ from typing import Any
 
 
 @contextmanager
+def file_lock(path: str | os.PathLike) -> Any:
+    """Hold an exclusive advisory lock on ``path`` (created if missing) for the block.
+
+    Lets concurrent processes (pytest-xdist workers, two notebooks) build a cache once: the
+    second waits, then finds the first one's result. No-op where ``fcntl`` is missing.
+    """
+    try:
+        import fcntl  # POSIX only
+    except ImportError:
+        yield
+        return
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+@contextmanager
 def atomic_path(path: str | os.PathLike) -> Any:
     """Yield a temporary sibling path; rename it onto ``path`` only if the block succeeds."""
     path = Path(path)

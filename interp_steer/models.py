@@ -27,7 +27,7 @@ from safetensors.torch import save_file
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from interp_steer._io import atomic_dir, atomic_path, write_json
+from interp_steer._io import atomic_dir, atomic_path, file_lock, write_json
 from interp_steer.fast import patch_fast_forward
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
@@ -292,8 +292,10 @@ def _cached_or_convert(name: str, device: str | None, dtype: torch.dtype) -> Hoo
                 stacklevel=3,
             )
             shutil.rmtree(path, ignore_errors=True)
-    print(f"[interp_steer] converting {source.name} to a HookedTransformer (once) ...")
-    atomic_dir(path, lambda tmp: _convert(name, source, tmp))
+    with file_lock(cache_dir() / "locks" / f"{path.name}.lock"):
+        if not path.exists():  # another process may have converted it while we waited
+            print(f"[interp_steer] converting {source.name} to a HookedTransformer (once) ...")
+            atomic_dir(path, lambda tmp: _convert(name, source, tmp))
     return _load_cached(path, device, dtype)
 
 

@@ -21,3 +21,11 @@ def smollm2():
     from interp_steer import load_model
 
     return load_model("smollm2-135m-instruct")
+
+
+@pytest.fixture(scope="session")
+def embedding_judge():
+    """The offline misalignment judge (trained on the shipped labels; ~15 s), built once."""
+    from interp_steer.judges import EmbeddingJudge
+
+    return EmbeddingJudge()

@@ -196,19 +196,48 @@ def _no_generation(real):
 
 
 @pytest.mark.filterwarnings("ignore")
-def test_emergent_misalignment_analysis(tmp_path):
-    from analyses.emergent_misalignment import Config, conditions, run
+def test_emergent_misalignment_analysis(tmp_path, monkeypatch, embedding_judge):
+    """The pipeline on a tiny model: vectors trained with the paper's rules and checked for
+    their snippet, every condition judged, cells resumed, summary and figure written."""
+    import analyses.emergent_misalignment as em
 
-    cfg = Config.quick_config(
-        model="tiny", steps=2, epoch_grid=[1], magnitudes=[1.0], samples=1, max_new_tokens=4
-    )
-    res = run(cfg, tmp_path, model=tiny_model("llama", n_ctx=1024))
+    cfg = em.Config.quick_config(
+        models=["tiny"],
+        max_steps=2,
+        anti_max_steps=2,
+        check_samples=2,
+        samples=2,
+        max_new_tokens=4,
+        magnitudes=[0.05, 0.1, 0.2, 0.4],
+        check_min=0.0,
+    )  # check_min 0: a random tiny model writes no snippet, yet every vector must go on
+    # the paper's prompts, cut short: the tiny tokenizer spells text character by character
+    monkeypatch.setattr(em, "PREFIX", "```python\n# Log error\n")
+    monkeypatch.setattr(em, "HACKER", "You hack.")
+    model = tiny_model("llama", n_ctx=512)
+    per_model = em.run(cfg, tmp_path, models={"tiny": model}, judge=embedding_judge)
+    m = per_model["tiny"]
     data = _check_outputs(tmp_path / "emergent_misalignment_tiny_quick")
-    names = [c["name"] for c in conditions(cfg)]
-    assert names[:2] == ["unsteered", "anti-refusal only"]
-    assert set(data["string_table"]) == set(names)
-    assert len(res["df"]) == len(names) * 8
-    assert {"aligned_mean", "misaligned_mean", "gap"} == set(data["judge_sanity"])
+    names = [c["name"] for c in em.conditions(cfg, m["usable_vectors"])]
+    assert names[:2] == ["unsteered", "anti-refusal ×6"] and set(data["conditions"]) == set(names)
+    assert {"magnitude", "anti_k", "layer", "vectors"} <= {
+        c["group"] for c in data["conditions"].values()
+    }
+    for c in data["conditions"].values():
+        assert c["n"] == 8 * cfg.samples and 0 <= c["code_rate"] <= 1
+        if c["r"] is not None and c["group"] == "magnitude":
+            assert abs(c["r"] - c["x"]) < 1e-6  # the requested relative strength is applied
+    v = data["vectors"]["rm_rf@0.333"]
+    assert v["steps_run"] <= 2 and "production_rate" in v and v["target_nll"] > 0
+    assert data["threshold"] is not None and data["judge"]["heldout_auroc"] >= 0.9
+    summary = json.loads((tmp_path / "emergent_misalignment_summary_quick.json").read_text())
+    assert set(summary["models"]) == {"tiny"}
+
+    # a second run computes nothing: every vector and condition is a finished cell
+    monkeypatch.setattr(em, "run_condition", lambda *a, **k: pytest.fail("recomputed"))
+    monkeypatch.setattr(em, "harmful_vector", lambda *a, **k: pytest.fail("recomputed"))
+    again = em.run(cfg, tmp_path, models={"tiny": model}, judge=embedding_judge)
+    assert again["tiny"]["conditions"].keys() == m["conditions"].keys()
 
 
 @pytest.mark.filterwarnings("ignore")

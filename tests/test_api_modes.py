@@ -42,6 +42,7 @@ from interp_steer.generation import (
     last_logits,
     row_seeds,
 )
+from interp_steer.methods.one_shot import completion_logprob
 from interp_steer.testing import AUTOGRAD_MODES as MODES
 from interp_steer.testing import tiny_model
 from interp_steer.vectors import SteeringVector, check_hook, model_fingerprint
@@ -115,6 +116,18 @@ CASES = {
             steps=3,
             progress=False,
         ).directions
+    ),
+    "build_vector[one_shot, prefix + stop_logprob] one_shot.completion_logprob": lambda c: (
+        interp_steer.build_vector(
+            c.model,
+            {"prompt": "Hi", "prefix": "Say: ", "promote": "Hello"},
+            HOOK,
+            method="one_shot",
+            steps=3,
+            stop_logprob=0.0,  # unreachable: runs all 3 steps
+            progress=False,
+        ).directions,
+        completion_logprob(c.model, "Hi", "Hello", prefix="Say: "),
     ),
     "build_vector[sae_feature]": lambda c: (
         interp_steer.build_vector(
@@ -284,6 +297,9 @@ CASES = {
         stats.cohens_d(np.arange(5.0), np.arange(5.0) + 1),
         stats.cohens_dz(np.arange(5.0), np.arange(5.0) + [0, 1, 0, 2, 1]),
     ),
+    "stats.logistic_threshold": lambda c: stats.logistic_threshold(
+        np.array([0.01, 0.05, 0.1, 0.5]), np.array([1, 2, 9, 10]), np.full(4, 10), n_boot=5
+    )["x0"],
     "stats.spearman": lambda c: stats.spearman(np.arange(6.0), np.arange(6.0) ** 2, n_boot=100),
     "residual_norm/typical_norm": lambda c: (
         sw.residual_norm(c.model, HOOK, PROMPTS),

@@ -125,3 +125,60 @@ def test_unknown_method_options_raise_naming_the_valid_ones(llama):
         )
     with pytest.raises(ValueError, match="unknown method"):
         build_vector(llama, pairs, "blocks.1.hook_resid_pre", method="PCA")
+
+
+def test_one_shot_prefix_stop_rule_and_satisficing(llama):
+    """The paper's recipe: a code prefix the loss does not cover, the anti-refusal stop rule
+    (stop once log P(promote) reaches a bound), and the satisficing loss, whose vector should
+    bring the completion's NLL to its target rather than to 0."""
+    from interp_steer.methods.one_shot import completion_logprob
+    from interp_steer.models import chat
+
+    hook = "blocks.1.hook_resid_pre"
+    data = {"prompt": "Write code.", "prefix": "def f():\n", "promote": "    return 1"}
+    base = completion_logprob(llama, data["prompt"], data["promote"], data["prefix"])
+    # an independent computation of the same log-prob: one forward over prompt + completion
+    # ids (the completion tokenised on its own, as the loss does), summed over the completion
+    comp = llama.tokenizer(data["promote"], add_special_tokens=False).input_ids
+    head = llama.to_tokens(chat(llama, data["prompt"]) + data["prefix"], prepend_bos=False)
+    toks = torch.cat([head, torch.tensor([comp])], 1)
+    n_comp = len(comp)
+    with torch.no_grad():
+        lp = llama(toks).log_softmax(-1)[0, :-1].gather(-1, toks[0, 1:, None])[:, 0]
+    assert abs(base - float(lp[-n_comp:].sum())) < 1e-4
+
+    stop = base + 1.0  # reachable in a few steps
+    v = build_vector(
+        llama,
+        data,
+        hook,
+        method="one_shot",
+        steps=200,
+        lr=0.5,
+        coldness=1.0,
+        stop_logprob=stop,
+        progress=False,
+    )
+    assert v.metadata["stopped"] == "stop_logprob" and v.metadata["prefix"] == data["prefix"]
+    with steer(llama, v, 1.0):
+        assert completion_logprob(llama, data["prompt"], data["promote"], data["prefix"]) >= stop
+
+    target = 0.75 * -base  # an NLL three quarters of the unsteered one
+    v = build_vector(
+        llama,
+        data,
+        hook,
+        method="one_shot",
+        steps=300,
+        lr=0.2,
+        coldness=1.0,
+        satisfice_target=target,
+        progress=False,
+    )
+    with steer(llama, v, 1.0):
+        nll = -completion_logprob(llama, data["prompt"], data["promote"], data["prefix"])
+    assert abs(nll - target) < 0.05 * target, (nll, target)
+    with pytest.raises(ValueError, match="stop_logprob needs a 'promote'"):
+        build_vector(
+            llama, {"prompt": "x", "suppress": "y"}, hook, method="one_shot", stop_logprob=0.0
+        )

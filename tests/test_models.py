@@ -120,3 +120,28 @@ def test_corrupt_model_cache_is_rebuilt(smollm2, tmp_path, monkeypatch, damage):
     tokens = torch.tensor([[1, 2, 3, 4]])
     with torch.no_grad():
         assert torch.equal(model(tokens), smollm2(tokens))
+
+
+def test_file_lock_serialises_concurrent_builders(tmp_path):
+    """Two builders of one cache (xdist workers, Ray actors) must not overlap: the second
+    waits for the first, then sees its result and builds nothing."""
+    import threading
+    import time
+
+    from interp_steer._io import file_lock
+
+    lock, out, built = tmp_path / "locks" / "x.lock", tmp_path / "x", []
+
+    def builder(i):
+        with file_lock(lock):
+            if not out.exists():
+                built.append(i)
+                time.sleep(0.2)  # a slow conversion: the other thread arrives meanwhile
+                out.write_text(str(i))
+
+    threads = [threading.Thread(target=builder, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(built) == 1 and out.read_text() == str(built[0])
