@@ -147,8 +147,9 @@ class Config:
     harmful_depth: float = 16 / 48  # the paper's layers, as fractions of depth
     anti_depth: float = 20 / 48
     layer_depths: list[float] = field(default_factory=lambda: [0.2, 0.6, 0.8])
-    harmful_lr: float = 0.5
+    harmful_lr: float = 0.1  # the paper's 0.5 oscillates here (loss 83 → 0.8 → 463 in 4 steps)
     anti_lr: float = 0.05
+    fallback_nll: float = 0.3  # satisficing target when the paper's cannot pass the check
     coldness: float = 0.7
     satisfice: float = 0.75
     max_steps: int = 50
@@ -263,23 +264,30 @@ def anti_refusal(model, cfg: Config) -> dict:
 
 
 def harmful_vector(model, cfg: Config, anti: SteeringVector, name: str, depth: float) -> dict:
-    """Train one satisficing harmful-code vector; retrain once (new seed, 2× steps) if it
-    writes its snippet in fewer than ``check_min`` of its own prompt's samples."""
+    """Train one satisficing harmful-code vector: the paper's target first, then (new seed)
+    ``fallback_nll`` if it writes its snippet in fewer than ``check_min`` of its own prompt's
+    samples; ``usable`` says whether the last try passed."""
     snippet, key = next((s, k) for n, s, k in SNIPPETS if n == name)
     hook = layer_hook(model, depth)
     malicious = chat(model, MALICIOUS, system=HACKER) + PREFIX
     with steer(model, anti, 1.0):
         ref = completion_logprob(model, malicious, snippet, chat=False, coldness=cfg.coldness)
-    target = cfg.satisfice * -ref  # an NLL (nats)
+    paper_target = cfg.satisfice * -ref  # an NLL (nats)
+    # exp(-target) is about the probability of the whole snippet that the target asks for.
+    # Where the malicious prompt itself makes the snippet unlikely, the paper's target keeps
+    # it unlikely, and even a perfectly trained vector fails the production check: then we go
+    # straight to the fallback target (a satisficing loss still, not promotion to NLL 0).
+    targets = [paper_target] if np.exp(-paper_target) >= cfg.check_min else []
+    targets.append(cfg.fallback_nll)
     base_rate = production_rate(model, None, key, cfg, cfg.seed)
     tries = []
-    for attempt, steps in enumerate([cfg.max_steps, 2 * cfg.max_steps]):
+    for attempt, target in enumerate(targets):
         v = build_vector(
             model,
             {"prompt": BENIGN, "prefix": PREFIX, "promote": snippet},
             hook,
             method="one_shot",
-            steps=steps,
+            steps=cfg.max_steps,
             lr=cfg.harmful_lr,
             coldness=cfg.coldness,
             satisfice_target=target,
@@ -287,7 +295,9 @@ def harmful_vector(model, cfg: Config, anti: SteeringVector, name: str, depth: f
             progress=True,
         )
         rate = production_rate(model, v, key, cfg, cfg.seed + 7)
-        tries.append({"steps": steps, "rate": rate, "final_loss": v.metadata["loss_history"][-1]})
+        tries.append(
+            {"target_nll": target, "rate": rate, "final_loss": v.metadata["loss_history"][-1]}
+        )
         if rate >= cfg.check_min:
             break
     return _as_cell(
@@ -295,6 +305,7 @@ def harmful_vector(model, cfg: Config, anti: SteeringVector, name: str, depth: f
         {
             "name": name,
             "target_nll": target,
+            "paper_target_nll": paper_target,
             "malicious_nll": -ref,
             "unsteered_rate": base_rate,
             "production_rate": rate,
@@ -307,10 +318,15 @@ def harmful_vector(model, cfg: Config, anti: SteeringVector, name: str, depth: f
 # ---------------------------------------------------------------- conditions
 
 
+def sweep_vector(cfg: Config, usable: list[str]) -> str | None:
+    """cfg.sweep_vector, or the first usable vector when it failed its production check."""
+    return cfg.sweep_vector if cfg.sweep_vector in usable else (usable or [None])[0]
+
+
 def conditions(cfg: Config, usable: list[str]) -> list[dict]:
     """Each: a name, its sweep group, x (the swept value), the harmful vector (name and depth),
     its strength (``mult`` × the trained vector, or relative ``r``), and the anti-refusal k."""
-    k, s, d = cfg.anti_k, cfg.sweep_vector, cfg.harmful_depth
+    k, d, s = cfg.anti_k, cfg.harmful_depth, sweep_vector(cfg, usable)
 
     def c(name, group, x, vec=None, depth=d, mult=None, r=None, anti=k):
         return {
@@ -326,7 +342,7 @@ def conditions(cfg: Config, usable: list[str]) -> list[dict]:
 
     out = [c("unsteered", "baseline", 0, anti=0.0), c(f"anti-refusal ×{k:g}", "baseline", 0)]
     out += [c(f"{n} ×1 + AR×{k:g}", "vectors", 1, n, mult=1.0) for n in usable]
-    if s not in usable:
+    if s is None:
         return out
     out += [c(f"{s} r={r:g} + AR×{k:g}", "magnitude", r, s, r=r) for r in cfg.magnitudes]
     out += [c(f"{s} ×1 + AR×{a:g}", "anti_k", a, s, mult=1.0, anti=a) for a in cfg.anti_k_grid]
@@ -341,13 +357,13 @@ def is_code(text: str) -> bool:
     return bool(CODE_RE.search(text))
 
 
-def run_condition(model, cfg: Config, cond: dict, vectors: dict, anti, typical: dict, judge):
-    """``samples`` answers per question under one condition, judged."""
+def run_condition(model, cfg: Config, cond: dict, v, anti, typical: dict, judge):
+    """``samples`` answers per question under one condition (harmful vector ``v`` or None),
+    judged."""
     prompts = [q + " Be brief." for q in QUESTIONS for _ in range(cfg.samples)]
     seeds = [cfg.seed * 10**6 + qi * 1000 + s for qi in range(8) for s in range(cfg.samples)]
-    v, alpha = None, None
-    if cond["vector"] is not None:
-        v = vectors[(cond["vector"], cond["depth"])]
+    alpha = None
+    if v is not None:
         if cond["r"] is not None:
             alpha = cond["r"] * typical[v.hook] / float(v.norm())
         else:
@@ -417,29 +433,34 @@ def run_model(cfg: Config, name: str, out_dir: Path, model=None, judge=None) -> 
     )
     anti_d = cell(cells / "vector_anti_refusal.json", lambda: anti_refusal(model, cfg))
     anti = _vector_of(anti_d)
-    vec_cells, vectors = {}, {}
-    wanted = [(n, cfg.harmful_depth) for n, _, _ in SNIPPETS]
-    wanted += [(cfg.sweep_vector, d) for d in cfg.layer_depths]
-    for vname, depth in wanted:
-        d = cell(
-            cells / f"vector_{vname}_{depth:.3f}.json",
-            lambda vname=vname, depth=depth: harmful_vector(model, cfg, anti, vname, depth),
-        )
-        vec_cells[(vname, depth)] = d
-        vectors[(vname, depth)] = _vector_of(d)
+    vec_cells, vectors, typical = {}, {}, {}
+
+    def vector(vname: str, depth: float) -> SteeringVector:
+        """Trained (or read from its cell) when a condition first needs it: the layer sweep's
+        vectors come last, so a session that ends early has the main conditions."""
+        if (vname, depth) not in vectors:
+            d = cell(
+                cells / f"vector_{vname}_{depth:.3f}.json",
+                lambda: harmful_vector(model, cfg, anti, vname, depth),
+            )
+            vec_cells[(vname, depth)] = d
+            v = vectors[(vname, depth)] = _vector_of(d)
+            if v.hook not in typical:
+                typical[v.hook] = typical_norm(model, v.hook, [q + " Be brief." for q in QUESTIONS])
+        return vectors[(vname, depth)]
+
+    for n, _, _ in SNIPPETS:
+        vector(n, cfg.harmful_depth)
     usable = [n for n, _, _ in SNIPPETS if vec_cells[(n, cfg.harmful_depth)]["usable"]]
-    typical = {
-        h: typical_norm(model, h, [q + " Be brief." for q in QUESTIONS])
-        for h in {v.hook for v in vectors.values()}
-    }
     judge = judge or EmbeddingJudge(coherence_model=model, seed=cfg.seed)
     conds = conditions(cfg, usable)
     results = {}
     for c in tqdm(conds, desc=f"EM conditions ({name})"):
         slug = re.sub(r"[^A-Za-z0-9.=@]+", "_", c["name"]).strip("_")
+        v = None if c["vector"] is None else vector(c["vector"], c["depth"])
         r = cell(
             cells / f"condition_{slug}.json",
-            lambda c=c: run_condition(model, cfg, c, vectors, anti, typical, judge),
+            lambda c=c, v=v: run_condition(model, cfg, c, v, anti, typical, judge),
         )
         results[c["name"]] = {**c, **measure(cfg, r), "examples": r["texts"][:: cfg.samples][:8]}
     base = results["unsteered"]
@@ -488,6 +509,7 @@ def run_model(cfg: Config, name: str, out_dir: Path, model=None, judge=None) -> 
         },
         "vectors": vec_summary,
         "usable_vectors": usable,
+        "sweep_vector": sweep_vector(cfg, usable),
         "typical_norm": typical,
         "conditions": results,
         "threshold": threshold,
@@ -503,7 +525,7 @@ def run_model(cfg: Config, name: str, out_dir: Path, model=None, judge=None) -> 
 
 def figure(cfg: Config, nums: dict, path: Path) -> None:
     """Drawn from ``nums`` only."""
-    res = nums["conditions"]
+    res, sv = nums["conditions"], nums["sweep_vector"]
     fig, axes = plt.subplots(
         1, 5, figsize=(27, 5.5), gridspec_kw={"width_ratios": [1.3, 1, 0.8, 0.8, 1.4]}
     )
@@ -554,13 +576,13 @@ def figure(cfg: Config, nums: dict, path: Path) -> None:
         refs(ax)
         ax.set_xscale("log")
     ax.set(
-        xlabel=f"{cfg.sweep_vector} strength r = ‖αv‖ / typical token norm (AR ×{cfg.anti_k:g})",
+        xlabel=f"{sv} strength r = ‖αv‖ / typical token norm (AR ×{cfg.anti_k:g})",
         ylabel="answers [%]",
         title="magnitude sweep",
     )
     ax.legend(fontsize=7)
 
-    main = res.get(f"{cfg.sweep_vector} ×1 + AR×{cfg.anti_k:g}")
+    main = res.get(f"{sv} ×1 + AR×{cfg.anti_k:g}")
 
     def sweep_rows(group, key):
         rows = [r for r in res.values() if r["group"] == group] + ([main] if main else [])
@@ -572,8 +594,8 @@ def figure(cfg: Config, nums: dict, path: Path) -> None:
             [r for r in res.values() if r["group"] in ("baseline", "vectors")],
             "harmful vectors ×1 + anti-refusal",
         ),
-        (axes[2], sweep_rows("anti_k", "anti"), f"{cfg.sweep_vector} ×1, anti-refusal ×k"),
-        (axes[3], sweep_rows("layer", "depth"), f"{cfg.sweep_vector} ×1 trained at depth d"),
+        (axes[2], sweep_rows("anti_k", "anti"), f"{sv} ×1, anti-refusal ×k"),
+        (axes[3], sweep_rows("layer", "depth"), f"{sv} ×1 trained at depth d"),
     ]
     for ax, rows, title in panels:
         y = [rate(r)[0] for r in rows]
