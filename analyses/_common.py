@@ -63,6 +63,22 @@ def require_clean(args) -> None:
         )
 
 
+def models_parser(doc: str, default: str) -> argparse.ArgumentParser:
+    """`arg_parser` plus --models, for the analyses that run over several models."""
+    ap = arg_parser(doc)
+    ap.add_argument("--models", help=f"comma-separated (default: {default})")
+    return ap
+
+
+def models_config(args, config_cls):
+    """The config of a `models_parser` command line (refusing a dirty tree for figures/)."""
+    require_clean(args)
+    kw = {"seed": args.seed}
+    if args.models:
+        kw["models"] = args.models.split(",")
+    return (config_cls.quick_config if args.quick else config_cls)(**kw)
+
+
 def single_model_main(doc: str, config_cls, run, headline, argv=None) -> None:
     """The CLI of an analysis over one model: --model, --quick, --seed, --out."""
     ap = arg_parser(doc)

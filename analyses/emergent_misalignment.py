@@ -36,7 +36,6 @@ figures/emergent_misalignment_<model>.png/.json and figures/emergent_misalignmen
 
 from __future__ import annotations
 
-import argparse
 import re
 import time
 from dataclasses import asdict, dataclass, field
@@ -47,7 +46,15 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from analyses._common import FIGURES, cell, config_hash, require_clean, save_figure, stem
+from analyses._common import (
+    FIGURES,
+    cell,
+    config_hash,
+    models_config,
+    models_parser,
+    save_figure,
+    stem,
+)
 from interp_steer import SteeringVector, build_vector, generate, load_model, stats, steer
 from interp_steer._io import write_json
 from interp_steer.judges import EmbeddingJudge
@@ -687,18 +694,8 @@ def headline(per_model: dict) -> str:
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--models", help="comma-separated (default: Qwen2.5-Coder-0.5B-Instruct)")
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", type=Path, default=FIGURES)
-    ap.add_argument("--allow-dirty", action="store_true")
-    args = ap.parse_args(argv)
-    require_clean(args)
-    kw = {"seed": args.seed}
-    if args.models:
-        kw["models"] = args.models.split(",")
-    cfg = (Config.quick_config if args.quick else Config)(**kw)
+    args = models_parser(__doc__, "Qwen2.5-Coder-0.5B-Instruct").parse_args(argv)
+    cfg = models_config(args, Config)
     print(headline(run(cfg, args.out)))
 
 

@@ -29,7 +29,6 @@ concept the configurations whose AUROC beats prompting.
 
 from __future__ import annotations
 
-import argparse
 import time
 from dataclasses import asdict, dataclass, field
 from functools import partial
@@ -41,7 +40,7 @@ import pandas as pd
 import torch
 from sklearn.linear_model import LogisticRegression
 
-from analyses._common import FIGURES, config_hash, require_clean, save_figure
+from analyses._common import config_hash, models_config, models_parser, save_figure
 from interp_steer import build_vector, load_model, metrics, stats
 from interp_steer._io import write_json
 from interp_steer.classifiers import MiniLM
@@ -450,20 +449,11 @@ def headline(s: dict) -> str:
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--models", help="comma-separated (default: SmolLM2 and Gemma-3-270M)")
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", type=Path, default=FIGURES)
-    ap.add_argument("--allow-dirty", action="store_true")
+    ap = models_parser(__doc__, "SmolLM2 and Gemma-3-270M")
     ap.add_argument("--executor", default="local", choices=EXECUTORS)
     ap.add_argument("--workers", type=int)
     args = ap.parse_args(argv)
-    require_clean(args)
-    kw = {"seed": args.seed}
-    if args.models:
-        kw["models"] = args.models.split(",")
-    cfg = (Config.quick_config if args.quick else Config)(**kw)
+    cfg = models_config(args, Config)
     print(headline(run(cfg, args.out, executor=args.executor, workers=args.workers)))
 
 
