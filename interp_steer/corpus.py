@@ -181,7 +181,8 @@ class Corpus:
         return cls(docs, [0] * len(docs), {"source": "texts", "n_texts": len(texts)})
 
 
-def _path(model: HookedTransformer, cfg: CorpusConfig) -> Path:
+def cache_path(model: HookedTransformer, cfg: CorpusConfig) -> Path:
+    """Where `build_corpus` caches the chat corpus for ``model`` and ``cfg`` (may not exist)."""
     blob = json.dumps(asdict(cfg), sort_keys=True) + model_fingerprint(model)
     key = hashlib.sha256(blob.encode()).hexdigest()[:12]
     name = model.cfg.model_name.replace("/", "_")
@@ -196,7 +197,7 @@ def build_corpus(
     from interp_steer.models import chat
 
     cfg = cfg or CorpusConfig()
-    path = _path(model, cfg)
+    path = cache_path(model, cfg)
     if path.exists():
         try:
             raw = json.loads(path.read_text())

