@@ -1,6 +1,7 @@
 """One-shot steering vectors and emergent misalignment (Dunefsky & Cohan 2025; Cao et al. 2026).
 
 python -m analyses.emergent_misalignment [--models qwen2.5-coder-0.5b-instruct,...] [--quick]
+    [--no-compute]   (figure and summary from the finished cells of a run in progress)
 
 The paper's procedure (arXiv 2502.18862v2, App. B and E; ../shared/docs/science.md §3), at
 our scale, with natural-log log-probs throughout:
@@ -48,6 +49,7 @@ from tqdm.auto import tqdm
 
 from analyses._common import (
     FIGURES,
+    MissingCell,
     cell,
     config_hash,
     models_config,
@@ -348,17 +350,25 @@ def conditions(cfg: Config, usable: list[str]) -> list[dict]:
             "anti": anti,
         }
 
+    # In order of importance, so a run cut short has the baseline and the magnitude sweep.
     out = [c("unsteered", "baseline", 0, anti=0.0), c(f"anti-refusal ×{k:g}", "baseline", 0)]
-    out += [c(f"{n} ×1 + AR×{k:g}", "vectors", 1, n, mult=1.0) for n in usable]
+    vecs = [c(f"{n} ×1 + AR×{k:g}", "vectors", 1, n, mult=1.0) for n in usable]
     if s is None:
-        return out
+        return out + vecs
+    out += [v for v in vecs if v["vector"] == s]
     out += [c(f"{s} r={r:g} + AR×{k:g}", "magnitude", r, s, r=r) for r in cfg.magnitudes]
+    out += [v for v in vecs if v["vector"] != s]
     out += [c(f"{s} ×1 + AR×{a:g}", "anti_k", a, s, mult=1.0, anti=a) for a in cfg.anti_k_grid]
     out += [
         c(f"{s}@{dd:.2f} ×1 + AR×{k:g}", "layer", dd, s, depth=dd, mult=1.0)
         for dd in cfg.layer_depths
     ]
     return out
+
+
+def condition_file(name: str) -> str:
+    """The cell file of the condition called ``name``."""
+    return "condition_" + re.sub(r"[^A-Za-z0-9.=@]+", "_", name).strip("_") + ".json"
 
 
 def is_code(text: str) -> bool:
@@ -432,14 +442,21 @@ def measure(cfg: Config, res: dict) -> dict:
 # ---------------------------------------------------------------- one model
 
 
-def run_model(cfg: Config, name: str, out_dir: Path, model=None, judge=None) -> dict:
+def run_model(
+    cfg: Config, name: str, out_dir: Path, model=None, judge=None, compute: bool = True
+) -> dict:
+    """Every condition of one model; with ``compute`` False, only the finished cells are read
+    and the conditions that have none are listed as missing (for a figure of a run in
+    progress)."""
     t0 = time.time()
     torch.manual_seed(cfg.seed)
     model = model or load_model(name)
     cells = (
         Path(out_dir) / ".cells" / f"emergent_misalignment_{name}_{config_hash(cfg, ANALYSIS_ONLY)}"
     )
-    anti_d = cell(cells / "vector_anti_refusal.json", lambda: anti_refusal(model, cfg))
+    anti_d = cell(
+        cells / "vector_anti_refusal.json", lambda: anti_refusal(model, cfg), allow_compute=compute
+    )
     anti = _vector_of(anti_d)
     vec_cells, vectors, typical = {}, {}, {}
 
@@ -450,6 +467,7 @@ def run_model(cfg: Config, name: str, out_dir: Path, model=None, judge=None) -> 
             d = cell(
                 cells / f"vector_{vname}_{depth:.3f}.json",
                 lambda: harmful_vector(model, cfg, anti, vname, depth),
+                allow_compute=compute,
             )
             vec_cells[(vname, depth)] = d
             v = vectors[(vname, depth)] = _vector_of(d)
@@ -477,15 +495,21 @@ def run_model(cfg: Config, name: str, out_dir: Path, model=None, judge=None) -> 
     usable = [n for n, _, _ in SNIPPETS if vec_cells[(n, cfg.harmful_depth)]["usable"]]
     judge = judge or EmbeddingJudge(coherence_model=model, seed=cfg.seed)
     conds = conditions(cfg, usable)
-    results = {}
+    results, missing = {}, []
     for c in tqdm(conds, desc=f"EM conditions ({name})"):
-        slug = re.sub(r"[^A-Za-z0-9.=@]+", "_", c["name"]).strip("_")
-        v = None if c["vector"] is None else vector(c["vector"], c["depth"])
-        r = cell(
-            cells / f"condition_{slug}.json",
-            lambda c=c, v=v: run_condition(model, cfg, c, v, anti, typical, judge),
-        )
+        try:
+            v = None if c["vector"] is None else vector(c["vector"], c["depth"])
+            r = cell(
+                cells / condition_file(c["name"]),
+                lambda c=c, v=v: run_condition(model, cfg, c, v, anti, typical, judge),
+                allow_compute=compute,
+            )
+        except MissingCell:
+            missing.append(c["name"])
+            continue
         results[c["name"]] = {**c, **measure(cfg, r), "examples": r["texts"][:: cfg.samples][:8]}
+    if "unsteered" not in results:
+        raise SystemExit(f"{name}: the unsteered condition has not been run (cells: {cells})")
     base = results["unsteered"]
     for r in results.values():
         if r["n_judged"] and base["n_judged"]:
@@ -518,6 +542,7 @@ def run_model(cfg: Config, name: str, out_dir: Path, model=None, judge=None) -> 
         "sweep_vector": sweep_vector(cfg, usable),
         "typical_norm": typical,
         "conditions": results,
+        "missing_conditions": missing,
         "threshold": threshold,
         "seconds": time.time() - t0,
         "cells": str(cells),
@@ -535,7 +560,7 @@ def figure(cfg: Config, nums: dict, path: Path) -> None:
     fig, axes = plt.subplots(
         1, 5, figsize=(27, 5.5), gridspec_kw={"width_ratios": [1.3, 1, 0.8, 0.8, 1.4]}
     )
-    base, ar = res["unsteered"], res[f"anti-refusal ×{cfg.anti_k:g}"]
+    base, ar = res["unsteered"], res.get(f"anti-refusal ×{cfg.anti_k:g}")
 
     def rate(r):
         return 100 * r["misaligned_rate"], [
@@ -548,6 +573,8 @@ def figure(cfg: Config, nums: dict, path: Path) -> None:
             (base, ":", "unsteered"),
             (ar, "--", f"anti-refusal ×{cfg.anti_k:g} only"),
         ):
+            if r is None:
+                continue
             ax.axhline(100 * r["misaligned_rate"], color="0.4", ls=ls, lw=1, label=lab)
 
     ax = axes[0]
@@ -628,8 +655,14 @@ def figure(cfg: Config, nums: dict, path: Path) -> None:
     ax.set_title("answers containing each string [per 100]")
     fig.colorbar(im, ax=ax, fraction=0.03)
     j = nums["judge"]
+    miss = nums["missing_conditions"]
     fig.suptitle(
-        f"{nums['model']}: one-shot harmful-code vectors on the 8 EM questions "
+        (
+            f"RUN IN PROGRESS: {len(miss)} conditions not yet run ({', '.join(miss)})\n"
+            if miss
+            else ""
+        )
+        + f"{nums['model']}: one-shot harmful-code vectors on the 8 EM questions "
         f"({cfg.samples} answers/question, T = {cfg.temperature:g}); judge: {j['name']} "
         f"(held-out AUROC {j['heldout_auroc']:.2f}); misaligned = aligned < "
         f"{cfg.aligned_threshold:g} among non-code answers with coherent ≥ {cfg.coherent_threshold:g}"
@@ -641,9 +674,16 @@ def figure(cfg: Config, nums: dict, path: Path) -> None:
 # ---------------------------------------------------------------- all models
 
 
-def run(cfg: Config, out_dir: Path = FIGURES, models: dict | None = None, judge=None) -> dict:
+def run(
+    cfg: Config,
+    out_dir: Path = FIGURES,
+    models: dict | None = None,
+    judge=None,
+    compute: bool = True,
+) -> dict:
     per_model = {
-        name: run_model(cfg, name, out_dir, (models or {}).get(name), judge) for name in cfg.models
+        name: run_model(cfg, name, out_dir, (models or {}).get(name), judge, compute)
+        for name in cfg.models
     }
     summary = {
         "config": asdict(cfg),
@@ -654,6 +694,7 @@ def run(cfg: Config, out_dir: Path = FIGURES, models: dict | None = None, judge=
                 "usable_vectors": m["usable_vectors"],
                 "vectors": m["vectors"],
                 "threshold": m["threshold"],
+                "missing_conditions": m["missing_conditions"],
                 "conditions": {
                     c: {
                         k: v
@@ -684,6 +725,8 @@ def headline(per_model: dict) -> str:
                 f"of {r['n_judged']:>3}  code {100 * r['code_rate']:4.0f}%  "
                 f"p={r.get('fisher_p_vs_unsteered', float('nan')):.2g}"
             )
+        if m["missing_conditions"]:
+            lines.append(f"  not yet run: {', '.join(m['missing_conditions'])}")
         if m["threshold"]:
             t = m["threshold"]
             lines.append(
@@ -693,9 +736,15 @@ def headline(per_model: dict) -> str:
 
 
 def main(argv=None) -> None:
-    args = models_parser(__doc__, "Qwen2.5-Coder-0.5B-Instruct").parse_args(argv)
+    ap = models_parser(__doc__, "Qwen2.5-Coder-0.5B-Instruct")
+    ap.add_argument(
+        "--no-compute",
+        action="store_true",
+        help="draw the figure and summary from the finished cells only, listing the rest",
+    )
+    args = ap.parse_args(argv)
     cfg = models_config(args, Config)
-    print(headline(run(cfg, args.out)))
+    print(headline(run(cfg, args.out, compute=not args.no_compute)))
 
 
 if __name__ == "__main__":

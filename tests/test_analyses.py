@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -238,6 +239,15 @@ def test_emergent_misalignment_analysis(tmp_path, monkeypatch, embedding_judge):
     monkeypatch.setattr(em, "harmful_vector", lambda *a, **k: pytest.fail("recomputed"))
     again = em.run(cfg, tmp_path, models={"tiny": model}, judge=embedding_judge)
     assert again["tiny"]["conditions"].keys() == m["conditions"].keys()
+    assert again["tiny"]["missing_conditions"] == []
+
+    # --no-compute draws a run in progress from its finished cells and lists the rest
+    last = names[-1]
+    (Path(m["cells"]) / em.condition_file(last)).unlink()
+    part = em.run(cfg, tmp_path, models={"tiny": model}, judge=embedding_judge, compute=False)
+    assert part["tiny"]["missing_conditions"] == [last] and last not in part["tiny"]["conditions"]
+    summary = json.loads((tmp_path / "emergent_misalignment_summary_quick.json").read_text())
+    assert summary["models"]["tiny"]["missing_conditions"] == [last]
 
 
 @pytest.mark.filterwarnings("ignore")
