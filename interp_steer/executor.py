@@ -56,9 +56,55 @@ def config_digest(config: dict) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+# Floats in a config (strengths, vector components) come out of float32 matrix products whose
+# last bits differ between CPUs and between GEMM backends; a store written on another machine
+# still holds the same config when every float agrees to this relative tolerance.
+CONFIG_RTOL = 1e-4
+
+
+def config_mismatch(found, config, path: str = "config") -> str | None:
+    """Where two JSON-able configs differ (None when they agree), floats compared to
+    `CONFIG_RTOL`: a float vector (a list of numbers) relative to its largest entry."""
+    found, config = (
+        json.loads(json.dumps(found, default=str)),
+        json.loads(json.dumps(config, default=str)),
+    )  # the form the manifest stores: tuples become lists, numpy scalars numbers
+    return _mismatch(found, config, path)
+
+
+def _is_number(x) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool)
+
+
+def _mismatch(a, b, path: str) -> str | None:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b)):
+            if k not in a or k not in b:
+                return f"{path}.{k} is only in {'the store' if k in a else 'this run'}"
+            if (m := _mismatch(a[k], b[k], f"{path}.{k}")) is not None:
+                return m
+        return None
+    if isinstance(a, list) and isinstance(b, list):
+        if len(a) != len(b):
+            return f"{path} has {len(a)} entries in the store, {len(b)} in this run"
+        if a and all(map(_is_number, a + b)):
+            scale = max(max(abs(x) for x in a + b), 1e-12)
+            worst = max(abs(x - y) for x, y in zip(a, b))
+            return None if worst <= CONFIG_RTOL * scale else f"{path} differs by {worst:.3g}"
+        for i, (x, y) in enumerate(zip(a, b)):
+            if (m := _mismatch(x, y, f"{path}[{i}]")) is not None:
+                return m
+        return None
+    if _is_number(a) and _is_number(b):
+        ok = abs(a - b) <= CONFIG_RTOL * max(abs(a), abs(b))
+        return None if ok else f"{path}: {a!r} in the store, {b!r} in this run"
+    return None if a == b else f"{path}: {a!r} in the store, {b!r} in this run"
+
+
 class ResultStore:
-    """One JSONL part per finished cell under ``root``, plus ``manifest.json`` naming the config
-    the parts belong to: resuming into a store written for another config is refused."""
+    """One JSONL part per finished cell under ``root``, plus ``manifest.json`` holding the
+    config the parts belong to: resuming into a store written for another config is refused
+    (floats are compared to `CONFIG_RTOL`, so a store moves between machines)."""
 
     def __init__(self, root: str | os.PathLike, config: dict):
         self.root = Path(root)
@@ -66,14 +112,16 @@ class ResultStore:
         manifest = self.root / "manifest.json"
         if manifest.exists():
             try:
-                found = json.loads(manifest.read_text()).get("digest")
-            except (ValueError, AttributeError):
+                found = json.loads(manifest.read_text())["config"]
+            except (ValueError, KeyError, TypeError):
                 found = None  # half-written: rewrite it below
-            if found is not None and found != self.digest:
+            if found is not None and (why := config_mismatch(found, config)) is not None:
                 raise ValueError(
-                    f"results store {self.root} holds cells of another config ({found}, this run "
-                    f"{self.digest}); use another output path or delete it"
+                    f"results store {self.root} holds cells of another config ({why}); "
+                    "use another output path or delete it"
                 )
+            if found is not None:
+                return  # keep the manifest as the cells' first run wrote it
         write_json(manifest, {"digest": self.digest, "config": config})
 
     def part(self, cell_id: str) -> Path:

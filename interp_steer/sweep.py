@@ -6,7 +6,6 @@ Each vector's whole alpha grid is one batched generation (per-row alphas), score
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import partial
@@ -143,7 +142,7 @@ def sweep(
             Path(out).parent / f"{Path(out).name}.cells",
             {
                 "sweep": asdict(cfg),
-                "vectors": {n: _digest(v) for n, v in vectors.items()},
+                "vectors": {n: _fingerprint(v) for n, v in vectors.items()},
                 "prompts": list(prompts),
                 "success": _scorer_name(success),
                 "judge": _scorer_name(judge),
@@ -173,10 +172,10 @@ def sweep(
     return summary, samples
 
 
-def _digest(v: SteeringVector) -> str:
-    return hashlib.sha256(
-        v.directions.float().cpu().numpy().tobytes() + v.hook.encode()
-    ).hexdigest()[:16]
+def _fingerprint(v: SteeringVector) -> dict:
+    """The vector as the results store compares it: its hook and its components (compared to a
+    float tolerance, not hashed, so the store resumes on a CPU whose last bits differ)."""
+    return {"hook": v.hook, "directions": v.directions.float().cpu().tolist()}
 
 
 def _scorer_name(obj) -> str | None:

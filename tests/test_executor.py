@@ -111,6 +111,29 @@ def test_store_refuses_another_config_and_bad_input(tmp_path):
     ResultStore(tmp_path / "st", {"a": 1})
     with pytest.raises(ValueError, match="another config"):
         ResultStore(tmp_path / "st", {"a": 2})
+    with pytest.raises(ValueError, match=r"config.b is only in this run"):
+        ResultStore(tmp_path / "st", {"a": 1, "b": 0})
+
+
+def test_store_accepts_float_noise_and_refuses_real_changes(tmp_path):
+    """A store written on another CPU (floats equal to ~1e-7) resumes; a changed strength,
+    vector component, length or string does not."""
+    v = [0.5, -1.25, 3.0, 1e-9]
+    cfg = {"alphas": (32.620819091796875, 65.24), "vectors": {"m": {"hook": "h", "d": v}}}
+    ResultStore(tmp_path / "st", cfg)
+    noisy = {
+        "alphas": [32.6208251953125, 65.24],
+        "vectors": {"m": {"hook": "h", "d": v[:3] + [3e-9]}},
+    }
+    ResultStore(tmp_path / "st", noisy)  # relative 2e-7 on alpha; the tiny entry is noise
+    for bad, where in [
+        ({**cfg, "alphas": (32.7, 65.24)}, "alphas"),
+        ({**cfg, "vectors": {"m": {"hook": "h", "d": [0.5, -1.2, 3.0, 0.0]}}}, "vectors.m.d"),
+        ({**cfg, "vectors": {"m": {"hook": "h", "d": v[:3]}}}, "entries"),
+        ({**cfg, "vectors": {"m": {"hook": "g", "d": v}}}, "hook"),
+    ]:
+        with pytest.raises(ValueError, match=where):
+            ResultStore(tmp_path / "st", bad)
     with pytest.raises(ValueError, match="cell id"):
         Cell("a/b")
     with pytest.raises(ValueError, match="unique"):
