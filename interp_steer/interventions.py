@@ -140,8 +140,11 @@ def _coefficients(alpha, b: int, k: int, like: Tensor) -> Float[Tensor, "batch k
 
 
 def _orthonormal(directions: Tensor) -> Tensor:
-    q, _ = torch.linalg.qr(directions.T.double())
-    return q.T.to(directions.dtype)  # [k, d]
+    """Gram-Schmidt of the rows in order, each u_j on v_j's side (u_j · v_j > 0): Householder
+    QR alone returns −v/‖v‖ for about half of all vectors, which would clamp along −v."""
+    q, r = torch.linalg.qr(directions.T.double())
+    sign = torch.where(r.diagonal() < 0, -1.0, 1.0).to(q.dtype)
+    return (q * sign).T.to(directions.dtype)  # [k, d]
 
 
 @contextmanager

@@ -60,8 +60,22 @@ def test_ablate_and_clamp_set_the_projection(tiny):
     assert (got @ q).abs().max() < 1e-4
     with clamp(tiny, v, torch.tensor([3.0, -1.0])):
         got, _ = _acts(tiny, ["hello there"])
-    # coordinates in the orthonormalised basis equal the clamp values at every position
-    assert torch.allclose(got @ q, torch.tensor([3.0, -1.0]).expand(got.shape[1], 2), atol=1e-4)
+    # coordinates in the orthonormalised basis (Gram-Schmidt in order, each u_j on v_j's
+    # side) equal the clamp values at every position
+    u = q * torch.sign(torch.diagonal(q.T @ v.directions.T))
+    assert torch.allclose(got @ u, torch.tensor([3.0, -1.0]).expand(got.shape[1], 2), atol=1e-4)
+
+
+def test_clamp_sets_the_coordinate_along_v_not_minus_v(tiny):
+    """clamp(v, c) puts the activation at +c along v/‖v‖, for either sign of v (Householder
+    QR alone flips about half of all vectors)."""
+    v = _vec(tiny)
+    for s in (1.0, -1.0):
+        w = SteeringVector(s * v.directions, v.hook, v.model_fingerprint)
+        with clamp(tiny, w, 2.5):
+            got, _ = _acts(tiny, ["hello there"])
+        unit = w.vector / w.vector.norm()
+        assert torch.allclose(got @ unit, torch.full((got.shape[1],), 2.5), atol=1e-4)
 
 
 def test_projection_ablation_of_mean_diff_removes_only_that_direction(tiny):
