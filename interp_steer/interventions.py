@@ -139,7 +139,7 @@ def _coefficients(alpha, b: int, k: int, like: Tensor) -> Float[Tensor, "batch k
     raise ValueError(f"alpha shape {tuple(a.shape)} does not fit batch={b}, k={k}")
 
 
-def _orthonormal(directions: Tensor) -> Tensor:
+def orthonormal_rows(directions: Float[Tensor, "k d"]) -> Float[Tensor, "k d"]:
     """Gram-Schmidt of the rows in order, each u_j on v_j's side (u_j · v_j > 0): Householder
     QR alone returns −v/‖v‖ for about half of all vectors, which would clamp along −v."""
     q, r = torch.linalg.qr(directions.T.double())
@@ -221,7 +221,7 @@ def clamp(
     force: bool = False,
 ):
     """Set the activation's coordinates along v's orthonormalised directions to ``value``."""
-    u_cpu = _orthonormal(vec.directions.float())
+    u_cpu = orthonormal_rows(vec.directions.float())
     _as_strength(value)
 
     def edit(x: Tensor) -> Tensor:

@@ -129,6 +129,18 @@ CASES = {
         ).directions,
         completion_logprob(c.model, "Hi", "Hello", prefix="Say: "),
     ),
+    "build_vector[one_shot, rank 2 over a dataset] orthonormal_rows": lambda c: (
+        interp_steer.build_vector(
+            c.model,
+            [{"prompt": "Hi", "promote": "Hello"}, {"prompt": "Yo", "promote": "Hey"}],
+            HOOK,
+            method="one_shot",
+            rank=2,
+            epochs=2,
+            progress=False,
+        ).directions,
+        iv.orthonormal_rows(torch.eye(3)[:2] + 0.5),
+    ),
     "build_vector[sae_feature]": lambda c: (
         interp_steer.build_vector(
             c.model, PAIRS, HOOK, method="sae_feature", sae=c.sae, progress=False

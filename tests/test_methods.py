@@ -182,3 +182,58 @@ def test_one_shot_prefix_stop_rule_and_satisficing(llama):
         build_vector(
             llama, {"prompt": "x", "suppress": "y"}, hook, method="one_shot", stop_logprob=0.0
         )
+
+
+def test_one_shot_rank_k_subspace_is_trained_jointly_and_applied_by_clamp(llama):
+    """rank=k trains k orthonormal directions and their coordinates together; the returned
+    subspace, applied with clamp at its trained values, gives the promoted completion the
+    log-prob it reached in training, and sets the activation's coordinates to those values."""
+    from interp_steer import clamp
+    from interp_steer.methods.one_shot import completion_logprob
+
+    data = {"prompt": "Write code.", "promote": "return 1"}
+    for k in (1, 3):
+        v = build_vector(
+            llama, data, HOOK, method="one_shot", rank=k, steps=40, lr=0.5, progress=False
+        )
+        assert v.k == k and v.metadata["rank"] == k
+        u = v.directions
+        assert torch.allclose(u @ u.T, torch.eye(k), atol=1e-5)  # orthonormal
+        values = torch.tensor(v.metadata["clamp_values"])
+        h = v.metadata["loss_history"]
+        with clamp(llama, v, values):
+            nll = -completion_logprob(llama, data["prompt"], data["promote"], coldness=0.7)
+            _, cache = llama.run_with_cache(llama.to_tokens("hi there"), names_filter=HOOK)
+        assert h[-1] < 0.8 * h[0] and nll < 0.8 * h[0]  # trained, and clamp applies it
+        assert abs(nll - h[-1]) < 0.1 * h[0]
+        assert torch.allclose(
+            cache[HOOK][0] @ u.T, values.expand(cache[HOOK].shape[1], k), atol=1e-4
+        )
+
+
+def test_one_shot_epochs_over_a_dataset(llama):
+    """A list of examples trains for `epochs` passes, one step per example in a seeded
+    order; the mean loss per pass falls; steps, stop_logprob and a missing epochs raise."""
+    data = [
+        {"prompt": "Write code.", "promote": "return 1"},
+        {"prompt": "Write a function.", "prefix": "def f():\n", "promote": "    return 1"},
+        {"prompt": "Code please.", "promote": "return 1"},
+    ]
+    kw = dict(method="one_shot", lr=0.2, progress=False)
+    v = build_vector(llama, data, HOOK, epochs=4, **kw)
+    m = v.metadata
+    assert m["steps_run"] == 12 and m["n_examples"] == 3 and m["stopped"] == "epochs"
+    assert len(m["epoch_loss"]) == 4 and m["epoch_loss"][-1] < m["epoch_loss"][0]
+    again = build_vector(llama, data, HOOK, epochs=4, **kw)
+    assert torch.equal(again.directions, v.directions)  # seeded order: reproducible
+    for bad, match in [
+        (dict(), "epochs=N"),
+        (dict(epochs=2, steps=5), "not steps"),
+        (dict(epochs=2, stop_logprob=0.0), "one example"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            build_vector(llama, data, HOOK, **kw, **bad)
+    with pytest.raises(ValueError, match="epochs are passes"):
+        build_vector(llama, data[0], HOOK, epochs=2, **kw)
+    with pytest.raises(ValueError, match="empty list"):
+        build_vector(llama, [], HOOK, epochs=1, **kw)

@@ -14,6 +14,18 @@ or (with ``stop_logprob``) once log P(promoted completion) ≥ ``stop_logprob``:
 anti-refusal rule, which stops once the malicious prompt's code-fence log-prob exceeds the
 benign prompt's.
 
+Two extensions (Cao et al. 2026's axes):
+
+- ``rank=k``: instead of one additive vector, a k-dimensional subspace trained jointly: free
+  A ∈ R^{k×d} and c ∈ R^k, U = Gram-Schmidt(A) (k orthonormal directions), and the edit
+  x ↦ x − (x Uᵀ) U + c U, which sets the activation's coordinates in span(U) to c (the
+  `interventions.clamp` operator; LoReFT with W = 0, Wu et al. 2024). An additive constant in
+  a k-dimensional span would be one vector again, so a real rank-k edit must depend on x.
+  Returns U; apply it with ``clamp(model, vec, vec.metadata["clamp_values"])``.
+- ``data=[example, ...]`` with ``epochs=E``: E passes over the examples, one Adam step per
+  example in a new seeded order each pass (the ``tol`` rule is off: consecutive losses are of
+  different examples); ``epoch_loss`` is the mean loss per pass.
+
 ``data["prefix"]`` (optional) is text the assistant has already written, placed after the
 (chat-formatted) prompt and before the completion; the loss covers the completion only. The
 paper trains its harmful-code vectors on a benign request plus a code prefix that stops just
@@ -32,7 +44,7 @@ from transformer_lens import HookedTransformer
 
 from interp_steer.activations import encode, pad_left
 from interp_steer.autograd import check_trainable, trains
-from interp_steer.interventions import edit_at
+from interp_steer.interventions import edit_at, orthonormal_rows
 from interp_steer.models import chat as chat_format
 from interp_steer.vectors import check_hook
 
@@ -86,12 +98,52 @@ def completion_logprob(
         )
 
 
+def _example(model: HookedTransformer, data, chat: bool) -> dict:
+    """One training example, checked and tokenised."""
+    if not isinstance(data, dict):
+        raise TypeError(
+            "one_shot takes data={'prompt': ..., 'promote': ... and/or 'suppress': ...}, one "
+            "prompt and the completion to promote or suppress (or a list of them, with epochs); "
+            f"got {type(data).__name__}. (positive, negative) pairs are for mean_diff, pca and "
+            "probe."
+        )
+    unknown = set(data) - {"prompt", "prefix", "promote", "suppress"}
+    if unknown:
+        raise ValueError(
+            f"one_shot data has unknown keys {sorted(unknown)}; "
+            "valid: 'prompt', 'prefix', 'promote', 'suppress'"
+        )
+    promote, suppress = data.get("promote"), data.get("suppress")
+    if not data.get("prompt") or not (promote or suppress):
+        raise ValueError("one_shot needs data={'prompt': ..., 'promote' and/or 'suppress': ...}")
+    return {
+        "prompt": _prompt_ids(model, data["prompt"], data.get("prefix", ""), chat),
+        "promote": _completion_ids(model, promote) if promote else None,
+        "suppress": _completion_ids(model, suppress) if suppress else None,
+    }
+
+
+def _loss(model, ex: dict, coldness: float, satisfice_target: float | None):
+    """The example's loss and log P(promote) (None without a promoted completion)."""
+    loss, logprob = torch.zeros(()), None
+    if ex["promote"] is not None:
+        nll = -_token_logprobs(model, ex["prompt"], ex["promote"], coldness).sum()
+        logprob = -nll.item()
+        loss = nll if satisfice_target is None else (nll - satisfice_target) ** 2
+    if ex["suppress"] is not None:
+        lp = _token_logprobs(model, ex["prompt"], ex["suppress"], coldness)
+        loss = loss - torch.log1p(-lp.exp().clamp(max=1 - 1e-6)).sum()
+    return loss, logprob
+
+
 @trains
 def build(
     model: HookedTransformer,
-    data: dict,
+    data: dict | list[dict],
     hook: str,
-    steps: int = 100,
+    steps: int | None = None,
+    epochs: int | None = None,
+    rank: int | None = None,
     lr: float = 0.1,
     init_norm: float = 1.0,
     max_norm: float | None = None,
@@ -102,51 +154,66 @@ def build(
     chat: bool = True,
     seed: int = 0,
     progress: bool = True,
-) -> tuple[Float[Tensor, "1 d"], dict]:
+) -> tuple[Float[Tensor, "k d"], dict]:
     check_hook(model, hook)
-    if not isinstance(data, dict):
-        raise TypeError(
-            "one_shot takes data={'prompt': ..., 'promote': ... and/or 'suppress': ...}, one "
-            f"prompt and the completion to promote or suppress; got {type(data).__name__}. "
-            "(positive, negative) pairs are for mean_diff, pca and probe."
-        )
-    unknown = set(data) - {"prompt", "prefix", "promote", "suppress"}
-    if unknown:
-        raise ValueError(
-            f"one_shot data has unknown keys {sorted(unknown)}; "
-            "valid: 'prompt', 'prefix', 'promote', 'suppress'"
-        )
+    dataset = isinstance(data, list)
+    if dataset:
+        if not data:
+            raise ValueError("one_shot got an empty list of examples")
+        if epochs is None or epochs < 1 or steps is not None:
+            raise ValueError(
+                "a list of examples trains for epochs=N passes (one step per example), "
+                f"not steps; got steps={steps}, epochs={epochs}"
+            )
+        if stop_logprob is not None:
+            raise ValueError("stop_logprob watches one prompt: give one example, not a list")
+    elif epochs is not None:
+        raise ValueError("epochs are passes over a list of examples; one example takes steps")
+    if rank is not None and (rank < 1 or max_norm is not None):
+        raise ValueError(f"rank must be >= 1 and takes no max_norm; got rank={rank}")
     check_trainable(model)
-    promote, suppress = data.get("promote"), data.get("suppress")
-    if not data.get("prompt") or not (promote or suppress):
-        raise ValueError("one_shot needs data={'prompt': ..., 'promote' and/or 'suppress': ...}")
-    if stop_logprob is not None and not promote:
+    examples = [_example(model, d, chat) for d in (data if dataset else [data])]
+    if stop_logprob is not None and examples[0]["promote"] is None:
         raise ValueError("stop_logprob needs a 'promote' completion to watch")
-    prefix = data.get("prefix", "")
-    prompt_ids = _prompt_ids(model, data["prompt"], prefix, chat)
-    promote_ids = _completion_ids(model, promote) if promote else None
-    suppress_ids = _completion_ids(model, suppress) if suppress else None
     gen = torch.Generator().manual_seed(seed)
-    v0 = torch.randn(model.cfg.d_model, generator=gen, dtype=torch.float64)
-    v = (v0 / v0.norm() * init_norm).float().to(model.cfg.device).requires_grad_(True)
-    opt = torch.optim.Adam([v], lr=lr, betas=(0.9, 0.999))
+    d, dev = model.cfg.d_model, model.cfg.device
+    v0 = torch.randn(rank or 1, d, generator=gen, dtype=torch.float64)
+    if rank is None:
+        v = (v0[0] / v0.norm() * init_norm).float().to(dev).requires_grad_(True)
+        params = [v]
+
+        def edit(x):
+            return x + v.to(x.dtype)
+
+    else:
+        # the rank-k subspace span(U), U = Gram-Schmidt(A), with the activation's coordinates
+        # in it set to c: x - (x Uᵀ) U + c U (`interventions.clamp`; LoReFT with W = 0)
+        a = v0.float().to(dev).requires_grad_(True)
+        c0 = torch.randn(rank, generator=gen, dtype=torch.float64)
+        c = (c0 / c0.norm() * init_norm).float().to(dev).requires_grad_(True)
+        params = [a, c]
+
+        def edit(x):
+            u = orthonormal_rows(a).to(x.dtype)
+            return x - (x @ u.T) @ u + (c.to(x.dtype) @ u)
+
+    opt = torch.optim.Adam(params, lr=lr, betas=(0.9, 0.999))
+    if dataset:  # each epoch one seeded pass over the examples in a new order
+        order = [i for _ in range(epochs) for i in torch.randperm(len(examples), generator=gen)]
+    else:
+        order = [0] * (100 if steps is None else steps)
     history: list[float] = []
     logprobs: list[float] = []  # log P(promote) before each step
-    stopped = "steps"
-    with _frozen(model), edit_at(model, hook, lambda x: x + v.to(x.dtype)):
-        bar = tqdm(range(steps), desc="one_shot", disable=not progress)
-        for _ in bar:
-            loss = torch.zeros((), device=v.device)
-            if promote:
-                nll = -_token_logprobs(model, prompt_ids, promote_ids, coldness).sum()
-                logprobs.append(-nll.item())
-                if stop_logprob is not None and logprobs[-1] >= stop_logprob:
-                    stopped = "stop_logprob"
-                    break
-                loss = loss + (nll if satisfice_target is None else (nll - satisfice_target) ** 2)
-            if suppress:
-                lp = _token_logprobs(model, prompt_ids, suppress_ids, coldness)
-                loss = loss - torch.log1p(-lp.exp().clamp(max=1 - 1e-6)).sum()
+    stopped = "epochs" if dataset else "steps"
+    with _frozen(model), edit_at(model, hook, edit):
+        bar = tqdm(order, desc="one_shot", disable=not progress)
+        for i in bar:
+            loss, lp = _loss(model, examples[int(i)], coldness, satisfice_target)
+            if lp is not None:
+                logprobs.append(lp)
+            if stop_logprob is not None and lp >= stop_logprob:
+                stopped = "stop_logprob"
+                break
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -155,22 +222,36 @@ def build(
                     v.mul_(torch.clamp(max_norm / v.norm(), max=1.0))
             history.append(loss.item())
             bar.set_postfix(loss=f"{history[-1]:.4f}")
-            if len(history) > 1 and abs(history[-1] - history[-2]) < tol:
+            # |Δloss| between two different examples says nothing: tol is for one example
+            if not dataset and len(history) > 1 and abs(history[-1] - history[-2]) < tol:
                 stopped = "tol"
                 break
+    one = data[0] if dataset else data
     meta = {
         "loss_history": history,
         "steps_run": len(history),
         "promote_logprob_history": logprobs,
         "stopped": stopped,
-        "prompt": data["prompt"],
-        "prefix": prefix,
-        "promote": promote,
-        "suppress": suppress,
+        "prompt": one["prompt"],
+        "prefix": one.get("prefix", ""),
+        "promote": one.get("promote"),
+        "suppress": one.get("suppress"),
+        "n_examples": len(examples),
+        "epochs": epochs,
+        "rank": rank,
         "coldness": coldness,
         "lr": lr,
         "max_norm": max_norm,
         "satisfice_target": satisfice_target,
         "stop_logprob": stop_logprob,
     }
-    return v.detach()[None], meta
+    if dataset:
+        n = len(examples)
+        meta["epoch_loss"] = [sum(history[e * n : (e + 1) * n]) / n for e in range(epochs)]
+    if rank is None:
+        return v.detach()[None], meta
+    with torch.no_grad():
+        u = orthonormal_rows(a)
+        # apply with interventions.clamp(model, vec, meta["clamp_values"])
+        meta["clamp_values"] = c.detach().cpu().tolist()
+        return u.detach(), meta
