@@ -221,7 +221,7 @@ def test_emergent_misalignment_analysis(tmp_path, monkeypatch, embedding_judge):
     data = _check_outputs(tmp_path / "emergent_misalignment_tiny_quick")
     names = [c["name"] for c in em.conditions(cfg, m["usable_vectors"])]
     assert names[:2] == ["unsteered", "anti-refusal ×6"] and set(data["conditions"]) == set(names)
-    assert {"magnitude", "anti_k", "layer", "vectors"} <= {
+    assert {"magnitude", "anti_k", "layer", "vectors", "rank", "epochs"} <= {
         c["group"] for c in data["conditions"].values()
     }
     for c in data["conditions"].values():
@@ -233,6 +233,15 @@ def test_emergent_misalignment_analysis(tmp_path, monkeypatch, embedding_judge):
     assert data["threshold"] is not None and data["judge"]["heldout_auroc"] >= 0.9
     summary = json.loads((tmp_path / "emergent_misalignment_summary_quick.json").read_text())
     assert set(summary["models"]) == {"tiny"}
+    rows = summary["models"]["tiny"]["conditions"]
+    assert {r["name"] for r in rows} == set(names)
+    assert all(
+        {"magnitude", "layer", "n_per_question", "fisher_p", "string_counts"} <= set(r)
+        for r in rows
+    )
+    rank = next(v for k, v in data["vectors"].items() if k.startswith("rank2"))
+    assert rank["produces_target"] is not None and rank["final_loss"] > 0
+    assert data["vectors"]["epochs1@0.333"]["steps_run"] == len(em.dataset())
 
     # a second run computes nothing: every vector and condition is a finished cell
     monkeypatch.setattr(em, "run_condition", lambda *a, **k: pytest.fail("recomputed"))

@@ -237,3 +237,8 @@ def test_one_shot_epochs_over_a_dataset(llama):
         build_vector(llama, data[0], HOOK, epochs=2, **kw)
     with pytest.raises(ValueError, match="empty list"):
         build_vector(llama, [], HOOK, epochs=1, **kw)
+
+
+def test_one_shot_names_an_example_longer_than_the_context(tiny):
+    with pytest.raises(ValueError, match="longer than the model's context"):
+        build_vector(tiny, {"prompt": "x" * 2000, "promote": "y"}, HOOK, method="one_shot", steps=1)

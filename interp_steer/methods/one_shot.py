@@ -116,11 +116,18 @@ def _example(model: HookedTransformer, data, chat: bool) -> dict:
     promote, suppress = data.get("promote"), data.get("suppress")
     if not data.get("prompt") or not (promote or suppress):
         raise ValueError("one_shot needs data={'prompt': ..., 'promote' and/or 'suppress': ...}")
-    return {
+    ex = {
         "prompt": _prompt_ids(model, data["prompt"], data.get("prefix", ""), chat),
         "promote": _completion_ids(model, promote) if promote else None,
         "suppress": _completion_ids(model, suppress) if suppress else None,
     }
+    n = len(ex["prompt"]) + max(len(c or []) for c in (ex["promote"], ex["suppress"]))
+    if n > model.cfg.n_ctx:
+        raise ValueError(
+            f"one_shot example of {n} tokens (prompt + prefix + completion) is longer than "
+            f"the model's context of {model.cfg.n_ctx}: {data['prompt'][:60]!r}..."
+        )
+    return ex
 
 
 def _loss(model, ex: dict, coldness: float, satisfice_target: float | None):
@@ -160,6 +167,9 @@ def build(
     if dataset:
         if not data:
             raise ValueError("one_shot got an empty list of examples")
+        for d in data:  # (positive, negative) pairs get the TypeError that names their method
+            if not isinstance(d, dict):
+                _example(model, d, chat)
         if epochs is None or epochs < 1 or steps is not None:
             raise ValueError(
                 "a list of examples trains for epochs=N passes (one step per example), "
