@@ -106,8 +106,8 @@ def coherence(
 
     fluency = logistic((mean token log-prob under ``model`` − FLUENCY_MIDPOINT) / FLUENCY_SCALE),
     scored as the model is (call it outside any steering context), given ``prompts`` if any;
-    repetition = min(1, distinct-3 / DISTINCT3_FULL)², distinct-3 over word 3-grams (1 for
-    texts under 3 words). Word salad fails the first, repetition loops (which a perplexity
+    repetition = `repetition_factor` (distinct word 3-grams, and character 3-grams inside
+    words longer than MAX_WORD, against DISTINCT3_FULL). Word salad fails the first, repetition loops (which a perplexity
     ratio rewards) the second; an empty text scores 0.
     """
     texts = list(texts)
@@ -131,17 +131,27 @@ def coherence_from(ppl: np.ndarray, texts: Sequence[str]) -> np.ndarray:
     return np.where(empty, 0.0, np.nan_to_num(fluency * repetition_factor(texts), nan=0.0))
 
 
+# A word longer than this is also checked inside: a loop written without spaces
+# ("rentirentirenti...", "令牌令牌...": steered Gemma-3-270M writes them) is one "word" whose
+# repetition no word n-gram can see; a real identifier's character 3-grams are nearly distinct.
+MAX_WORD = 20
+
+
 def repetition_factor(texts: Sequence[str]) -> np.ndarray:
-    """min(1, distinct-3 / DISTINCT3_FULL)² per text over word 3-grams; 1 under 3 words."""
-    return np.array(
-        [
-            min(1.0, distinct_n(t, 3) / DISTINCT3_FULL) ** 2 if len(_words(t)) >= 3 else 1.0
-            for t in texts
+    """min(1, d / DISTINCT3_FULL)² per text, d the smallest distinct-3 ratio among the text's
+    word 3-grams (1 under 3 words) and the character 3-grams inside each word longer than
+    MAX_WORD that has a letter."""
+    out = []
+    for t in texts:
+        words = _words(t)
+        ratios = [distinct_n(t, 3) if len(words) >= 3 else 1.0]
+        ratios += [
+            len({w[i : i + 3] for i in range(len(w) - 2)}) / (len(w) - 2)
+            for w in words
+            if len(w) > MAX_WORD and any(c.isalpha() for c in w)  # not a "______" form blank
         ]
-    )
-
-
-# ---------------------------------------------------------------- diversity
+        out.append(min(1.0, min(ratios) / DISTINCT3_FULL) ** 2)
+    return np.array(out)
 
 
 def _words(text: str) -> list[str]:

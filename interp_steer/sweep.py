@@ -161,6 +161,11 @@ def sweep(
         progress=progress,
     )
     samples = pd.DataFrame([r for rows in parts for r in rows])
+    # scores that are functions of a sample's text (and stored perplexity) are computed here,
+    # not in the cell, so that finished cells are scored by the current metrics
+    texts = samples.text.fillna("").tolist()
+    samples["coherence"] = metrics.coherence_from(samples.ppl.to_numpy(), texts)
+    samples["distinct_2"] = [metrics.distinct_n(t, 2) for t in texts]
     summary = summarise(samples, diversity=diversity, embed=embed)
     if kl:
         # computed per cell, one value per (vector, alpha), on the formatted prompts
@@ -235,7 +240,6 @@ def _sweep_cell(
         else [np.nan] * len(cell_alphas)
     )
     kl_of = dict(zip(cell_alphas, kls))
-    coh = metrics.coherence_from(ppl, texts)
     return [
         dict(
             vector=name,
@@ -245,14 +249,12 @@ def _sweep_cell(
             sample=s,
             text=t,
             ppl=float(pp),
-            coherence=float(ch),
             success=float(sc),
             judge=float(jd),
-            distinct_2=metrics.distinct_n(t, 2),
             rel_strength=abs(a) * float(vec.norm()) / resid,
             kl=float(kl_of[a]),
         )
-        for (_, a, p, s), t, pp, ch, sc, jd in zip(grid, texts, ppl, coh, scores, judged)
+        for (_, a, p, s), t, pp, sc, jd in zip(grid, texts, ppl, scores, judged)
     ]
 
 

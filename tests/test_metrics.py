@@ -104,6 +104,29 @@ def test_sweep_table_and_files(llama, tmp_path):
     assert (summary.judge == 70.0).all()
     for f in ("sw.csv", "sw_samples.csv", "sw.json"):
         assert (tmp_path / f).exists()
+    # text scores come from the current metrics, also for finished cells: resumed under a
+    # stricter repetition threshold, the same texts score lower
+    monkey = pytest.MonkeyPatch()
+    monkey.setattr(metrics, "DISTINCT3_FULL", 5.0)
+    try:
+        _, resumed = sweep(
+            llama,
+            {"v": v, "neg": -v},
+            [2.0],
+            ["hi", "yo"],
+            samples_per_prompt=2,
+            max_new_tokens=5,
+            embed=embed,
+            out=tmp_path / "sw",
+            progress=False,
+            success=lambda ts: np.array([float("a" in t) for t in ts]),
+            judge=lambda qs, ans: (np.full(len(ans), 70.0), np.ones(len(ans))),
+        )
+    finally:
+        monkey.undo()
+    assert resumed.text.tolist() == samples.text.tolist()
+    assert (resumed.coherence <= samples.coherence).all()
+    assert (resumed.coherence < samples.coherence).any()
 
 
 def test_calibrate_hits_target_kl(llama):
@@ -149,6 +172,27 @@ def test_coherence_ranks_sense_above_loops_and_salad(smollm2):
     assert (loop < 0.35).all() and (salad < 0.2).all(), c
     assert (good - np.maximum(loop, salad) > 0.5).all()
     assert c[-1] == 0.0
+
+
+def test_repetition_factor_sees_loops_written_without_spaces():
+    """Loops that steered Gemma-3-270M writes as one "word" (a single-token loop) must be
+    penalised like spaced loops; a script without spaces, a long identifier and a form blank
+    are not loops."""
+    loops = [
+        "rentir" * 14,
+        "令牌" * 40,
+        "صيل" * 30,
+        "Awwwwwwwwwwwwwwwwwwwwwwwwwwwww!",
+        "x agory" + "agory" * 12,
+    ]
+    fine = [
+        "我们周末去山里远足然后在河边野餐天气非常好大家都很开心",
+        "def check_password_hash_function(user): return user",
+        "Name: ______________________________ Date: today",
+        "I spent the weekend hiking in the hills with my sister.",
+    ]
+    assert (metrics.repetition_factor(loops) < 0.1).all(), metrics.repetition_factor(loops)
+    assert (metrics.repetition_factor(fine) == 1.0).all(), metrics.repetition_factor(fine)
 
 
 def test_coherence_is_fluency_times_the_repetition_factor(llama):
