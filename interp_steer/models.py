@@ -31,8 +31,12 @@ from interp_steer._io import atomic_dir, atomic_path, file_lock, write_json
 from interp_steer.fast import patch_fast_forward
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
+# The text whose HF log-probs each conversion records (`parity_with_hf`): prose and code.
+REFERENCE_TEXT = (
+    "The sky is blue because of Rayleigh scattering.\ndef square(x):\n    return x * x\n"
+)
 # Bump when the conversion below changes, so stale caches are not reused.
-_CONVERTER_VERSION = "2"
+_CONVERTER_VERSION = "3"  # 3: records the HF reference log-probs (parity_with_hf)
 
 
 @dataclass(frozen=True)
@@ -219,6 +223,11 @@ def _convert(name: str, source: Path, out: Path) -> None:
     # The weights are plain floats now; TL only refuses the leftover attribute.
     if hasattr(hf.config, "quantization_config"):
         del hf.config.quantization_config
+    # HF's own log-probs on a fixed text, kept beside the conversion for `parity_with_hf`:
+    # a check against an independent forward that needs no second dequantization later.
+    ids = torch.tensor([tok(REFERENCE_TEXT).input_ids])
+    with torch.no_grad():
+        ref = hf(ids).logits.float().log_softmax(-1)[0]
     if spec.tl_name is not None:
         tl_name = spec.tl_name
         cfg = tl_loading.get_pretrained_model_config(
@@ -252,6 +261,7 @@ def _convert(name: str, source: Path, out: Path) -> None:
     cfg_dict = {k: v for k, v in cfg.to_dict().items() if k not in ("dtype", "init_weights")}
     write_json(out / "config.json", cfg_dict)
     tok.save_pretrained(out / "tokenizer")
+    save_file({"input_ids": ids[0], "logprobs": ref.contiguous()}, out / "hf_reference.safetensors")
     write_json(out / "meta.json", {"name": name, "source": str(source)})
 
 
@@ -262,6 +272,8 @@ def _tokenizer_prepends_bos(tok) -> bool:
 
 def _load_cached(path: Path, device: str | None, dtype: torch.dtype) -> HookedTransformer:
     cfg_dict = json.loads((path / "config.json").read_text())
+    if not (path / "hf_reference.safetensors").is_file():
+        raise FileNotFoundError(f"{path / 'hf_reference.safetensors'} is missing")
     cfg_dict.update(dtype=dtype, init_weights=False, device=device or "cpu")
     cfg = HookedTransformerConfig(**cfg_dict)
     tok = AutoTokenizer.from_pretrained(path / "tokenizer")
@@ -280,9 +292,27 @@ def _load_cached(path: Path, device: str | None, dtype: torch.dtype) -> HookedTr
     return model
 
 
+def _cache_path(name: str) -> Path:
+    return cache_dir() / "models" / f"{name}-{_cache_key(name, gguf_path(name))}"
+
+
+def parity_with_hf(model: HookedTransformer) -> float:
+    """Max |log-prob difference| over the vocabulary and positions of REFERENCE_TEXT between
+    ``model`` (an embedded model from `load_model`) and the transformers forward of the same
+    GGUF, recorded when it was converted. Measured: < 1e-4 for every embedded model."""
+    name = model.cfg.model_name
+    if name not in EMBEDDED:
+        raise ValueError(f"parity_with_hf needs an embedded model {sorted(EMBEDDED)}, got {name!r}")
+    with safe_open(_cache_path(name) / "hf_reference.safetensors", framework="pt") as f:
+        ids, ref = f.get_tensor("input_ids"), f.get_tensor("logprobs")
+    with torch.no_grad():
+        ours = model(ids[None].to(model.cfg.device)).float().log_softmax(-1)[0].cpu()
+    return float((ours - ref).abs().max())
+
+
 def _cached_or_convert(name: str, device: str | None, dtype: torch.dtype) -> HookedTransformer:
     source = gguf_path(name)
-    path = cache_dir() / "models" / f"{name}-{_cache_key(name, source)}"
+    path = _cache_path(name)
     if path.exists():
         try:
             return _load_cached(path, device, dtype)

@@ -7,6 +7,7 @@ import torch
 from interp_steer import build_vector, chat, datasets, generate, load_model, models
 from interp_steer.activations import encode
 from interp_steer.models import gguf_path
+from interp_steer.testing import tiny_model
 
 pytestmark = pytest.mark.integration
 HOOK = "blocks.10.hook_resid_pre"
@@ -35,13 +36,19 @@ def _max_logprob_gap(model, hf, prompt):
 def test_smollm2_logprobs_match_hf(smollm2, hf_smollm2):
     prompt = chat(smollm2, "Name three colours and explain why the sky is blue.")
     assert _max_logprob_gap(smollm2, hf_smollm2, prompt) < 1e-3
+    # the reference recorded at conversion agrees with this live forward's verdict
+    assert models.parity_with_hf(smollm2) < 1e-3
+    with pytest.raises(ValueError, match="needs an embedded model"):
+        models.parity_with_hf(tiny_model("llama"))
 
 
 def test_gemma_logprobs_match_hf():
+    """Against the HF forward recorded when the GGUF was converted (a second dequantization
+    costs ~55 s on 2 cores)."""
     model = load_model("gemma-3-270m")
     with pytest.warns(UserWarning, match="no chat template"):
-        prompt = chat(model, "Name three colours.")
-    assert _max_logprob_gap(model, _hf("gemma-3-270m"), prompt) < 1e-3
+        chat(model, "Name three colours.")
+    assert models.parity_with_hf(model) < 1e-3
 
 
 def test_mean_diff_matches_hf_hidden_states(smollm2, hf_smollm2):
@@ -183,6 +190,4 @@ def test_qwen_coder_logprobs_match_hf(name):
     pytest.importorskip(part, reason=f"{name} not installed (make models)")
     model = load_model(name)
     assert model.cfg.original_architecture == "Qwen2ForCausalLM"
-    hf = _hf(name)
-    prompt = chat(model, "Write a Python function that returns the square of x.")
-    assert _max_logprob_gap(model, hf, prompt) < 1e-3
+    assert models.parity_with_hf(model) < 1e-3

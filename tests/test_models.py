@@ -86,7 +86,9 @@ def test_bad_dtype_is_named():
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("damage", ["truncate", "empty", "no_config", "foreign_keys"])
+@pytest.mark.parametrize(
+    "damage", ["truncate", "empty", "no_config", "no_reference", "foreign_keys"]
+)
 def test_corrupt_model_cache_is_rebuilt(smollm2, tmp_path, monkeypatch, damage):
     """A damaged cache warns and is rebuilt. The rebuild itself is stubbed with a copy of the
     good cache (the real conversion is exercised by every other integration test)."""
@@ -94,7 +96,8 @@ def test_corrupt_model_cache_is_rebuilt(smollm2, tmp_path, monkeypatch, damage):
 
     from safetensors.torch import save_file
 
-    good = next((models.cache_dir() / "models").glob("smollm2-135m-instruct-*"))
+    caches = (models.cache_dir() / "models").glob("smollm2-135m-instruct-*")
+    good = max(caches, key=lambda p: p.stat().st_mtime)  # the current one, not a stale key's
     key = good.name
     # the GGUF and its hash stay where they are; only the converted cache moves
     monkeypatch.setattr(models, "cache_dir", lambda: tmp_path)
@@ -108,6 +111,8 @@ def test_corrupt_model_cache_is_rebuilt(smollm2, tmp_path, monkeypatch, damage):
         weights.write_bytes(b"")
     elif damage == "no_config":
         (bad / "config.json").unlink()
+    elif damage == "no_reference":
+        (bad / "hf_reference.safetensors").unlink()
     else:
         save_file({"not.a.key": torch.zeros(2)}, weights)
     monkeypatch.setattr(
