@@ -42,8 +42,11 @@ demo: install
 	$(PY) -m interp_steer.demo
 	$(PY) -m analyses.identifiability --quick
 
+# Two pytest-xdist workers (one thread each): the suite is many small single-threaded tests and
+# a few model loads, so two processes use 2 cores better than one process with two threads.
+TEST_WORKERS ?= 2
 test: install
-	$(PY) -m pytest -q -ra
+	$(PY) -m pytest -q -ra -n $(TEST_WORKERS)
 
 lint: install
 	$(VENV)/bin/ruff check .

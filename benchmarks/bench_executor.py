@@ -15,8 +15,8 @@ from functools import partial
 
 import numpy as np
 
-from benchmarks.bench_generate import cpu_model
 from interp_steer import build_vector, datasets, load_model
+from interp_steer.fast import cpu_model
 from interp_steer.sweep import sweep
 
 

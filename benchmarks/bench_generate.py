@@ -12,7 +12,6 @@ kernel interp_steer uses, to show how much of the ratio is the GEMM backend.
 from __future__ import annotations
 
 import argparse
-import platform
 import time
 import warnings
 
@@ -20,6 +19,7 @@ import torch
 
 from interp_steer import SteeringVector, generate, load_model
 from interp_steer.activations import tokenize
+from interp_steer.fast import cpu_model
 from interp_steer.generation import format_prompts
 from interp_steer.models import gguf_path
 
@@ -29,17 +29,6 @@ PROMPTS = [
     "Describe the ocean in two sentences.",
     "What should I do this weekend?",
 ]
-
-
-def cpu_model() -> str:
-    """The CPU's marketing name: backend choices and ratios depend on the vendor."""
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def _times(fns, repeats: int) -> list[list[float]]:

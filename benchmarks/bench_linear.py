@@ -13,8 +13,7 @@ import time
 import torch
 import torch.nn.functional as F  # noqa: N812
 
-from benchmarks.bench_generate import cpu_model
-from interp_steer.fast import ONEDNN_AVAILABLE, FrozenLinear, backend_choices, row_bucket
+from interp_steer.fast import ONEDNN_AVAILABLE, FrozenLinear, backend_choices, cpu_model, row_bucket
 
 SHAPES = {
     "qkv": (960, 576),

@@ -11,6 +11,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from platformdirs import user_cache_dir
+
+
+def cache_dir() -> Path:
+    """Root of interp_steer's caches (``$INTERP_STEER_CACHE`` or the user cache dir)."""
+    env = os.environ.get("INTERP_STEER_CACHE")
+    if env:
+        return Path(env)
+    return Path(user_cache_dir("interp_steer"))
+
 
 @contextmanager
 def file_lock(path: str | os.PathLike) -> Any:

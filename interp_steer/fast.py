@@ -27,6 +27,8 @@ each decode step. The replacements below do the same maths and fire the same hoo
 
 from __future__ import annotations
 
+import json
+import platform
 import statistics
 import time
 import types
@@ -35,6 +37,8 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from transformer_lens import HookedTransformer
 from transformer_lens.components.transformer_block import POST_NORM_ARCHITECTURES
+
+from interp_steer._io import cache_dir, write_json
 
 
 def _onednn_available() -> bool:
@@ -55,6 +59,49 @@ def _packable(w) -> bool:
 
 # (out features, in features, row bucket) -> whether the packed oneDNN kernel won the timing
 _CHOICES: dict[tuple[int, int, int], bool] = {}
+# ... and the same decisions kept on disk per CPU, torch build and thread count, so a new
+# process (a notebook kernel, a CLI call, a test worker) does not time every shape again;
+# deleting the file re-times.
+CHOICES_FILE = "gemm_choices.json"
+
+
+def cpu_model() -> str:
+    """The CPU's marketing name: backend choices and ratios depend on the vendor."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _machine_key() -> str:
+    return f"{cpu_model()} | torch {torch.__version__} | {torch.get_num_threads()} threads"
+
+
+def _stored_choice(key: tuple[int, int, int]) -> bool | None:
+    try:
+        stored = json.loads((cache_dir() / CHOICES_FILE).read_text())
+        return stored[_machine_key()][",".join(map(str, key))]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # none yet, or a damaged file: time it
+
+
+def _store_choice(key: tuple[int, int, int], packed: bool) -> None:
+    path = cache_dir() / CHOICES_FILE
+    try:
+        stored = json.loads(path.read_text())
+        if not isinstance(stored, dict):
+            stored = {}
+    except (OSError, ValueError):
+        stored = {}
+    stored.setdefault(_machine_key(), {})[",".join(map(str, key))] = packed
+    try:
+        write_json(path, stored)  # atomic: a concurrent writer can lose an entry, not corrupt
+    except OSError:
+        pass  # a read-only cache only costs the timing again
 
 
 def row_bucket(rows: int) -> int:
@@ -94,7 +141,8 @@ class FrozenLinear:
     Which kernel wins depends on the CPU: oneDNN's packed GEMM is 2-4x faster than MKL's sgemm
     on AMD EPYC at every shape here, but 0.5x at one row on an Intel Xeon with AMX. So the
     first call per (shape, row bucket) times both on its input (alternating, medians) and the
-    faster one is used from then on in this process (`backend_choices`).
+    faster one is used from then on (`backend_choices`), in this process and, through
+    CHOICES_FILE in the cache, in later ones on the same CPU.
     """
 
     __slots__ = ("w", "b", "packed")
@@ -125,12 +173,16 @@ class FrozenLinear:
             key = (*self.w.shape, row_bucket(x.numel() // x.shape[-1]))
             use = _CHOICES.get(key)
             if use is None:
-                with torch.no_grad():
-                    use = _CHOICES[key] = _packed_wins(
-                        lambda v: F.linear(v, self.w, self.b),
-                        lambda v: self.packed_call(v, self.packed),
-                        x,
-                    )
+                use = _stored_choice(key)
+                if use is None:
+                    with torch.no_grad():
+                        use = _packed_wins(
+                            lambda v: F.linear(v, self.w, self.b),
+                            lambda v: self.packed_call(v, self.packed),
+                            x,
+                        )
+                    _store_choice(key, use)
+                _CHOICES[key] = use
             if use:
                 return self.packed_call(x, self.packed)
         return F.linear(x, self.w, self.b)

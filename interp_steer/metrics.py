@@ -74,16 +74,19 @@ def perplexity(
             encode(model, p + c)
             for p, c in zip(prompts[i : i + batch_size], completions[i : i + batch_size])
         ]
-        batch = pad_left(model, fulls)
-        logp = model(batch.tokens, **forward_kwargs(batch)).float().log_softmax(-1)
-        tgt = batch.tokens[:, 1:]
-        lp = logp[:, :-1].gather(-1, tgt[..., None])[..., 0]  # [b, pos-1]
-        for r, (h, f) in enumerate(zip(heads, fulls)):
-            n_new = len(f) - len(h)
-            if n_new <= 0:
-                out.append(float("nan"))  # empty completion: undefined
-                continue
-            out.append(math.exp(-float(lp[r, -n_new:].mean())))
+        # the first token has no prediction: without a prompt (or BOS) n - 1 tokens are scored
+        n_new = [min(len(f) - len(h), len(f) - 1) for h, f in zip(heads, fulls)]
+        k = max(n_new)
+        if k > 0:
+            batch = pad_left(model, fulls)
+            # unembed only the last k positions (left padding puts every completion there):
+            # the full-vocabulary projection of the prompts was half the cost
+            resid = model(batch.tokens, **forward_kwargs(batch), stop_at_layer=model.cfg.n_layers)
+            logits = model.unembed(model.ln_final(resid[:, -k - 1 : -1]))
+            lp = logits.float().log_softmax(-1).gather(-1, batch.tokens[:, -k:, None])[..., 0]
+        for r, n in enumerate(n_new):
+            # an empty completion's perplexity is undefined
+            out.append(math.exp(-float(lp[r, -n:].mean())) if n > 0 else float("nan"))
     return np.array(out)
 
 

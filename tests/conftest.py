@@ -1,5 +1,14 @@
+import os
+
 import pytest
 import torch
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs 2 xdist workers on 2 cores: one thread each, and the same for the
+    # notebook kernels they start (they inherit the environment), instead of 2 x 2 threads
+    # contending for 2 cores.
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
 
 from interp_steer.testing import tiny_model
 

@@ -1,3 +1,5 @@
+import json
+
 import pytest
 import torch
 
@@ -251,12 +253,14 @@ def test_draw_is_exact_and_skips_zero_weights():
     )
 
 
-def test_gemm_backend_is_chosen_per_shape_and_row_bucket(monkeypatch):
-    """The first call per (shape, row bucket) times both kernels; the faster one is kept."""
+def test_gemm_backend_is_chosen_per_shape_and_row_bucket(monkeypatch, tmp_path):
+    """The first call per (shape, row bucket) times both kernels; the faster one is kept, in
+    this process and on disk for the next one; a damaged choices file is re-timed."""
     from interp_steer import fast
 
     if not fast.ONEDNN_AVAILABLE:
         pytest.skip("no oneDNN linear in this torch build")
+    monkeypatch.setenv("INTERP_STEER_CACHE", str(tmp_path))
     monkeypatch.setattr(fast, "_CHOICES", {})
     lin = fast.FrozenLinear(torch.randn(6, 4), pack=True)
     calls = []
@@ -272,6 +276,15 @@ def test_gemm_backend_is_chosen_per_shape_and_row_bucket(monkeypatch):
     lin(torch.randn(1, 4))  # same bucket: no new timing
     assert len(calls) == 2
     assert fast.backend_choices() == {"6x4 rows<=1": "F.linear", "6x4 rows<=16": "oneDNN packed"}
+    # a new process (an empty in-process table) reads the decisions instead of timing
+    monkeypatch.setattr(fast, "_CHOICES", {})
+    lin(x1), lin(x16)
+    assert len(calls) == 2 and fast.backend_choices()["6x4 rows<=16"] == "oneDNN packed"
+    (tmp_path / fast.CHOICES_FILE).write_text("{not json")
+    monkeypatch.setattr(fast, "_CHOICES", {})
+    lin(x1)
+    assert len(calls) == 3  # damaged: timed again, and the file is whole again
+    assert json.loads((tmp_path / fast.CHOICES_FILE).read_text())
 
 
 def test_packed_wins_compares_alternating_medians():

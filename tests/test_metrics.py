@@ -42,13 +42,17 @@ def test_harmonic_mean_and_coherence():
 
 
 def test_perplexity_matches_manual_loss(llama):
-    prompt, completion = "hello", " world"
-    ppl = metrics.perplexity(llama, [prompt], [completion])[0]
-    toks = llama.to_tokens(prompt + completion)
-    n = len(llama.to_tokens(completion, prepend_bos=False)[0])
-    with torch.no_grad():
-        logp = llama(toks).log_softmax(-1)[0, :-1].gather(-1, toks[0, 1:, None])[:, 0]
-    assert ppl == pytest.approx(float(torch.exp(-logp[-n:].mean())), rel=1e-4)
+    """Each row of a left-padded batch (completions of different lengths, one empty) equals
+    its own unpadded full-logits computation."""
+    prompts, completions = ["hello", "a much longer prompt here", "hi"], [" world", " x", ""]
+    ppl = metrics.perplexity(llama, prompts, completions)
+    for prompt, completion, got in zip(prompts[:2], completions, ppl):
+        toks = llama.to_tokens(prompt + completion)
+        n = len(llama.to_tokens(completion, prepend_bos=False)[0])
+        with torch.no_grad():
+            logp = llama(toks).log_softmax(-1)[0, :-1].gather(-1, toks[0, 1:, None])[:, 0]
+        assert got == pytest.approx(float(torch.exp(-logp[-n:].mean())), rel=1e-4)
+    assert np.isnan(ppl[2])
 
 
 def test_code_grading_runs_in_subprocess():
