@@ -239,6 +239,16 @@ def test_emergent_misalignment_analysis(tmp_path, monkeypatch, embedding_judge):
         {"magnitude", "layer", "n_per_question", "fisher_p", "string_counts"} <= set(r)
         for r in rows
     )
+    # the sweep vector's ×1 condition is one more point of the magnitude curve, at its own r;
+    # the sweep runs strongest first
+    x1 = next(r for r in rows if r["group"] == "vectors" and r["vector"] == "rm_rf")
+    assert x1["magnitude"] > 0 and x1["magnitude"] == x1["r_applied"]
+    pts = em.magnitude_points(data["conditions"], "rm_rf")
+    assert len(pts) == len(cfg.magnitudes) + 1 and [p["x"] for p in pts] == sorted(
+        p["x"] for p in pts
+    )
+    mags = [n for n in names if " r=" in n]
+    assert mags[0].startswith("rm_rf r=0.4") and mags[-1].startswith("rm_rf r=0.05")
     rank = next(v for k, v in data["vectors"].items() if k.startswith("rank2"))
     assert rank["produces_target"] is not None and rank["final_loss"] > 0
     assert data["vectors"]["epochs1@0.333"]["steps_run"] == len(em.dataset())
