@@ -25,11 +25,12 @@ def save_figure(fig, stem: Path, numbers: dict, cfg) -> None:
     # read before the PNG replaces a tracked file, or the first figure of a run would call
     # its own checkout dirty (code_version is read once per process)
     version = code_version()
-    with atomic_path(stem.with_suffix(".png")) as tmp:
+    # not with_suffix: a model name such as "qwen2.5-coder-0.5b-instruct" has dots in it
+    with atomic_path(stem.with_name(stem.name + ".png")) as tmp:
         fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
     plt.close(fig)
     write_json(
-        stem.with_suffix(".json"),
+        stem.with_name(stem.name + ".json"),
         {"config": asdict(cfg), "interp_steer": version, **numbers},
     )
 

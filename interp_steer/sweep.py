@@ -307,10 +307,11 @@ def save_sweep(
     stem: str | Path, summary: pd.DataFrame, samples: pd.DataFrame, config: dict
 ) -> None:
     stem = Path(stem)
-    write_text(stem.with_suffix(".csv"), summary.to_csv(index=False))
+    # stem.name + suffix, not with_suffix: "qwen2.5-coder-0.5b" would lose its ".5b"
+    write_text(stem.parent / f"{stem.name}.csv", summary.to_csv(index=False))
     write_text(stem.parent / f"{stem.name}_samples.csv", samples.to_csv(index=False))
     write_json(
-        stem.with_suffix(".json"),
+        stem.parent / f"{stem.name}.json",
         {"config": config, "interp_steer": code_version(), "summary": summary.to_dict("records")},
     )
 

@@ -1,4 +1,5 @@
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -308,3 +309,21 @@ def test_code_version_names_the_checkout_commit():
         ["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, check=True
     ).stdout.strip()
     assert code_version().startswith(f"{__version__}+g{head}")
+
+
+@dataclass
+class _Cfg:
+    seed: int = 0
+
+
+def test_figure_names_keep_the_dots_of_a_model_name(tmp_path):
+    import matplotlib.pyplot as plt
+
+    from analyses._common import save_figure
+
+    fig = plt.figure()
+    save_figure(fig, tmp_path / "x_qwen2.5-coder-0.5b-instruct", {"n": 1}, _Cfg())
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "x_qwen2.5-coder-0.5b-instruct.json",
+        "x_qwen2.5-coder-0.5b-instruct.png",
+    ]
