@@ -829,7 +829,8 @@ def figure(cfg: Config, nums: dict, path: Path) -> None:
     miss = nums["missing_conditions"]
     fig.suptitle(
         (
-            f"RUN IN PROGRESS: {len(miss)} conditions not yet run ({', '.join(miss)})\n"
+            f"RUN IN PROGRESS: {len(miss)} conditions not yet run (listed in the JSON's "
+            "missing_conditions)\n"
             if miss
             else ""
         )
