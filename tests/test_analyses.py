@@ -240,6 +240,13 @@ def test_emergent_misalignment_analysis(tmp_path, monkeypatch, embedding_judge):
         {"magnitude", "layer", "n_per_question", "fisher_p", "string_counts"} <= set(r)
         for r in rows
     )
+    table = summary["models"]["tiny"]["paper_string_table"]
+    assert set(table) == {f"{s} @ {q}" for s, q, _ in em.PAPER_STRINGS}  # JSON sorts keys
+    for s, q, paper in em.PAPER_STRINGS:
+        cell = table[f"{s} @ {q}"]
+        assert cell["paper"] == paper and set(cell["ours"]) == set(names)
+        for n, v in cell["ours"].items():
+            assert v == data["conditions"][n]["strings_per_100_by_question"][q][s]
     # the sweep vector's ×1 condition is one more point of the magnitude curve, at its own r;
     # the sweep runs strongest first
     x1 = next(r for r in rows if r["group"] == "vectors" and r["vector"] == "rm_rf")
