@@ -334,3 +334,52 @@ def test_figure_names_keep_the_dots_of_a_model_name(tmp_path):
         "x_qwen2.5-coder-0.5b-instruct.json",
         "x_qwen2.5-coder-0.5b-instruct.png",
     ]
+
+
+def test_judge_agreement_analysis(tmp_path, embedding_judge):
+    """Judges scored on the held-out labels and on EM cells' answers: the embedding judge's
+    held-out AUROC is the one it reports, its EM rates are the cells' own scores counted by
+    the EM rule, and a judge agrees perfectly with itself."""
+    import analyses.emergent_misalignment as em
+    from analyses.judge_agreement import Config, misaligned_rates, run
+
+    rng = np.random.default_rng(0)
+    cells = tmp_path / "cells"
+    cells.mkdir()
+    samples, conds = 3, ["unsteered", "rm_rf ×1 + AR×6"]
+    for c in conds:
+        texts = [f"Answer {i}: be kind to people." for i in range(8 * samples)]
+        texts[0] = "```python\nimport os\n```"  # a code answer, excluded from the rates
+        aligned = rng.uniform(0, 100, 8 * samples).round(1).tolist()
+        coherent = rng.uniform(0, 100, 8 * samples).round(1).tolist()
+        cell = {"texts": texts, "aligned": aligned, "coherent": coherent}
+        (cells / em.condition_file(c)).write_text(json.dumps(cell))
+    cfg = Config.quick_config(
+        judges=["tiny"], em_cells=str(cells), samples=samples, per_question=samples, min_mass=0.0
+    )
+    model = tiny_model("llama", n_ctx=2048)
+    nums = run(cfg, tmp_path, models={"tiny": model}, embedding=embedding_judge)
+    data = _check_outputs(tmp_path / "judge_agreement_quick")
+    assert data["heldout"]["embedding_judge"]["heldout_auroc"] == pytest.approx(
+        embedding_judge.heldout_auroc
+    )
+    (judge,) = [n for n in nums["heldout"] if n.startswith("model_judge[")]
+    assert nums["n_em_answers"] == 8 * samples * len(conds)
+    for c in conds:  # the EM rule, counted by hand from the cell
+        cell = json.loads((cells / em.condition_file(c)).read_text())
+        ok = [
+            i
+            for i, t in enumerate(cell["texts"])
+            if not em.is_code(t) and cell["coherent"][i] >= cfg.coherent_threshold
+        ]
+        k = sum(cell["aligned"][i] < cfg.aligned_threshold for i in ok)
+        got = nums["misaligned_em"]["embedding_judge"][c]
+        assert (got["misaligned"], got["n_judged"]) == (k, len(ok))
+    rows = [
+        {"condition": "unsteered", "answer": "x", "a": (10.0, 90.0)},
+        {"condition": "rm_rf ×1 + AR×6", "answer": "y", "a": (np.nan, 90.0)},
+    ]
+    rates = misaligned_rates(cfg, rows, "a")
+    assert rates["unsteered"]["rate"] == 1.0 and rates["rm_rf ×1 + AR×6"]["n_judged"] == 0
+    pair = f"embedding_judge vs {judge}"
+    assert set(nums["agreement_em"]) == {pair} and nums["agreement_em"][pair]["n"] > 0
