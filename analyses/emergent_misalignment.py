@@ -595,6 +595,13 @@ def measure(cfg: Config, res: dict) -> dict:
 # ---------------------------------------------------------------- one model
 
 
+def cells_dir(cfg: Config, name: str, out_dir: Path = FIGURES) -> Path:
+    """Where the cells of model ``name`` under ``cfg`` live."""
+    return (
+        Path(out_dir) / ".cells" / f"emergent_misalignment_{name}_{config_hash(cfg, ANALYSIS_ONLY)}"
+    )
+
+
 def run_model(
     cfg: Config, name: str, out_dir: Path, model=None, judge=None, compute: bool = True
 ) -> dict:
@@ -604,9 +611,7 @@ def run_model(
     t0 = time.time()
     torch.manual_seed(cfg.seed)
     model = model or load_model(name)
-    cells = (
-        Path(out_dir) / ".cells" / f"emergent_misalignment_{name}_{config_hash(cfg, ANALYSIS_ONLY)}"
-    )
+    cells = cells_dir(cfg, name, out_dir)
     anti_d = cell(
         cells / "vector_anti_refusal.json", lambda: anti_refusal(model, cfg), allow_compute=compute
     )

@@ -34,7 +34,8 @@ import numpy as np
 import torch
 
 from analyses._common import FIGURES, arg_parser, require_clean, save_figure
-from analyses.emergent_misalignment import QUESTIONS, condition_file, is_code
+from analyses.emergent_misalignment import QUESTIONS, cells_dir, condition_file, is_code
+from analyses.emergent_misalignment import Config as EMConfig
 from interp_steer import load_model, stats
 from interp_steer.judges import (
     EmbeddingJudge,
@@ -57,7 +58,7 @@ class Config:
         default_factory=lambda: {"qwen2.5-coder-1.5b-instruct": "bfloat16"}
     )
     em_model: str = "qwen2.5-coder-0.5b-instruct"  # whose EM answers are judged
-    em_cells: str = "figures/.cells/emergent_misalignment_qwen2.5-coder-0.5b-instruct_f07baeaa29"
+    em_cells: str | None = None  # None: the cells of the default EM run of em_model
     conditions: list[str] = field(default_factory=lambda: ["unsteered", "rm_rf ×1 + AR×6"])
     per_question: int = 10  # EM answers sampled per question and condition
     samples: int = 100  # answers per question in the cells (their layout)
@@ -77,9 +78,10 @@ def em_answers(cfg: Config) -> list[dict]:
     """``per_question`` answers per question and condition from the EM cells (seed-fixed),
     with the EmbeddingJudge scores the EM run gave them."""
     rng = np.random.default_rng(cfg.seed)
+    cells = Path(cfg.em_cells) if cfg.em_cells else cells_dir(EMConfig(), cfg.em_model)
     out = []
     for cond in cfg.conditions:
-        path = Path(cfg.em_cells) / condition_file(cond)
+        path = cells / condition_file(cond)
         if not path.exists():
             raise FileNotFoundError(f"no EM cell for {cond!r} at {path}: run the EM analysis")
         c = json.loads(path.read_text())
