@@ -33,7 +33,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from analyses._common import FIGURES, arg_parser, require_clean, save_figure
+from analyses._common import FIGURES, arg_parser, cell, config_hash, require_clean, save_figure
 from analyses.emergent_misalignment import QUESTIONS, cells_dir, condition_file, is_code
 from analyses.emergent_misalignment import Config as EMConfig
 from interp_steer import load_model, stats
@@ -46,6 +46,8 @@ from interp_steer.judges import (
 )
 
 EMBEDDING = "embedding_judge"
+# Config fields that change no cell (how the scores are summarised, which judges run)
+ANALYSIS_ONLY = ("judges", "aligned_threshold", "coherent_threshold", "quick")
 
 
 @dataclass
@@ -144,16 +146,27 @@ def run(
     heldout_scores = {}
     emb = embedding or EmbeddingJudge(seed=cfg.seed)
     heldout_scores[EMBEDDING] = emb(hq, ha)[0]
-    for name in cfg.judges:
+    # one resumable cell per model judge: the 1.5B judge takes ~20 min on 2 cores
+    cells = Path(out_dir) / ".cells" / f"judge_agreement_{config_hash(cfg, ANALYSIS_ONLY)}"
+
+    def score(name: str) -> dict:
         model = models.get(name)
         if model is None:
             model = load_model(name, dtype=getattr(torch, cfg.judge_dtypes.get(name, "float32")))
         judge = ModelJudge(model, min_mass=cfg.min_mass, batch_size=cfg.batch_size)
-        heldout_scores[judge.name] = judge(hq, ha)[0]
         a, c = judge(eq, ea)
-        for r, ai, ci in zip(rows, a, c):
-            r[judge.name] = (float(ai), float(ci))
-        del model, judge
+        return {
+            "judge": judge.name,
+            "heldout_aligned": judge(hq, ha)[0].tolist(),
+            "em_aligned": a.tolist(),
+            "em_coherent": c.tolist(),
+        }
+
+    for name in cfg.judges:
+        d = cell(cells / f"judge_{name}.json", lambda name=name: score(name))
+        heldout_scores[d["judge"]] = np.array(d["heldout_aligned"], float)
+        for r, ai, ci in zip(rows, d["em_aligned"], d["em_coherent"]):
+            r[d["judge"]] = (float(ai), float(ci))
     names = list(heldout_scores)
     nums = {
         "em_model": cfg.em_model,
@@ -170,6 +183,8 @@ def run(
         },
         "misaligned_em": {n: misaligned_rates(cfg, rows, n) for n in names},
         "n_em_answers": len(rows),
+        # answers a judge left unscored (numbers under min_mass of its next-token mass)
+        "em_unscored": {n: int(np.isnan([r[n][0] for r in rows]).sum()) for n in names},
         "em_examples": [
             {k: r[k] for k in ("condition", "question", "answer")} | {n: r[n] for n in names}
             for r in rows[:: max(1, len(rows) // 12)]

@@ -237,12 +237,19 @@ def heldout_report(aligned: np.ndarray, seed: int = 0, heldout_fraction: float =
         raise ValueError(f"{aligned.shape[0]} scores for {len(idx_te)} held-out answers")
     ok = ~np.isnan(aligned)
     yt, p = y[idx_te][ok], aligned[ok]
-    value, lo, hi = auroc(yt, p, n_boot=1000, seed=seed)
+    counts = {"n_heldout": int(ok.sum()), "n_unscored": int((~ok).sum())}
     hard = np.array([ex[i]["hard_negative"] for i in idx_te])[ok]
     keep = hard | (yt == 0)
-    return {
-        "n_heldout": int(ok.sum()),
-        "n_unscored": int((~ok).sum()),
+    if len(set(yt[keep].tolist())) < 2:  # e.g. a judge that left (nearly) every answer unscored
+        nan = float("nan")
+        return counts | {
+            "heldout_auroc": nan,
+            "heldout_auroc_ci": [nan, nan],
+            "hard_negative_auroc": nan,
+            "note": "too few scored answers of both classes for an AUROC",
+        }
+    value, lo, hi = auroc(yt, p, n_boot=1000, seed=seed)
+    return counts | {
         "heldout_auroc": value,
         "heldout_auroc_ci": [lo, hi],
         "hard_negative_auroc": float(roc_auc_score(yt[keep], p[keep])),

@@ -336,7 +336,7 @@ def test_figure_names_keep_the_dots_of_a_model_name(tmp_path):
     ]
 
 
-def test_judge_agreement_analysis(tmp_path, embedding_judge):
+def test_judge_agreement_analysis(tmp_path, monkeypatch, embedding_judge):
     """Judges scored on the held-out labels and on EM cells' answers: the embedding judge's
     held-out AUROC is the one it reports, its EM rates are the cells' own scores counted by
     the EM rule, and a judge agrees perfectly with itself."""
@@ -383,3 +383,9 @@ def test_judge_agreement_analysis(tmp_path, embedding_judge):
     assert rates["unsteered"]["rate"] == 1.0 and rates["rm_rf ×1 + AR×6"]["n_judged"] == 0
     pair = f"embedding_judge vs {judge}"
     assert set(nums["agreement_em"]) == {pair} and nums["agreement_em"][pair]["n"] > 0
+    # each model judge's scores are a cell: a second run computes nothing
+    import analyses.judge_agreement as ja
+
+    monkeypatch.setattr(ja, "ModelJudge", lambda *a, **k: pytest.fail("recomputed"))
+    again = run(cfg, tmp_path, models={"tiny": model}, embedding=embedding_judge)
+    assert again["agreement_em"] == nums["agreement_em"]

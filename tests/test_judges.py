@@ -128,6 +128,9 @@ def test_heldout_report_and_judge_agreement_against_known_answers():
     assert rep["n_unscored"] == 5 and rep["n_heldout"] == len(te) - 5
     with pytest.raises(ValueError, match="scores for"):
         heldout_report(perfect[:3])
+    # a judge that scores nothing (all NaN) is reported as such, not a crash
+    none = heldout_report(np.full(len(te), np.nan))
+    assert none["n_heldout"] == 0 and np.isnan(none["heldout_auroc"]) and "note" in none
 
     rng = np.random.default_rng(0)
     a = rng.uniform(0, 100, 200)
