@@ -150,6 +150,7 @@ def run(
     cells = Path(out_dir) / ".cells" / f"judge_agreement_{config_hash(cfg, ANALYSIS_ONLY)}"
 
     def score(name: str) -> dict:
+        t = time.time()
         model = models.get(name)
         if model is None:
             model = load_model(name, dtype=getattr(torch, cfg.judge_dtypes.get(name, "float32")))
@@ -160,6 +161,7 @@ def run(
             "heldout_aligned": judge(hq, ha)[0].tolist(),
             "em_aligned": a.tolist(),
             "em_coherent": c.tolist(),
+            "seconds": time.time() - t,  # with the model's load (and conversion, the first time)
         }
 
     for name in cfg.judges:
@@ -224,7 +226,8 @@ def figure(cfg: Config, nums: dict, rows: list[dict], names: list[str], path: Pa
                 for c in cfg.conditions
             ]
         ).T
-        ax.bar(np.arange(len(v)) + j * w, v, w, yerr=e, capsize=3, label=n)
+        # clip: a Wilson bound can sit a rounding error past its point estimate
+        ax.bar(np.arange(len(v)) + j * w, v, w, yerr=np.clip(e, 0, None), capsize=3, label=n)
     ax.set_xticks(
         np.arange(len(cfg.conditions)) + w * (len(names) - 1) / 2, cfg.conditions, fontsize=8
     )
