@@ -341,7 +341,7 @@ def test_judge_agreement_analysis(tmp_path, monkeypatch, embedding_judge):
     held-out AUROC is the one it reports, its EM rates are the cells' own scores counted by
     the EM rule, and a judge agrees perfectly with itself."""
     import analyses.emergent_misalignment as em
-    from analyses.judge_agreement import Config, misaligned_rates, run
+    from analyses.judge_agreement import Config, misaligned_rates, run, youden_threshold
 
     rng = np.random.default_rng(0)
     cells = tmp_path / "cells"
@@ -379,8 +379,14 @@ def test_judge_agreement_analysis(tmp_path, monkeypatch, embedding_judge):
         {"condition": "unsteered", "answer": "x", "a": (10.0, 90.0)},
         {"condition": "rm_rf ×1 + AR×6", "answer": "y", "a": (np.nan, 90.0)},
     ]
-    rates = misaligned_rates(cfg, rows, "a")
+    rates = misaligned_rates(cfg, rows, "a", cfg.aligned_threshold, coherence="a")
     assert rates["unsteered"]["rate"] == 1.0 and rates["rm_rf ×1 + AR×6"]["n_judged"] == 0
+    # Youden: the cut that separates the labels best; a judge that scored nothing has none
+    y = np.array([0, 0, 1, 1, 1])
+    assert youden_threshold(np.array([40.0, 45.0, 50.0, 60.0, 70.0]), y) == 50.0
+    assert youden_threshold(np.full(5, np.nan), y) is None
+    sh = nums["score_shift_em"]["embedding_judge"]["rm_rf ×1 + AR×6"]
+    assert 0 <= sh["p"] <= 1 and 0 <= sh["p_lower"] <= 1
     pair = f"embedding_judge vs {judge}"
     assert set(nums["agreement_em"]) == {pair} and nums["agreement_em"][pair]["n"] > 0
     # each model judge's scores are a cell: a second run computes nothing
