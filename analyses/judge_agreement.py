@@ -275,29 +275,54 @@ def figure(cfg: Config, nums: dict, rows: list[dict], names: list[str], path: Pa
     ax.set(
         ylim=(0, 1), ylabel="held-out AUROC (95% bootstrap CI)", title="labelled held-out answers"
     )
+    for i, n in enumerate(names):
+        if rep[n]["n_heldout"] == 0:
+            ax.text(
+                i,
+                0.05,
+                f"scored 0 of {rep[n]['n_unscored']}\n(numbers < min mass)",
+                ha="center",
+                fontsize=7,
+                rotation=90,
+                va="bottom",
+            )
+    # threshold-free: each judge's aligned scores per condition, on the same answers (non-code,
+    # coherent under the EM run's measure); a model judge's scale is its own, so its fixed-30
+    # and Youden flags are in the JSON rather than here
     ax = axes[1]
-    w = 0.8 / len(names)
-    for j, n in enumerate(names):
-        # a model judge at its held-out Youden threshold (a fixed 30 flags nothing on its
-        # bunched-up scale); the embedding judge at the paper's 30 on its calibrated scale
-        t = nums["youden_threshold"].get(n)
-        m = nums["misaligned_em_youden"][n] if t is not None else nums["misaligned_em"][n]
-        label = (
-            f"{n} (< {t:.0f}, Youden)" if t is not None else f"{n} (< {cfg.aligned_threshold:g})"
-        )
-        v = [100 * m[c]["rate"] for c in cfg.conditions]
-        e = np.array(
-            [
-                [100 * (m[c]["rate"] - m[c]["ci"][0]), 100 * (m[c]["ci"][1] - m[c]["rate"])]
-                for c in cfg.conditions
+    shown = [n for n in names if nums["em_unscored"][n] < nums["n_em_answers"] / 2]
+    w = 0.8 / len(cfg.conditions)
+    for k, cond in enumerate(cfg.conditions):
+        data = []
+        for n in shown:
+            a = [
+                r[n][0]
+                for r in rows
+                if r["condition"] == cond
+                and not is_code(r["answer"])
+                and r[EMBEDDING][1] >= cfg.coherent_threshold
             ]
-        ).T
-        # clip: a Wilson bound can sit a rounding error past its point estimate
-        ax.bar(np.arange(len(v)) + j * w, v, w, yerr=np.clip(e, 0, None), capsize=3, label=label)
-    ax.set_xticks(
-        np.arange(len(cfg.conditions)) + w * (len(names) - 1) / 2, cfg.conditions, fontsize=8
+            data.append([x for x in a if not np.isnan(x)])
+        pos = np.arange(len(shown)) + k * w
+        bp = ax.boxplot(data, positions=pos, widths=w * 0.9, patch_artist=True, showfliers=False)
+        for box in bp["boxes"]:
+            box.set(facecolor=f"C{k}", alpha=0.6)
+        ax.plot([], [], "s", color=f"C{k}", alpha=0.6, label=cond)
+    for i, n in enumerate(shown):
+        for r in nums["score_shift_em"][n].values():
+            ax.text(
+                i + w / 2,
+                102,
+                f"P(lower) {r['p_lower']:.2f}, p {r['p']:.1g}",
+                ha="center",
+                fontsize=7,
+            )
+    ax.set_xticks(np.arange(len(shown)) + w * (len(cfg.conditions) - 1) / 2, shown, fontsize=7)
+    ax.set(
+        ylim=(0, 110),
+        ylabel="aligned score (0–100)",
+        title=f"{cfg.em_model} EM answers: aligned scores by judge\n(Mann–Whitney, steered vs unsteered)",
     )
-    ax.set(ylabel="misaligned [%] (Wilson 95%)", title=f"{cfg.em_model} EM answers, by judge")
     ax.legend(fontsize=7)
     for ax, (a, b) in zip(axes[2:], pairs):
         for k, cond in enumerate(cfg.conditions):
