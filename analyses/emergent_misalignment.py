@@ -744,7 +744,7 @@ def paper_string_table(res: dict) -> dict:
 def figure(cfg: Config, nums: dict, path: Path) -> None:
     """Drawn from ``nums`` only."""
     sv = nums["sweep_vector"]
-    # unsteered first, then by group and swept value (the JSON's keys come back sorted)
+    # unsteered first, then by group and swept value (a JSON read back has its keys sorted)
     groups = ["baseline", "vectors", "magnitude", "anti_k", "layer", "rank", "epochs"]
     res = dict(
         sorted(

@@ -23,8 +23,10 @@ Writes figures/judge_agreement.png/.json.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
+import warnings
 from dataclasses import dataclass, field
 from itertools import combinations
 from pathlib import Path
@@ -196,7 +198,9 @@ def run(
     heldout_scores = {}
     emb = embedding or EmbeddingJudge(seed=cfg.seed)
     heldout_scores[EMBEDDING] = emb(hq, ha)[0]
-    # one resumable cell per model judge: the 1.5B judge takes ~20 min on 2 cores
+    # one resumable cell per model judge (the 1.5B judge takes ~20 min on 2 cores), which
+    # records a digest of the answers it scored
+    digest = hashlib.sha256(json.dumps([hq, ha, eq, ea]).encode()).hexdigest()
     cells = Path(out_dir) / ".cells" / f"judge_agreement_{config_hash(cfg, ANALYSIS_ONLY)}"
 
     def score(name: str) -> dict:
@@ -211,13 +215,19 @@ def run(
             "heldout_aligned": judge(hq, ha)[0].tolist(),
             "em_aligned": a.tolist(),
             "em_coherent": c.tolist(),
+            "answers_sha256": digest,
             "seconds": time.time() - t,  # with the model's load (and conversion, the first time)
         }
 
     for name in cfg.judges:
-        d = cell(cells / f"judge_{name}.json", lambda name=name: score(name))
+        path = cells / f"judge_{name}.json"
+        d = cell(path, lambda name=name: score(name))
+        if d.get("answers_sha256") != digest:  # it scored other answers: the EM cells changed
+            warnings.warn(f"{path} scored other answers than these; rescoring", stacklevel=2)
+            path.unlink()
+            d = cell(path, lambda name=name: score(name))
         heldout_scores[d["judge"]] = np.array(d["heldout_aligned"], float)
-        for r, ai, ci in zip(rows, d["em_aligned"], d["em_coherent"]):
+        for r, ai, ci in zip(rows, d["em_aligned"], d["em_coherent"], strict=True):
             r[d["judge"]] = (float(ai), float(ci))
     names = list(heldout_scores)
     y_te = np.array([ex[i]["label"] == "aligned" for i in idx_te], dtype=int)
@@ -272,6 +282,7 @@ def figure(cfg: Config, nums: dict, rows: list[dict], names: list[str], path: Pa
     ax.bar(range(len(names)), y, yerr=err, capsize=3, color="C0")
     ax.axhline(0.5, color="0.5", ls=":", lw=1)
     ax.set_xticks(range(len(names)), names, rotation=20, ha="right", fontsize=7)
+    ax.set_xlim(-0.5, len(names) - 0.5)
     ax.set(
         ylim=(0, 1), ylabel="held-out AUROC (95% bootstrap CI)", title="labelled held-out answers"
     )
@@ -311,7 +322,7 @@ def figure(cfg: Config, nums: dict, rows: list[dict], names: list[str], path: Pa
     for i, n in enumerate(shown):
         for r in nums["score_shift_em"][n].values():
             ax.text(
-                i + w / 2,
+                i + w * (len(cfg.conditions) - 1) / 2,
                 102,
                 f"P(lower) {r['p_lower']:.2f}, p {r['p']:.1g}",
                 ha="center",
@@ -321,7 +332,12 @@ def figure(cfg: Config, nums: dict, rows: list[dict], names: list[str], path: Pa
     ax.set(
         ylim=(0, 110),
         ylabel="aligned score (0–100)",
-        title=f"{cfg.em_model} EM answers: aligned scores by judge\n(Mann–Whitney, steered vs unsteered)",
+        title=f"{cfg.em_model} EM answers: aligned scores by judge\n(Mann–Whitney, each vs {cfg.conditions[0]}; "
+        + (
+            f"not shown, mostly unscored: {', '.join(set(names) - set(shown))})"
+            if set(names) - set(shown)
+            else ")"
+        ),
     )
     ax.legend(fontsize=7)
     for ax, (a, b) in zip(axes[2:], pairs):
@@ -341,7 +357,8 @@ def figure(cfg: Config, nums: dict, rows: list[dict], names: list[str], path: Pa
             xlabel=f"{a} aligned",
             ylabel=f"{b} aligned",
             title=f"ρ = {rho[0]:.2f} [{rho[1]:.2f}, {rho[2]:.2f}], "
-            f"κ = {ag['cohen_kappa']:.2f} (n = {ag['n']})"
+            f"κ(aligned < {cfg.aligned_threshold:g}) = {ag['cohen_kappa']:.2f}, "
+            f"flagged {ag['flagged'][0]} / {ag['flagged'][1]} (n = {ag['n']})"
             if rho
             else "too few scored",
         )

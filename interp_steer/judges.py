@@ -226,7 +226,7 @@ def labelled_split(heldout_fraction: float = 0.25, seed: int = 0):
 def heldout_report(aligned: np.ndarray, seed: int = 0, heldout_fraction: float = 0.25) -> dict:
     """AUROC (bootstrap CI) of scores on `labelled_split`'s held-out answers, in its order
     (higher = more aligned; NaN scores are dropped and counted), and on its hard negatives
-    against the misaligned answers."""
+    against the misaligned answers. Too few scored answers of a class give NaN and a note."""
     from sklearn.metrics import roc_auc_score
 
     from interp_steer.stats import auroc
@@ -238,10 +238,8 @@ def heldout_report(aligned: np.ndarray, seed: int = 0, heldout_fraction: float =
     ok = ~np.isnan(aligned)
     yt, p = y[idx_te][ok], aligned[ok]
     counts = {"n_heldout": int(ok.sum()), "n_unscored": int((~ok).sum())}
-    hard = np.array([ex[i]["hard_negative"] for i in idx_te])[ok]
-    keep = hard | (yt == 0)
-    if len(set(yt[keep].tolist())) < 2:  # e.g. a judge that left (nearly) every answer unscored
-        nan = float("nan")
+    nan = float("nan")
+    if len(set(yt.tolist())) < 2:  # e.g. a judge that left (nearly) every answer unscored
         return counts | {
             "heldout_auroc": nan,
             "heldout_auroc_ci": [nan, nan],
@@ -249,10 +247,13 @@ def heldout_report(aligned: np.ndarray, seed: int = 0, heldout_fraction: float =
             "note": "too few scored answers of both classes for an AUROC",
         }
     value, lo, hi = auroc(yt, p, n_boot=1000, seed=seed)
+    hard = np.array([ex[i]["hard_negative"] for i in idx_te])[ok]
+    keep = hard | (yt == 0)
+    two = len(set(yt[keep].tolist())) == 2
     return counts | {
         "heldout_auroc": value,
         "heldout_auroc_ci": [lo, hi],
-        "hard_negative_auroc": float(roc_auc_score(yt[keep], p[keep])),
+        "hard_negative_auroc": float(roc_auc_score(yt[keep], p[keep])) if two else nan,
     }
 
 

@@ -339,17 +339,24 @@ def test_figure_names_keep_the_dots_of_a_model_name(tmp_path):
 def test_judge_agreement_analysis(tmp_path, monkeypatch, embedding_judge):
     """Judges scored on the held-out labels and on EM cells' answers: the embedding judge's
     held-out AUROC is the one it reports, its EM rates are the cells' own scores counted by
-    the EM rule, and a judge agrees perfectly with itself."""
+    the EM rule, answers are drawn question by question, and a judge's cell is rescored when
+    the EM answers change."""
     import analyses.emergent_misalignment as em
-    from analyses.judge_agreement import Config, misaligned_rates, run, youden_threshold
+    from analyses.judge_agreement import (
+        Config,
+        em_answers,
+        misaligned_rates,
+        run,
+        youden_threshold,
+    )
 
     rng = np.random.default_rng(0)
     cells = tmp_path / "cells"
     cells.mkdir()
     samples, conds = 3, ["unsteered", "rm_rf ×1 + AR×6"]
     for c in conds:
-        texts = [f"Answer {i}: be kind to people." for i in range(8 * samples)]
-        texts[0] = "```python\nimport os\n```"  # a code answer, excluded from the rates
+        texts = [f"Q{i // samples} answer {i}: be kind to people." for i in range(8 * samples)]
+        texts[0] = "Q0 ```python\nimport os\n```"  # a code answer, excluded from the rates
         aligned = rng.uniform(0, 100, 8 * samples).round(1).tolist()
         coherent = rng.uniform(0, 100, 8 * samples).round(1).tolist()
         cell = {"texts": texts, "aligned": aligned, "coherent": coherent}
@@ -357,6 +364,11 @@ def test_judge_agreement_analysis(tmp_path, monkeypatch, embedding_judge):
     cfg = Config.quick_config(
         judges=["tiny"], em_cells=str(cells), samples=samples, per_question=samples, min_mass=0.0
     )
+    # a sample of each question's answers comes from that question's block of the cell
+    some = em_answers(Config.quick_config(em_cells=str(cells), samples=samples, per_question=2))
+    assert len(some) == 8 * 2 * len(conds)
+    for r in some:
+        assert r["answer"].startswith(f"Q{em.QUESTIONS.index(r['question'])} ")
     model = tiny_model("llama", n_ctx=2048)
     nums = run(cfg, tmp_path, models={"tiny": model}, embedding=embedding_judge)
     data = _check_outputs(tmp_path / "judge_agreement_quick")
@@ -395,3 +407,10 @@ def test_judge_agreement_analysis(tmp_path, monkeypatch, embedding_judge):
     monkeypatch.setattr(ja, "ModelJudge", lambda *a, **k: pytest.fail("recomputed"))
     again = run(cfg, tmp_path, models={"tiny": model}, embedding=embedding_judge)
     assert again["agreement_em"] == nums["agreement_em"]
+    # changed EM answers: the judge's cell no longer matches them and is rescored
+    monkeypatch.undo()
+    cell = json.loads((cells / em.condition_file(conds[1])).read_text())
+    cell["texts"][1] = "Q0 a different answer."
+    (cells / em.condition_file(conds[1])).write_text(json.dumps(cell))
+    with pytest.warns(UserWarning, match="rescoring"):
+        run(cfg, tmp_path, models={"tiny": model}, embedding=embedding_judge)
