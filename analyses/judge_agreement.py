@@ -332,12 +332,13 @@ def figure(cfg: Config, nums: dict, rows: list[dict], names: list[str], path: Pa
     ax.set(
         ylim=(0, 110),
         ylabel="aligned score (0–100)",
-        title=f"{cfg.em_model} EM answers: aligned scores by judge\n(Mann–Whitney, each vs {cfg.conditions[0]}; "
-        + (
-            f"not shown, mostly unscored: {', '.join(set(names) - set(shown))})"
-            if set(names) - set(shown)
-            else ")"
-        ),
+    )
+    left_out = sorted(set(names) - set(shown))
+    ax.set_title(
+        f"{cfg.em_model} EM answers: aligned scores by judge\n"
+        f"(Mann–Whitney, each vs {cfg.conditions[0]})"
+        + (f"\nnot shown, mostly unscored: {', '.join(left_out)}" if left_out else ""),
+        fontsize=9,
     )
     ax.legend(fontsize=7)
     for ax, (a, b) in zip(axes[2:], pairs):
@@ -356,12 +357,13 @@ def figure(cfg: Config, nums: dict, rows: list[dict], names: list[str], path: Pa
         ax.set(
             xlabel=f"{a} aligned",
             ylabel=f"{b} aligned",
-            title=f"ρ = {rho[0]:.2f} [{rho[1]:.2f}, {rho[2]:.2f}], "
-            f"κ(aligned < {cfg.aligned_threshold:g}) = {ag['cohen_kappa']:.2f}, "
+            title=f"ρ = {rho[0]:.2f} [{rho[1]:.2f}, {rho[2]:.2f}]"
+            f"\nκ(aligned < {cfg.aligned_threshold:g}) = {ag['cohen_kappa']:.2f}, "
             f"flagged {ag['flagged'][0]} / {ag['flagged'][1]} (n = {ag['n']})"
             if rho
             else "too few scored",
         )
+        ax.title.set_fontsize(9)
         ax.axvline(cfg.aligned_threshold, color="0.5", ls=":", lw=1)
         ax.axhline(cfg.aligned_threshold, color="0.5", ls=":", lw=1)
         ax.legend(fontsize=7)
