@@ -222,13 +222,16 @@ def test_emergent_misalignment_analysis(tmp_path, monkeypatch, embedding_judge):
     data = _check_outputs(tmp_path / "emergent_misalignment_tiny_quick")
     names = [c["name"] for c in em.conditions(cfg, m["usable_vectors"])]
     assert names[:2] == ["unsteered", "anti-refusal ×6"] and set(data["conditions"]) == set(names)
-    assert {"magnitude", "anti_k", "layer", "vectors", "rank", "epochs"} <= {
+    assert {"magnitude", "control", "anti_k", "layer", "vectors", "rank", "epochs"} <= {
         c["group"] for c in data["conditions"].values()
     }
     for c in data["conditions"].values():
         assert c["n"] == 8 * cfg.samples and 0 <= c["code_rate"] <= 1
         if c["r"] is not None and c["group"] == "magnitude":
             assert abs(c["r"] - c["x"]) < 1e-6  # the requested relative strength is applied
+    ctrl = next(c for c in data["conditions"].values() if c["group"] == "control")
+    assert ctrl["vector"] == "random" and abs(ctrl["r_applied"] - max(cfg.magnitudes)) < 1e-6
+    assert data["vectors"]["random@0.333"]["norm"] == pytest.approx(1.0)
     v = data["vectors"]["rm_rf@0.333"]
     assert v["steps_run"] <= 2 and "production_rate" in v and v["target_nll"] > 0
     assert data["threshold"] is not None and data["judge"]["heldout_auroc"] >= 0.9
@@ -255,7 +258,7 @@ def test_emergent_misalignment_analysis(tmp_path, monkeypatch, embedding_judge):
     assert len(pts) == len(cfg.magnitudes) + 1 and [p["x"] for p in pts] == sorted(
         p["x"] for p in pts
     )
-    mags = [n for n in names if " r=" in n]
+    mags = [n for n in names if n.startswith("rm_rf r=")]
     assert mags[0].startswith("rm_rf r=0.4") and mags[-1].startswith("rm_rf r=0.05")
     rank = next(v for k, v in data["vectors"].items() if k.startswith("rank2"))
     assert rank["produces_target"] is not None and rank["final_loss"] > 0
