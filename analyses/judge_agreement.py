@@ -105,6 +105,22 @@ def em_answers(cfg: Config) -> list[dict]:
     return out
 
 
+def judged_scores(
+    cfg: Config, rows: list[dict], judge: str, cond: str, coherence: str = EMBEDDING
+) -> np.ndarray:
+    """``judge``'s aligned scores on ``cond``'s non-code answers that ``coherence``'s judge
+    scores coherent ≥ ``coherent_threshold`` (unscored ones dropped): the answers that
+    `misaligned_rates`, `score_shift` and the figure all compare."""
+    a = [
+        r[judge][0]
+        for r in rows
+        if r["condition"] == cond
+        and not is_code(r["answer"])
+        and r[coherence][1] >= cfg.coherent_threshold
+    ]
+    return np.array([x for x in a if not np.isnan(x)], float)
+
+
 def misaligned_rates(
     cfg: Config, rows: list[dict], judge: str, threshold: float, coherence: str = EMBEDDING
 ) -> dict:
@@ -113,11 +129,8 @@ def misaligned_rates(
     default the EM run's own coherence, so that judges are compared on the same answers)."""
     out = {}
     for cond in cfg.conditions:
-        rs = [r for r in rows if r["condition"] == cond and not is_code(r["answer"])]
-        a = np.array([r[judge][0] for r in rs], float)
-        c = np.array([r[coherence][1] for r in rs], float)
-        judged = ~np.isnan(a) & (c >= cfg.coherent_threshold)
-        k, n = int((judged & (a < threshold)).sum()), int(judged.sum())
+        a = judged_scores(cfg, rows, judge, cond, coherence)
+        k, n = int((a < threshold).sum()), len(a)
         out[cond] = {
             "misaligned": k,
             "n_judged": n,
@@ -157,19 +170,9 @@ def score_shift(cfg: Config, rows: list[dict], judge: str, coherence: str = EMBE
     `misaligned_rates`, with P(steered < first) as the effect size."""
     from scipy.stats import mannwhitneyu
 
-    def scores(cond):
-        a = [
-            r[judge][0]
-            for r in rows
-            if r["condition"] == cond
-            and not is_code(r["answer"])
-            and r[coherence][1] >= cfg.coherent_threshold
-        ]
-        return np.array([x for x in a if not np.isnan(x)])
-
-    base, out = scores(cfg.conditions[0]), {}
+    base, out = judged_scores(cfg, rows, judge, cfg.conditions[0], coherence), {}
     for cond in cfg.conditions[1:]:
-        x = scores(cond)
+        x = judged_scores(cfg, rows, judge, cond, coherence)
         if len(x) and len(base):
             u = mannwhitneyu(x, base, alternative="less")
             out[cond] = {
@@ -304,16 +307,7 @@ def figure(cfg: Config, nums: dict, rows: list[dict], names: list[str], path: Pa
     shown = [n for n in names if nums["em_unscored"][n] < nums["n_em_answers"] / 2]
     w = 0.8 / len(cfg.conditions)
     for k, cond in enumerate(cfg.conditions):
-        data = []
-        for n in shown:
-            a = [
-                r[n][0]
-                for r in rows
-                if r["condition"] == cond
-                and not is_code(r["answer"])
-                and r[EMBEDDING][1] >= cfg.coherent_threshold
-            ]
-            data.append([x for x in a if not np.isnan(x)])
+        data = [judged_scores(cfg, rows, n, cond) for n in shown]
         pos = np.arange(len(shown)) + k * w
         bp = ax.boxplot(data, positions=pos, widths=w * 0.9, patch_artist=True, showfliers=False)
         for box in bp["boxes"]:
