@@ -13,7 +13,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
-from transformer_lens import HookedTransformer
+from transformer_lens import HookedTransformer, TransformerLensKeyValueCache
 
 from interp_steer.activations import capture, tokenize
 from interp_steer.autograd import trains
@@ -149,10 +149,31 @@ def jacobian_gram(model: HookedTransformer, prompt: str, hook: str) -> Float[Ten
     check_hook(model, hook)
     batch = tokenize(model, [prompt])
     d = model.cfg.d_model
+    tokens, mask = batch.tokens, batch.mask.long()
+    # Causal attention: an edit at the last position cannot reach earlier positions, so their
+    # keys and values are constants of the Jacobian. Cache them once (no grad) and
+    # differentiate a one-token forward: the d backward passes then cost one token each,
+    # not the whole prompt (SmolLM2 blocks.15, one chat prompt: 4.5 s against 43 s, same JᵀJ to 4e-6).
+    cache = None
+    if tokens.shape[1] > 1:
+        cache = TransformerLensKeyValueCache.init_cache(model.cfg, model.cfg.device, 1)
+        with torch.no_grad():
+            model(
+                tokens[:, :-1],
+                attention_mask=mask[:, :-1],
+                past_kv_cache=cache,
+                stop_at_layer=model.cfg.n_layers,
+            )
+        cache.freeze()  # every forward below reads the prefix and appends nothing
 
     def final_normed(delta: Tensor) -> Tensor:
-        with edit_at(model, hook, lambda x: x + delta.to(x.dtype), positions=[-1]):
-            resid = model(batch.tokens, stop_at_layer=model.cfg.n_layers)
+        with edit_at(model, hook, lambda x: x + delta.to(x.dtype), positions="all"):
+            resid = model(
+                tokens[:, -1:],
+                attention_mask=mask[:, -1:],
+                past_kv_cache=cache,
+                stop_at_layer=model.cfg.n_layers,
+            )
         return model.ln_final(resid[:, -1:])[0, 0]
 
     delta0 = torch.zeros(d, device=model.cfg.device, dtype=model.cfg.dtype)
