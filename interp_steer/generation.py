@@ -69,16 +69,22 @@ def _draw(
     """One index per row with probability proportional to ``weights``; row r draws its one
     uniform from ``gens[r]``, so a row's sample never depends on the rest of the batch.
 
-    Exact inverse CDF in two levels: pick a block of 1024 by the float64 cumulative block
-    sums, then the token inside it. A full-vocabulary float64 cumsum cost ~0.23 s per step
-    for 128 rows of SmolLM2's 49k vocabulary on 2 cores, half of a decode step.
+    Inverse CDF in two levels: pick a block of 1024 by the float64 cumulative block sums,
+    then the token inside it by a float64 cumsum. A full-vocabulary float64 cumsum cost
+    ~0.23 s per step for 128 rows of SmolLM2's 49k vocabulary on 2 cores, half of a decode
+    step. Each block sums in float32 (pairwise: relative error ~2e-7, measured) before the
+    float64 accumulation: a float64 block sum took 0.11 s per step for 128 rows of Gemma's
+    262k vocabulary, the float32 one 6 ms.
     """
     b, n = weights.shape
     u = torch.cat([torch.rand(1, generator=g, dtype=torch.float64) for g in gens])
     u = u.to(weights.device)[:, None]
     nb = -(-n // _BLOCK)
-    w = torch.nn.functional.pad(weights.float(), (0, nb * _BLOCK - n)).view(b, nb, _BLOCK)
-    bsum = w.sum(-1, dtype=torch.float64)
+    w = weights.float()
+    if n % _BLOCK:  # Gemma's 262,144 needs no padding (the copy cost 60 ms per step)
+        w = torch.nn.functional.pad(w, (0, nb * _BLOCK - n))
+    w = w.reshape(b, nb, _BLOCK)
+    bsum = w.sum(-1).double()
     bcdf = bsum.cumsum(-1)
     target = u * bcdf[:, -1:]
     # the first block whose cumulative weight exceeds the target: zero-weight blocks never win
