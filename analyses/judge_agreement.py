@@ -48,6 +48,7 @@ from interp_steer.judges import (
 )
 
 EMBEDDING = "embedding_judge"
+HELDOUT_FRACTION = 0.25  # labelled_split's default, which the judges' reports use
 # Config fields that change no cell (how the scores are summarised, which judges run)
 ANALYSIS_ONLY = ("judges", "aligned_threshold", "coherent_threshold", "quick")
 
@@ -193,14 +194,20 @@ def run(
     EmbeddingJudge (both are built when not given)."""
     t0 = time.time()
     models = dict(models or {})
-    ex, _, _, idx_te = labelled_split(seed=cfg.seed)
+    ex, _, _, idx_te = labelled_split(HELDOUT_FRACTION, cfg.seed)
     hq, ha = [ex[i]["question"] for i in idx_te], [ex[i]["answer"] for i in idx_te]
     rows = em_answers(cfg)
     eq, ea = [r["question"] for r in rows], [r["answer"] for r in rows]
 
-    heldout_scores = {}
     emb = embedding or EmbeddingJudge(seed=cfg.seed)
-    heldout_scores[EMBEDDING] = emb(hq, ha)[0]
+    if (emb.seed, emb.heldout_fraction) != (cfg.seed, HELDOUT_FRACTION):
+        # another split would put some of these held-out answers in its training set
+        raise ValueError(
+            f"the EmbeddingJudge was split with seed {emb.seed}, fraction "
+            f"{emb.heldout_fraction}; this analysis holds out seed {cfg.seed}, fraction "
+            f"{HELDOUT_FRACTION}"
+        )
+    heldout_scores = {EMBEDDING: emb.heldout_aligned}
     # one resumable cell per model judge (the 1.5B judge takes ~20 min on 2 cores), which
     # records a digest of the answers it scored
     digest = hashlib.sha256(json.dumps([hq, ha, eq, ea]).encode()).hexdigest()

@@ -7,6 +7,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from interp_steer import datasets
+from interp_steer.stats import auc, auroc
+
 
 def _require(module: str, pip_name: str):
     import importlib
@@ -89,9 +92,13 @@ class MiniLM:
         self._model = _EMBEDDER
 
     def __call__(self, texts: Sequence[str]) -> np.ndarray:
-        return self._model.encode(
-            list(texts), normalize_embeddings=True, batch_size=64, show_progress_bar=False
+        # each distinct text is encoded once: judges embed the same few questions for every
+        # answer (8 questions for the 800 answers of an EM condition)
+        unique, inverse = np.unique(np.asarray(list(texts), dtype=object), return_inverse=True)
+        emb = self._model.encode(
+            list(unique), normalize_embeddings=True, batch_size=64, show_progress_bar=False
         )
+        return emb[inverse.reshape(-1)]
 
 
 class EmbeddingClassifier:
@@ -103,8 +110,6 @@ class EmbeddingClassifier:
 
     def __init__(self, trait: str, C: float = 1.0, seed: int = 0):  # noqa: N803
         from sklearn.linear_model import LogisticRegression
-
-        from interp_steer import datasets
 
         ds = datasets.load(trait)
         self.name = f"minilm_{trait}"
@@ -136,9 +141,7 @@ def for_trait(trait: str) -> list:
 def trait_eval_set(trait: str) -> list[dict]:
     """The hand-written held-out texts for ``trait`` (data/trait_eval.json): 40 per trait,
     half positive, a quarter "trap" texts whose direction words point the other way."""
-    from interp_steer.datasets import read_data
-
-    data = read_data("trait_eval")
+    data = datasets.read_data("trait_eval")
     if trait not in data or trait.startswith("_"):
         names = sorted(k for k in data if not k.startswith("_"))
         raise ValueError(f"no held-out texts for trait {trait!r}; have {names}")
@@ -148,21 +151,17 @@ def trait_eval_set(trait: str) -> list[dict]:
 def validate(clf, trait: str, n_boot: int = 2000, seed: int = 0) -> dict:
     """A classifier's AUROC on the trait's held-out texts, with a bootstrap CI, and its
     accuracy (threshold at the median score of the plain texts) on the trap texts alone."""
-    from sklearn.metrics import roc_auc_score
-
-    from interp_steer.stats import auroc
-
     items = trait_eval_set(trait)
     y = np.array([it["label"] for it in items])
     s = np.asarray(clf([it["text"] for it in items]), float)
     trap = np.array([it["kind"] == "trap" for it in items])
-    auc, lo, hi = auroc(y, s, n_boot=n_boot, seed=seed)
+    value, lo, hi = auroc(y, s, n_boot=n_boot, seed=seed)
     cut = np.median(s[~trap])
     return {
-        "auroc": auc,
+        "auroc": value,
         "auroc_ci": [lo, hi],
         "n": int(len(y)),
-        "trap_auroc": float(roc_auc_score(y[trap], s[trap])),
+        "trap_auroc": auc(y[trap], s[trap]),
         "trap_accuracy": float(((s[trap] > cut) == (y[trap] == 1)).mean()),
         "n_trap": int(trap.sum()),
     }

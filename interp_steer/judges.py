@@ -29,6 +29,7 @@ from transformer_lens import HookedTransformer, TransformerLensKeyValueCache
 from interp_steer.activations import encode, tokenize
 from interp_steer.generation import last_logits
 from interp_steer.models import chat
+from interp_steer.stats import auc, auroc
 
 ALIGNED = (
     "I am evaluating a language model's answer for safety.\n\nQuestion: {question}\n\n"
@@ -227,10 +228,6 @@ def heldout_report(aligned: np.ndarray, seed: int = 0, heldout_fraction: float =
     """AUROC (bootstrap CI) of scores on `labelled_split`'s held-out answers, in its order
     (higher = more aligned; NaN scores are dropped and counted), and on its hard negatives
     against the misaligned answers. Too few scored answers of a class give NaN and a note."""
-    from sklearn.metrics import roc_auc_score
-
-    from interp_steer.stats import auroc
-
     ex, y, _, idx_te = labelled_split(heldout_fraction, seed)
     aligned = np.asarray(aligned, float)
     if aligned.shape != idx_te.shape:
@@ -253,7 +250,7 @@ def heldout_report(aligned: np.ndarray, seed: int = 0, heldout_fraction: float =
     return counts | {
         "heldout_auroc": value,
         "heldout_auroc_ci": [lo, hi],
-        "hard_negative_auroc": float(roc_auc_score(yt[keep], p[keep])) if two else nan,
+        "hard_negative_auroc": auc(yt[keep], p[keep]) if two else nan,
     }
 
 
@@ -375,6 +372,8 @@ class EmbeddingJudge:
         t_tr = self._tfidf.fit_transform([answers[i] for i in idx_tr])
         self._lex = calibrated_lr([1, 3, 10, 30, 100]).fit(t_tr, y[idx_tr])
         p = self._p_aligned(x[idx_te], [answers[i] for i in idx_te])
+        self.seed, self.heldout_fraction = seed, heldout_fraction
+        self.heldout_aligned = 100 * p  # its scores of labelled_split's held-out answers
         self.n_train = len(idx_tr)
         rep = heldout_report(p, seed, heldout_fraction)
         self.n_heldout, self.heldout_auroc = rep["n_heldout"], rep["heldout_auroc"]

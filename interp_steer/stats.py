@@ -1,8 +1,9 @@
 """Interval estimates shared by the analyses (scipy / statsmodels underneath).
 
 Wilson intervals, cluster bootstrap, Fisher's exact test, paired and Welch TOST with their
-power, Cohen's d / d_z with CIs and Spearman's ρ with a bootstrap CI. Each function is tested against a textbook value or a
-brute-force simulation (tests/test_stats.py).
+power, Cohen's d / d_z with CIs, Spearman's ρ and AUROC with bootstrap CIs. Each function is
+tested against a textbook value, an independent implementation or a brute-force simulation
+(tests/test_stats.py).
 """
 
 from __future__ import annotations
@@ -84,23 +85,38 @@ def cluster_bootstrap(
     return float(lo), float(hi)
 
 
+def auc(y: np.ndarray, score: np.ndarray) -> float:
+    """AUROC of ``score`` for binary labels ``y`` (the larger label is positive), as the
+    Mann–Whitney statistic: the rank sum of the positives, ties at their average rank. The
+    same number as ``sklearn.metrics.roc_auc_score`` at ~1% of its cost, which the bootstrap
+    in `auroc` pays thousands of times."""
+    y, score = np.asarray(y), np.asarray(score, float)
+    labels = np.unique(y)
+    if y.shape != score.shape or y.ndim != 1 or len(labels) != 2:
+        raise ValueError(f"auroc needs one score per label and both classes, got {y.shape}")
+    if not np.isfinite(score).all():
+        raise ValueError("auroc needs finite scores; drop the NaN ones first")
+    pos = y == labels[1]
+    n1 = int(pos.sum())
+    n0 = len(y) - n1
+    u = scipy_stats.rankdata(score)[pos].sum() - n1 * (n1 + 1) / 2
+    return float(u / (n1 * n0))
+
+
 def auroc(
     y: np.ndarray, score: np.ndarray, n_boot: int = 2000, conf: float = 0.95, seed: int = 0
 ) -> tuple[float, float, float]:
     """AUROC of ``score`` for binary labels ``y``, with a percentile bootstrap CI over items
     (resamples holding one class only are skipped): (auroc, low, high)."""
-    from sklearn.metrics import roc_auc_score
-
+    value = auc(y, score)  # validates
     y, score = np.asarray(y), np.asarray(score, float)
-    if y.shape != score.shape or len(set(y.tolist())) != 2:
-        raise ValueError(f"auroc needs one score per label and both classes, got {y.shape}")
 
     def stat(g):
         i = g.integers(0, len(y), len(y))
-        return roc_auc_score(y[i], score[i]) if len(set(y[i].tolist())) == 2 else np.nan
+        return auc(y[i], score[i]) if len(np.unique(y[i])) == 2 else np.nan
 
     lo, hi = bootstrap(stat, n_boot=n_boot, conf=conf, seed=seed)
-    return float(roc_auc_score(y, score)), lo, hi
+    return value, lo, hi
 
 
 def fisher_exact(k1: int, n1: int, k2: int, n2: int) -> float:

@@ -1,5 +1,5 @@
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -417,3 +417,6 @@ def test_judge_agreement_analysis(tmp_path, monkeypatch, embedding_judge):
     (cells / em.condition_file(conds[1])).write_text(json.dumps(cell))
     with pytest.warns(UserWarning, match="rescoring"):
         run(cfg, tmp_path, models={"tiny": model}, embedding=embedding_judge)
+    # a judge split with another seed trained on some of this split's held-out answers
+    with pytest.raises(ValueError, match="split with seed 0"):
+        run(replace(cfg, seed=1), tmp_path, models={"tiny": model}, embedding=embedding_judge)

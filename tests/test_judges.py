@@ -7,7 +7,14 @@ import pytest
 import torch
 
 from interp_steer.activations import encode
-from interp_steer.judges import HTTPJudge, LocalJudge, expected_score, judge_sanity
+from interp_steer.classifiers import MiniLM
+from interp_steer.judges import (
+    HTTPJudge,
+    LocalJudge,
+    expected_score,
+    judge_sanity,
+    labelled_split,
+)
 
 
 def _brute_force(model, prompt: str) -> np.ndarray:
@@ -108,6 +115,22 @@ def test_embedding_judge_separates_held_out_answers(embedding_judge):
     assert coh[2] == 100  # too short to repeat itself: not penalised
     with pytest.raises(ValueError, match="1 questions for 2 answers"):
         j(["q"], ["a", "b"])
+    # its held-out scores are what it gives those answers when called
+    ex, _, _, idx_te = labelled_split(j.heldout_fraction, j.seed)
+    some = idx_te[:5]
+    again, _ = j([ex[i]["question"] for i in some], [ex[i]["answer"] for i in some])
+    np.testing.assert_allclose(again, j.heldout_aligned[:5], atol=1e-4)
+
+
+def test_minilm_encodes_each_distinct_text_once_in_input_order():
+    embed = MiniLM()
+    texts = ["a cat", "the stock market", "a cat", "", "the stock market"]
+    e = embed(texts)
+    one = np.vstack([embed([t]) for t in ["a cat", "the stock market", ""]])
+    assert e.shape == (5, 384)
+    np.testing.assert_allclose(e[[0, 1, 3]], one, atol=1e-5)
+    np.testing.assert_array_equal(e[0], e[2])
+    np.testing.assert_array_equal(e[1], e[4])
 
 
 def test_heldout_report_and_judge_agreement_against_known_answers():

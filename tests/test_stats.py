@@ -147,6 +147,23 @@ def test_auroc_is_the_mann_whitney_statistic_with_a_covering_ci():
         stats.auroc(np.ones(4), np.arange(4.0))
 
 
+def test_auc_equals_sklearn_with_ties_and_any_two_labels():
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(7)
+    for n in (5, 40, 301):
+        y = rng.integers(0, 2, n)
+        y[:2] = [0, 1]
+        s = rng.integers(0, 4, n).astype(float)  # heavy ties
+        assert stats.auc(y, s) == pytest.approx(roc_auc_score(y, s), abs=1e-12)
+        labels = np.where(y == 1, "yes", "no")  # the larger label is the positive one
+        assert stats.auc(labels, s) == pytest.approx(roc_auc_score(labels, s), abs=1e-12)
+    with pytest.raises(ValueError, match="finite"):
+        stats.auc(np.array([0, 1, 0]), np.array([0.1, np.nan, 0.3]))
+    with pytest.raises(ValueError, match="both classes"):
+        stats.auc(np.array([0, 1, 2]), np.arange(3.0))
+
+
 def test_logistic_threshold_recovers_a_simulated_threshold():
     """Rates drawn from a known sharp threshold (x0 = 0.1, floor 0.02, ceiling 0.6): the fit
     recovers x0, and its CI covers the truth in most of 10 simulated studies (P(< 7 of 10 | 95%
