@@ -294,7 +294,7 @@ CASES = {
     "stats.wilson": lambda c: stats.wilson(3, 10),
     "stats.bootstrap": lambda c: stats.bootstrap(lambda g: g.normal(), n_boot=100),
     "stats.cluster_bootstrap": lambda c: stats.cluster_bootstrap(np.arange(6.0), n_boot=100),
-    "stats.auroc": lambda c: stats.auroc(np.array([0, 1, 0, 1]), np.arange(4.0), n_boot=100),
+    "stats.auroc/auc": lambda c: stats.auroc(np.array([0, 1, 0, 1]), np.arange(4.0), n_boot=100),
     "stats.fisher_exact": lambda c: stats.fisher_exact(3, 4, 1, 4),
     "stats.tost_paired/tost_welch/paired_t": lambda c: (
         stats.tost_paired(np.arange(5.0), np.arange(5.0) + [0, 0.1, 0, 0.1, 0], 1.0),
