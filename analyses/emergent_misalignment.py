@@ -46,6 +46,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from matplotlib.ticker import NullFormatter
 from tqdm.auto import tqdm
 
 from analyses._common import (
@@ -811,14 +812,15 @@ def figure(cfg: Config, nums: dict, path: Path) -> None:
             p = th["floor"] + (th["ceiling"] - th["floor"]) / (
                 1 + np.exp(-(np.log(xs) - np.log(th["x0"])) / th["width_log"])
             )
-            ax.plot(
-                xs,
-                100 * p,
-                color="k",
-                lw=1,
-                label=f"logistic fit: r₀ = {th['x0']:.3g} [{th['x0_ci'][0]:.3g}, {th['x0_ci'][1]:.3g}]",
-            )
-            ax.axvspan(*th["x0_ci"], color="k", alpha=0.08)
+            if th["x0_in_range"]:
+                label = (
+                    f"logistic fit: r₀ = {th['x0']:.3g} "
+                    f"[{th['x0_ci'][0]:.3g}, {th['x0_ci'][1]:.3g}] (shaded)"
+                )
+                ax.axvspan(*th["x0_ci"], color="k", alpha=0.08)
+            else:  # a midpoint past the grid is an extrapolation, not a threshold
+                label = f"logistic fit (midpoint r₀ = {th['x0']:.2g} beyond the grid: no threshold)"
+            ax.plot(xs, 100 * p, color="k", lw=1, label=label)
         for r in (r for r in res.values() if r["group"] == "control"):
             y0, e0 = rate(r)
             ax.errorbar(
@@ -832,6 +834,9 @@ def figure(cfg: Config, nums: dict, path: Path) -> None:
             )
         refs(ax)
         ax.set_xscale("log")
+        # the swept values themselves as tick labels (log axes label only the decades)
+        ax.set_xticks(sorted(set(x)), [f"{v:.2g}" for v in sorted(set(x))], fontsize=7, rotation=45)
+        ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set(
         xlabel=f"{sv} strength r = ‖αv‖ / typical token norm (AR ×{cfg.anti_k:g})",
         ylabel="answers [%]",
@@ -877,6 +882,7 @@ def figure(cfg: Config, nums: dict, path: Path) -> None:
         )
         if not rows:
             ax.text(0.5, 0.5, "not run yet", transform=ax.transAxes, ha="center", color="0.5")
+            ax.set_yticks([])
         ax.set(ylabel="misaligned answers [%] (95% Wilson; Fisher vs unsteered)", title=title)
 
     names = [
