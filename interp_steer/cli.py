@@ -155,6 +155,7 @@ def cmd_sweep(args) -> None:
 
 def cmd_sae_train(args) -> None:
     from interp_steer import sae
+    from interp_steer.generic_corpus import BROAD_GENRES, DEFAULT_GENRES, GenericCorpusConfig
 
     model = _model(args)
     given = {
@@ -165,12 +166,14 @@ def cmd_sae_train(args) -> None:
         "seed": args.seed,
     }
     cfg = sae.SAETrainConfig(**{k: v for k, v in given.items() if v is not None})
+    genres = {"default": DEFAULT_GENRES, "broad": BROAD_GENRES}[args.corpus]
+    corpus_cfg = GenericCorpusConfig(genres=genres)
     hook = args.hook or sae.default_hook(model)
-    path = sae.default_path(model, hook, cfg)
+    path = sae.default_path(model, hook, cfg, corpus_cfg)
     if path.exists() and not args.force:
         print(f"cached SAE at {path} (use --force to retrain)")
     else:
-        s, report = sae.train(model, hook, config=cfg)
+        s, report = sae.train(model, hook, config=cfg, corpus_config=corpus_cfg)
         sae.save(s, path, report)
     print(sae_table(sae.report_of(path)) + f"\n(full report: {path}/interp_steer.json)")
 
@@ -306,6 +309,13 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--k", type=int, help="topk latents per token (default 64)")
     s.add_argument("--expansion", type=int, help="d_sae / d_model (default 4)")
     s.add_argument("--training-tokens", type=int, help="default 6,000,000 (~3 passes)")
+    s.add_argument(
+        "--corpus",
+        choices=["default", "broad"],
+        default="default",
+        help="generic corpus genres: default (code, docs, prose, books, chat) or broad "
+        "(+ wiki, factbook, speeches)",
+    )
     s.add_argument("--force", action="store_true")
 
     s = add("figures", cmd_figures, "Regenerate the analyses' figures and JSON in figures/.")

@@ -360,8 +360,11 @@ def _load_official(name: str, device: str | None, dtype: torch.dtype) -> HookedT
             warnings.simplefilter("ignore", DeprecationWarning)
             return HookedTransformer.from_pretrained(name, device=device, dtype=dtype)
     except Exception as e:  # hub unreachable, unknown name, gated repo ...
+        why = str(e)
+        if "Valid official model names" in why:  # TL lists ~300 names: keep the point
+            why = why.split(" Valid official model names")[0]
         raise RuntimeError(
-            f"could not load {name!r} through TransformerLens ({type(e).__name__}: {e}). "
+            f"could not load {name!r} through TransformerLens ({type(e).__name__}: {why:.300}). "
             f"Models that work offline: {sorted(EMBEDDED)}."
         ) from e
 

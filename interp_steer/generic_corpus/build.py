@@ -11,6 +11,7 @@ import sys
 import time
 import warnings
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,7 @@ from interp_steer.corpus import Corpus, CorpusConfig
 from interp_steer.corpus import cache_path as chat_cache_path
 from interp_steer.generic_corpus.chunking import BuiltGenre, CorpusBuilder
 from interp_steer.generic_corpus.config import (
+    FILE_GENRES,
     FORMAT,
     SELF_DISTRIBUTION,
     SPLITS,
@@ -29,10 +31,11 @@ from interp_steer.generic_corpus.config import (
 from interp_steer.generic_corpus.sources import (
     Candidate,
     Distribution,
-    books,
     distributions,
     file_candidates,
     select_distributions,
+    shipped_candidates,
+    shipped_files,
     site_roots,
 )
 from interp_steer.models import cache_dir
@@ -55,10 +58,11 @@ def _stream_sha(chunks: list[list[int]]) -> str:
 
 
 def _plan(model: HookedTransformer, cfg: GenericCorpusConfig):
-    """Everything the corpus is made from, without reading a file: candidates per genre, the
-    versions of the packages, and the cache key."""
+    """Everything the corpus is made from, without reading a file: candidates per genre (for
+    an installed-text genre, a function that reads its files into candidates), the versions
+    of the packages, and the cache key."""
     specs = cfg.specs
-    file_genres = {"code", "docs", "prose"} & set(specs)
+    file_genres = set(FILE_GENRES) & set(specs)
     selected: list[Distribution] = []
     roots = site_roots(cfg)
     if file_genres:
@@ -75,9 +79,10 @@ def _plan(model: HookedTransformer, cfg: GenericCorpusConfig):
             cands["prose"] = [
                 Candidate(f"METADATA:{d.name}", d.name, "metadata", d.info) for d in selected
             ]
-    if "books" in specs:
-        books_version, cands["books"] = books(cfg)
-        versions[cands["books"][0].package] = books_version
+    for genre, text in cfg.shipped:
+        if genre in specs:
+            package, versions[package], files = shipped_files(genre, text)
+            cands[genre] = partial(shipped_candidates, genre, text, package, files)
     if "chat" in specs:
         versions[SELF_DISTRIBUTION] = importlib.metadata.version("interp_steer")
     tok = model.tokenizer
@@ -125,7 +130,8 @@ def build_generic_corpus(
         if genre == "chat":
             built.append(builder.fill_chat())
         else:
-            built.append(builder.fill(genre, cands[genre], versions))
+            genre_cands = cands[genre]() if callable(cands[genre]) else cands[genre]
+            built.append(builder.fill(genre, genre_cands, versions))
     manifest = _manifest(model, cfg, key, roots, built, time.time() - t0)
     for g in built:
         if not g.chunks["train"]:
@@ -165,8 +171,17 @@ def build_generic_corpus(
 
 def _manifest(model, cfg, key, roots, built: list[BuiltGenre], seconds: float) -> dict:
     genres = {}
+    shipped = cfg.shipped_texts
     for g in built:
+        if g.name in shipped:
+            origin = {
+                "requirement": shipped[g.name].requirement,
+                "licence": shipped[g.name].licence,
+            }
+        else:
+            origin = {"licence": "per package (see sources)" if g.name != "chat" else "generated"}
         genres[g.name] = {
+            **origin,
             "spec": asdict(g.spec),
             "tokens": {s: g.tokens(s) for s in SPLITS},
             "chunks": {s: len(g.chunks[s]) for s in SPLITS},

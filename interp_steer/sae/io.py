@@ -12,7 +12,7 @@ from pathlib import Path
 from transformer_lens import HookedTransformer
 
 from interp_steer._io import atomic_dir, write_json
-from interp_steer.generic_corpus import generic_corpus_path, write_manifest
+from interp_steer.generic_corpus import GenericCorpusConfig, generic_corpus_path, write_manifest
 from interp_steer.models import cache_dir
 from interp_steer.sae.features import check_sae, import_sae_lens
 from interp_steer.sae.training import SAETrainConfig, train
@@ -66,13 +66,23 @@ def default_hook(model: HookedTransformer) -> str:
 
 
 def default_path(
-    model: HookedTransformer, hook: str | None = None, config: SAETrainConfig | None = None
+    model: HookedTransformer,
+    hook: str | None = None,
+    config: SAETrainConfig | None = None,
+    corpus_config: GenericCorpusConfig | None = None,
 ) -> Path:
+    """Where `load_default` caches the SAE trained with ``config`` on the generic corpus
+    built with ``corpus_config``."""
     hook = hook or default_hook(model)
     cfg = config or SAETrainConfig()
     # the generic corpus's key covers its config, the model and the source packages' versions
     blob = json.dumps(
-        [model_fingerprint(model), hook, asdict(cfg), generic_corpus_path(model).name]
+        [
+            model_fingerprint(model),
+            hook,
+            asdict(cfg),
+            generic_corpus_path(model, corpus_config).name,
+        ]
     )
     key = hashlib.sha256(blob.encode()).hexdigest()[:12]
     name = model.cfg.model_name.replace("/", "_")
@@ -84,14 +94,16 @@ def load_default(
     hook: str | None = None,
     config: SAETrainConfig | None = None,
     progress=True,
+    corpus_config: GenericCorpusConfig | None = None,
 ):
-    """The default SAE for ``model`` at ``hook``, training and caching it first if needed.
+    """The default SAE for ``model`` at ``hook`` (trained with ``config`` on the generic
+    corpus built with ``corpus_config``), training and caching it first if needed.
 
     A cached SAE that no longer loads (truncated weights, a missing config) is rebuilt, with a
     warning."""
     hook = hook or default_hook(model)
     check_hook(model, hook)
-    path = default_path(model, hook, config)
+    path = default_path(model, hook, config, corpus_config)
     if path.exists():
         try:
             sae = load(path, device=str(model.cfg.device))
@@ -107,7 +119,7 @@ def load_default(
         f"interp_steer: no cached SAE for {model.cfg.model_name} at {hook}; training one "
         f"with sae-lens (the generic corpus's activations and training take about an hour on a 2-core CPU for SmolLM2), cached in {path}"
     )
-    sae, report = train(model, hook, config=config, progress=progress)
+    sae, report = train(model, hook, config=config, progress=progress, corpus_config=corpus_config)
     save(sae, path, report)
     sae = load(path, device=str(model.cfg.device))
     check_sae(model, sae)

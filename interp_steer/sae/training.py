@@ -30,7 +30,11 @@ from interp_steer._io import atomic_path
 from interp_steer.activations import capture, forward_kwargs, pad_left
 from interp_steer.autograd import trains
 from interp_steer.corpus import Corpus
-from interp_steer.generic_corpus import build_generic_corpus, generic_eval_corpora
+from interp_steer.generic_corpus import (
+    GenericCorpusConfig,
+    build_generic_corpus,
+    generic_eval_corpora,
+)
 from interp_steer.interventions import edit_at
 from interp_steer.models import cache_dir
 from interp_steer.sae.features import import_sae_lens, set_metadata
@@ -232,13 +236,14 @@ def train(
     progress: bool = True,
     heldout: dict[str, Corpus] | None = None,
     generic_eval: bool | None = None,
+    corpus_config: GenericCorpusConfig | None = None,
     **overrides,
 ):
     """Train an SAE on ``model``'s activations at ``hook`` with sae-lens. Returns (SAE, report).
 
-    ``corpus``: a `Corpus`, a list of texts, or None for the generic corpus
-    (`interp_steer.generic_corpus`: code, docs, prose, books, chat; its per-genre held-out split,
-    its activations cached on disk). ``heldout``: {genre: Corpus} to evaluate on; without it,
+    ``corpus``: a `Corpus`, a list of texts, or None for the generic corpus built with
+    ``corpus_config`` (`interp_steer.generic_corpus`; default: code, docs, prose, books, chat),
+    its per-genre held-out split, its activations cached on disk). ``heldout``: {genre: Corpus} to evaluate on; without it,
     ``heldout_fraction`` of the documents are held out. Keyword overrides replace
     `SAETrainConfig` fields. The report has explained variance, L0 and dead fraction on the
     held-out split (pooled and per genre) and, with ``generic_eval`` (default: when the generic
@@ -253,6 +258,8 @@ def train(
     if overrides:
         cfg = SAETrainConfig(**{**asdict(cfg), **overrides})
     check_hook(model, hook)
+    if corpus is not None and corpus_config is not None:
+        raise ValueError("pass corpus or corpus_config (for the generic corpus), not both")
     if corpus is not None and not isinstance(corpus, Corpus):
         corpus = Corpus.from_texts(model, list(corpus))
     if corpus is not None:  # the cheap size check, before collecting any activation
@@ -266,7 +273,7 @@ def train(
             )
     manifest = None
     if corpus is None:
-        corpus, heldout, manifest = build_generic_corpus(model, progress=progress)
+        corpus, heldout, manifest = build_generic_corpus(model, corpus_config, progress)
     torch.manual_seed(cfg.seed)
     t0 = time.time()
     if heldout is None:
