@@ -10,7 +10,7 @@ TORCH_SPEC ?= torch==2.13.0
 
 .PHONY: install models demo test lint bench figures window identifiability synthetic sae notebooks clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PY_SYS) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	# Keep an existing torch (a user's CUDA build, say); only install one when none imports.
