@@ -874,15 +874,23 @@ def figure(cfg: Config, nums: dict, path: Path) -> None:
         e = np.array([rate(r)[1] for r in rows]).T if rows else None
         ax.bar(range(len(rows)), y, yerr=e, color="C3", alpha=0.8, capsize=3)
         for i, r in enumerate(rows):
+            code = f"{100 * r['code_rate']:.0f}% code"
+            if not r["n_judged"]:  # every answer was code (or incoherent): no rate to draw
+                ax.text(i, 0.5, f"{code}:\nnone judged", ha="center", fontsize=7, color="0.3")
+                continue
             p = r.get("fisher_p_vs_unsteered")
-            if p is not None and r["name"] != "unsteered":
-                ax.text(i, y[i] + e[1][i] + 0.5, f"p={p:.2g}", ha="center", fontsize=7)
+            p = f"p={p:.2g}\n" if p is not None and r["name"] != "unsteered" else ""
+            ax.text(i, y[i] + e[1][i] + 0.5, p + code, ha="center", fontsize=7)
         ax.set_xticks(
             range(len(rows)), [r["name"] for r in rows], rotation=35, ha="right", fontsize=7
         )
         if not rows:
             ax.text(0.5, 0.5, "not run yet", transform=ax.transAxes, ha="center", color="0.5")
             ax.set_yticks([])
+        else:  # room for the labels above the bars; every bar in view, drawn or not
+            top = np.nanmax([yi + ei for yi, ei in zip(y, e[1])] + [1.0])
+            ax.set_ylim(0, 1.2 * top + 2)
+            ax.set_xlim(-0.6, len(rows) - 0.4)
         ax.set(ylabel="misaligned answers [%] (95% Wilson; Fisher vs unsteered)", title=title)
 
     names = [
