@@ -129,6 +129,8 @@ def _coefficients(alpha, b: int, k: int, like: Tensor) -> Float[Tensor, "batch k
     if a.ndim == 0:
         return a.expand(b, k)
     if a.ndim == 1:
+        if a.shape[0] == 1:  # one value, e.g. the one coordinate of a rank-1 clamp
+            return a.expand(b, k)
         if k > 1 and a.shape[0] == k:
             return a[None].expand(b, k)  # one coefficient per direction
         if a.shape[0] == b:

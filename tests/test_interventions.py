@@ -78,6 +78,21 @@ def test_clamp_sets_the_coordinate_along_v_not_minus_v(tiny):
         assert torch.allclose(got @ unit, torch.full((got.shape[1],), 2.5), atol=1e-4)
 
 
+def test_one_clamp_value_for_a_rank_1_vector_in_a_batch(tiny):
+    """A one-element value (a rank-1 subspace's trained coordinate) clamps every row of a
+    batch, as the scalar does; a length that fits neither batch nor k is refused."""
+    v = _vec(tiny)
+    texts = ["hello there", "hello there", "hello there"]
+    with clamp(tiny, v, 2.5):
+        want, _ = _acts(tiny, texts)
+    with clamp(tiny, v, torch.tensor([2.5])):
+        got, _ = _acts(tiny, texts)
+    assert torch.equal(got, want)
+    with pytest.raises(ValueError, match="alpha has 2 values; expected 1, batch=3 or k=1"):
+        with clamp(tiny, v, [2.5, 1.0]):
+            _acts(tiny, texts)
+
+
 def test_projection_ablation_of_mean_diff_removes_only_that_direction(tiny):
     v = _vec(tiny)
     base, _ = _acts(tiny, ["xyz"])
