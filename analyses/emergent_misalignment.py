@@ -41,6 +41,7 @@ import re
 import time
 from dataclasses import asdict, dataclass, field
 from functools import partial
+from itertools import zip_longest
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -512,14 +513,23 @@ def conditions(cfg: Config, usable: list[str]) -> list[dict]:
         c(f"{s}@{dd:.2f} ×1 + AR×{k:g}", "layer", dd, s, depth=dd, mult=1.0)
         for dd in cfg.layer_depths
     ]
-    out += [
-        c(f"{s} rank {n} ×1 + AR×{k:g}", "rank", n, f"rank{n}", mult=1.0, rank=n) for n in cfg.ranks
+    ranks = [
+        c(f"{s} rank {n} ×1 + AR×{k:g}", "rank", n, f"rank{n}", mult=1.0, rank=n)
+        for n in ends_first(cfg.ranks)
     ]
-    out += [
+    epochs = [
         c(f"{e} epochs ×1 + AR×{k:g}", "epochs", e, f"epochs{e}", mult=1.0, epochs=e)
-        for e in cfg.epoch_grid
+        for e in ends_first(cfg.epoch_grid)
     ]
+    # the two axes interleaved, each from its ends inwards: a run cut short has both spans
+    out += [x for pair in zip_longest(ranks, epochs) for x in pair if x is not None]
     return out
+
+
+def ends_first(xs: list) -> list:
+    """``xs`` sorted, its smallest and largest first: [1, 2, 4, 8] -> [1, 8, 2, 4]."""
+    xs = sorted(xs)
+    return xs[:1] + xs[-1:] + xs[1:-1] if len(xs) > 1 else xs
 
 
 def magnitude_points(results: dict, s: str | None) -> list[dict]:
