@@ -782,7 +782,7 @@ def figure(cfg: Config, nums: dict, path: Path) -> None:
             key=lambda kv: (kv[0] != "unsteered", groups.index(kv[1]["group"]), kv[1]["x"]),
         )
     )
-    fig, axes = plt.subplots(2, 4, figsize=(24, 11), gridspec_kw={"width_ratios": [1.3, 1, 1, 1.3]})
+    fig, axes = plt.subplots(2, 4, figsize=(24, 14), gridspec_kw={"width_ratios": [1.3, 1, 1, 1.3]})
     axes = axes.ravel()
     base, ar = res["unsteered"], res.get(f"anti-refusal ×{cfg.anti_k:g}")
 
@@ -879,6 +879,15 @@ def figure(cfg: Config, nums: dict, path: Path) -> None:
             f"epochs over {len(dataset())} harmful examples",
         ),
     ]
+
+    def trained(r):
+        """The applied r and how often the vector writes its own code (trained axes only)."""
+        v = nums["vectors"].get(f"{r['vector']}@{r['depth']:.3f}", {})
+        made = v.get("production_rate")
+        # a rank-k clamp sets a component rather than adding one: its size is ‖c‖ / typical
+        size = f"r={r['r_applied']:.2g}" if r["r_applied"] else f"clamp ‖c‖={v['r_at_x1']:.2g}"
+        return size + (f", makes code {100 * made:.0f}%" if made is not None else "")
+
     for ax, rows, title in panels:
         y = [rate(r)[0] for r in rows]
         e = np.array([rate(r)[1] for r in rows]).T if rows else None
@@ -890,7 +899,10 @@ def figure(cfg: Config, nums: dict, path: Path) -> None:
                 continue
             p = r.get("fisher_p_vs_unsteered")
             p = f"p={p:.2g}\n" if p is not None and r["name"] != "unsteered" else ""
-            ax.text(i, y[i] + e[1][i] + 0.5, p + code, ha="center", fontsize=7)
+            extra = (
+                f"\n{trained(r)}" if r["group"] in ("layer", "rank", "epochs") or r is main else ""
+            )
+            ax.text(i, y[i] + e[1][i] + 0.5, p + code + extra, ha="center", fontsize=7)
         ax.set_xticks(
             range(len(rows)), [r["name"] for r in rows], rotation=35, ha="right", fontsize=7
         )
@@ -903,11 +915,7 @@ def figure(cfg: Config, nums: dict, path: Path) -> None:
             ax.set_xlim(-0.6, len(rows) - 0.4)
         ax.set(ylabel="misaligned answers [%] (95% Wilson; Fisher vs unsteered)", title=title)
 
-    names = [
-        n
-        for n in res
-        if res[n]["group"] in ("baseline", "vectors", "magnitude", "control", "layer")
-    ]
+    names = list(res)
 
     def table(ax, cols, tab, title):
         im = ax.imshow(tab, aspect="auto", cmap="Reds")
@@ -988,6 +996,10 @@ def run(
                         },
                         # the issue's names for the swept axes and results
                         "magnitude": r["r_applied"],  # r applied, also for ×1 conditions
+                        # a rank-k clamp sets a component of size ‖c‖: that size / typical norm
+                        "clamp_r": m["vectors"][f"{r['vector']}@{r['depth']:.3f}"]["r_at_x1"]
+                        if r["group"] == "rank"
+                        else None,
                         "layer": r["depth"] if r["vector"] else None,
                         "n_per_question": cfg.samples,
                         "fisher_p": r.get("fisher_p_vs_unsteered"),
