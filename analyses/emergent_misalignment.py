@@ -885,8 +885,8 @@ def figure(cfg: Config, nums: dict, path: Path) -> None:
         v = nums["vectors"].get(f"{r['vector']}@{r['depth']:.3f}", {})
         made = v.get("production_rate")
         # a rank-k clamp sets a component rather than adding one: its size is ‖c‖ / typical
-        size = f"r={r['r_applied']:.2g}" if r["r_applied"] else f"clamp ‖c‖={v['r_at_x1']:.2g}"
-        return size + (f", makes code {100 * made:.0f}%" if made is not None else "")
+        size = f"r={r['r_applied']:.2g}" if r["r_applied"] else f"clamp r={v['r_at_x1']:.2g}"
+        return size + (f"\nmakes code {100 * made:.0f}%" if made is not None else "")
 
     for ax, rows, title in panels:
         y = [rate(r)[0] for r in rows]
@@ -894,14 +894,16 @@ def figure(cfg: Config, nums: dict, path: Path) -> None:
         ax.bar(range(len(rows)), y, yerr=e, color="C3", alpha=0.8, capsize=3)
         for i, r in enumerate(rows):
             code = f"{100 * r['code_rate']:.0f}% code"
-            if not r["n_judged"]:  # every answer was code (or incoherent): no rate to draw
-                ax.text(i, 0.5, f"{code}:\nnone judged", ha="center", fontsize=7, color="0.3")
-                continue
-            p = r.get("fisher_p_vs_unsteered")
-            p = f"p={p:.2g}\n" if p is not None and r["name"] != "unsteered" else ""
             extra = (
                 f"\n{trained(r)}" if r["group"] in ("layer", "rank", "epochs") or r is main else ""
             )
+            if not r["n_judged"]:  # every answer was code (or incoherent): no rate to draw
+                ax.text(
+                    i, 0.5, f"{code}:\nnone judged{extra}", ha="center", fontsize=7, color="0.3"
+                )
+                continue
+            p = r.get("fisher_p_vs_unsteered")
+            p = f"p={p:.2g}\n" if p is not None and r["name"] != "unsteered" else ""
             ax.text(i, y[i] + e[1][i] + 0.5, p + code + extra, ha="center", fontsize=7)
         ax.set_xticks(
             range(len(rows)), [r["name"] for r in rows], rotation=35, ha="right", fontsize=7
