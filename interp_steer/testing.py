@@ -22,6 +22,17 @@ CHAT_TEMPLATE = (
 )
 
 
+# Contrastive sentiment pairs the tests build vectors from (the tiny models' char tokenizer
+# covers them).
+SENTIMENT_PAIRS = [
+    ("I love this", "I hate this"),
+    ("great day", "awful day"),
+    ("so happy", "so sad"),
+    ("wonderful food", "terrible food"),
+    ("nice work", "bad work"),
+]
+
+
 @lru_cache(maxsize=1)
 def char_tokenizer():
     """A character-level PreTrainedTokenizerFast built in memory (no downloads)."""

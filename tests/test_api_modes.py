@@ -44,11 +44,11 @@ from interp_steer.generation import (
 )
 from interp_steer.methods.one_shot import completion_logprob
 from interp_steer.testing import AUTOGRAD_MODES as MODES
-from interp_steer.testing import tiny_model
+from interp_steer.testing import SENTIMENT_PAIRS, tiny_model
 from interp_steer.vectors import SteeringVector, check_hook, model_fingerprint
 
 HOOK = "blocks.1.hook_resid_pre"
-PAIRS = [("I love this", "I hate this"), ("great day", "awful day"), ("so happy", "so sad")]
+PAIRS = SENTIMENT_PAIRS[:3]
 PROMPTS = ["Tell me a story.", "Hi there"]
 
 

@@ -5,8 +5,9 @@ import torch
 from interp_steer import SteeringVector, build_vector, model_fingerprint, steer
 from interp_steer.activations import forward_kwargs, tokenize
 from interp_steer.control_vectors import export_llama_cpp, llama_cpp_layer, load_llama_cpp
+from interp_steer.testing import SENTIMENT_PAIRS
 
-PAIRS = [("I love this", "I hate this"), ("great day", "awful day"), ("so happy", "so sad")]
+PAIRS = SENTIMENT_PAIRS[:3]
 
 
 def _foreign_file(path, directions: dict[int, np.ndarray], arch="controlvector"):

@@ -8,10 +8,10 @@ import pytest
 from interp_steer import build_vector
 from interp_steer.executor import Cell, ResultStore, run_grid
 from interp_steer.sweep import sweep
-from interp_steer.testing import tiny_model
+from interp_steer.testing import SENTIMENT_PAIRS, tiny_model
 
 HOOK = "blocks.1.hook_resid_pre"
-PAIRS = [("I love this", "I hate this"), ("great day", "awful day"), ("so happy", "so sad")]
+PAIRS = SENTIMENT_PAIRS[:3]
 
 
 def square(_model, cell):

@@ -4,15 +4,11 @@ import torch
 from interp_steer import SteeringVector, build_vector, datasets, generate, steer
 from interp_steer.activations import get_activations
 from interp_steer.methods import METHODS
+from interp_steer.testing import SENTIMENT_PAIRS
 
 HOOK = "blocks.1.hook_resid_pre"
-PAIRS = [
-    ("I love this", "I hate this"),
-    ("great day", "awful day"),
-    ("so happy", "so sad"),
-    ("wonderful food", "terrible food"),
-    ("nice work", "bad work"),
-]
+
+PAIRS = SENTIMENT_PAIRS
 
 
 @pytest.mark.parametrize(

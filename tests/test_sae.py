@@ -4,16 +4,10 @@ import torch
 from interp_steer import SteeringVector, build_vector, generate, steer
 from interp_steer import sae as S
 from interp_steer.corpus import plain_texts
-from interp_steer.testing import tiny_model
+from interp_steer.testing import SENTIMENT_PAIRS, tiny_model
 
 HOOK = "blocks.1.hook_resid_pre"
-PAIRS = [
-    ("I love this", "I hate this"),
-    ("great day", "awful day"),
-    ("so happy", "so sad"),
-    ("wonderful food", "terrible food"),
-    ("nice work", "bad work"),
-]
+PAIRS = SENTIMENT_PAIRS
 
 
 @pytest.fixture(scope="module")
