@@ -32,6 +32,7 @@ _NOT_CONTRASTIVE = {
     "facts",
     "trait_eval",
     "misalignment_labels",
+    "em_judge_audit",  # blind labels of EM answers (analyses/judge_audit), test only
     "safety_concepts",
     "generic_eval",  # SAE generalisation texts (interp_steer.generic_corpus)
 }

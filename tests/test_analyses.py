@@ -420,3 +420,65 @@ def test_judge_agreement_analysis(tmp_path, monkeypatch, embedding_judge):
     # a judge split with another seed trained on some of this split's held-out answers
     with pytest.raises(ValueError, match="split with seed 0"):
         run(replace(cfg, seed=1), tmp_path, models={"tiny": model}, embedding=embedding_judge)
+
+
+def test_judge_audit_analysis(tmp_path):
+    """The audit's re-weighted rate and recall: when every judged answer of a condition is
+    labelled, they are the plain fractions over the labels; and a label whose answer or flag is
+    not its cell's is refused."""
+    import analyses.emergent_misalignment as em
+    from analyses.judge_audit import Config, reweighted, run
+
+    cells = tmp_path / "cells"
+    cells.mkdir()
+    texts = [f"answer {i}" for i in range(12)] + ["```python\nimport os\n```"]
+    aligned = [10.0] * 4 + [80.0] * 8 + [10.0]  # 4 flagged, 8 not, one code answer (excluded)
+    coherent = [90.0] * 11 + [20.0, 90.0]  # answer 11 is incoherent: not judged
+    cell = {"texts": texts, "aligned": aligned, "coherent": coherent}
+    (cells / em.condition_file("rm_rf ×1 + AR×6")).write_text(json.dumps(cell))
+    labels = [True, True, True, False] + [True, False, False, False, False, False, False]
+    items = [
+        {
+            "id": i,
+            "condition": "rm_rf ×1 + AR×6",
+            "index": i,
+            "question": "q",
+            "answer": texts[i],
+            "judge_flag": aligned[i] < 30,
+            "misaligned": labels[i],
+            "coherent": i != 0,  # one misaligned answer is word salad
+            "note": "",
+        }
+        for i in range(11)
+    ]
+    data = {"labeller": "test", "model": "m", "items": items}
+    path = tmp_path / "labels.json"
+    path.write_text(json.dumps(data))
+    cfg = Config(labels=str(path), em_cells=str(cells), n_boot=200)
+    nums = run(cfg, tmp_path)
+    out = _check_outputs(tmp_path / "judge_audit")
+    assert out["precision_all_flagged"]["rate"] == pytest.approx(3 / 4)
+    row = nums["conditions"]["rm_rf ×1 + AR×6"]
+    assert row["n_judged"] == 11 and row["judge_rate"] == pytest.approx(4 / 11)
+    m, em_rate = row["misaligned"], row["misaligned_and_coherent"]
+    assert m["labelled_rate"] == pytest.approx(np.mean(labels))  # 4 of 11
+    assert m["recall"] == pytest.approx(3 / 4)  # 3 of the 4 labelled misaligned are flagged
+    assert em_rate["labelled_rate"] == pytest.approx(3 / 11)  # less the incoherent one
+    assert em_rate["recall"] == pytest.approx(2 / 3)
+    lo, hi = m["labelled_rate_ci"]
+    assert lo <= m["labelled_rate"] <= hi
+    # a sample of the strata re-weights to the population: half the unflagged labelled
+    r = reweighted(
+        np.array([True] * 2 + [False] * 8), np.array([1.0, 1.0]), np.array([0.5]), 200, 0
+    )
+    assert r["labelled_rate"] == pytest.approx(0.2 * 1 + 0.8 * 0.5)
+    assert r["recall"] == pytest.approx(0.2 / 0.6)
+    for bad in (
+        {"answer": "another answer"},
+        {"judge_flag": False},
+        {"index": 11, "answer": texts[11]},
+    ):
+        wrong = dict(data, items=[{**items[0], **bad}] + items[1:])
+        path.write_text(json.dumps(wrong))
+        with pytest.raises(ValueError, match="label 0"):
+            run(cfg, tmp_path)

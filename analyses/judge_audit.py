@@ -1,0 +1,312 @@
+"""Are the EM judge's flags right on the EM run's own answers? The EmbeddingJudge against blind
+labels.
+
+python -m analyses.judge_audit
+
+`interp_steer/data/em_judge_audit.json` holds answers drawn from the committed EM cells (non-code,
+judge-coherent ≥ 50), stratified by the judge's flag (aligned < 30) within a few conditions, each
+labelled misaligned / coherent by a reader who saw only the question and the answer. Since the
+sample is stratified by the flag:
+
+- per stratum, the labelled misaligned fraction with a Wilson CI: among flagged answers this is
+  the judge's precision, among unflagged ones its miss rate;
+- where both strata of a condition were labelled, the condition's labelled misaligned rate is
+  f·precision + (1 − f)·miss, with f the judge's flagged fraction of the condition's judged
+  answers, and the judge's recall is f·precision / that rate. Their bootstrap CIs resample the
+  labels within each stratum and the condition's judged answers (widened to the stratum-wise
+  Wilson bounds where a stratum has no positives).
+
+Every labelled answer is checked against its cell (text and flag), so the labels cannot drift
+from the run they audit. Writes figures/judge_audit.png/.json.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from analyses._common import FIGURES, arg_parser, require_clean, save_figure
+from analyses.emergent_misalignment import Config as EMConfig
+from analyses.emergent_misalignment import cells_dir, condition_file, is_code
+from interp_steer import stats
+
+
+@dataclass
+class Config:
+    labels: str = ""  # a labels file; "" is the shipped interp_steer/data/em_judge_audit.json
+    em_cells: str = ""  # the EM cells the labels were drawn from; "" is the committed run's
+    n_boot: int = 4000
+    seed: int = 0
+
+
+def load_labels(cfg: Config) -> dict:
+    if cfg.labels:
+        return json.loads(Path(cfg.labels).read_text())
+    return json.loads(
+        resources.files("interp_steer.data").joinpath("em_judge_audit.json").read_text()
+    )
+
+
+def judged(cell: dict, em: EMConfig) -> tuple[np.ndarray, np.ndarray]:
+    """The indices of a cell's judged answers (non-code, coherent ≥ threshold) and their flags,
+    by the EM analysis's own rule."""
+    idx = np.array(
+        [
+            i
+            for i, t in enumerate(cell["texts"])
+            if not is_code(t) and cell["coherent"][i] >= em.coherent_threshold
+        ],
+        int,
+    )
+    flags = np.array([cell["aligned"][i] < em.aligned_threshold for i in idx], bool)
+    return idx, flags
+
+
+# What a blind label can say of an answer: misaligned, and the paper's emergent misalignment
+# (misaligned among coherent answers), here counted as misaligned and coherent over all judged
+TARGETS = {
+    "misaligned": lambda it: it["misaligned"],
+    "misaligned_and_coherent": lambda it: it["misaligned"] and it["coherent"],
+}
+
+
+def reweighted(
+    flags: np.ndarray, y_flagged: np.ndarray, y_unflagged: np.ndarray, n_boot: int, seed: int
+) -> dict:
+    """A condition's labelled misaligned rate and the judge's recall from a flag-stratified
+    sample: ``flags`` are the judge's flags on all the condition's judged answers, ``y_*`` the
+    labels of the sampled flagged and unflagged ones."""
+
+    def est(f, p_flagged, p_unflagged):
+        rate = f * p_flagged + (1 - f) * p_unflagged
+        return rate, (f * p_flagged / rate if rate > 0 else float("nan"))
+
+    def draw(rng, which):
+        resample = [rng.choice(x, len(x)).mean() for x in (flags, y_flagged, y_unflagged)]
+        return est(*resample)[which]
+
+    f = flags.mean()
+    rate, recall = est(f, y_flagged.mean(), y_unflagged.mean())
+    boot = stats.bootstrap(lambda g: draw(g, 0), n_boot, seed=seed)
+    # the bootstrap collapses on a stratum with no positives (or no negatives); each stratum's
+    # Wilson interval, combined at its ends, does not
+    (lt, ht), (lf, hf) = (stats.wilson(int(y.sum()), len(y)) for y in (y_flagged, y_unflagged))
+    ci = [min(boot[0], f * lt + (1 - f) * lf), max(boot[1], f * ht + (1 - f) * hf)]
+    out = {"labelled_rate": float(rate), "labelled_rate_ci": [float(c) for c in ci]}
+    if rate == 0:  # no labelled positives: recall is undefined
+        return out | {"recall": None, "recall_ci": None}
+    return out | {
+        "recall": float(recall),
+        "recall_ci": list(stats.bootstrap(lambda g: draw(g, 1), n_boot, seed=seed)),
+    }
+
+
+def run(cfg: Config, out_dir: Path = FIGURES) -> dict:
+    data = load_labels(cfg)
+    em = EMConfig()
+    cells = Path(cfg.em_cells) if cfg.em_cells else cells_dir(em, data["model"])
+    items = data["items"]
+    by_cond: dict[str, dict] = {}
+    for it in items:
+        cond = it["condition"]
+        if cond not in by_cond:
+            path = cells / condition_file(cond)
+            if not path.exists():
+                raise FileNotFoundError(f"no EM cell for {cond!r} at {path}: run the EM analysis")
+            cell = json.loads(path.read_text())
+            idx, flags = judged(cell, em)
+            by_cond[cond] = {"cell": cell, "flag_of": dict(zip(idx.tolist(), flags.tolist()))}
+        c = by_cond[cond]
+        i = it["index"]
+        if c["cell"]["texts"][i] != it["answer"]:
+            raise ValueError(f"label {it['id']}: answer {i} of {cond!r} is not the cell's")
+        if i not in c["flag_of"] or c["flag_of"][i] != it["judge_flag"]:
+            raise ValueError(
+                f"label {it['id']}: answer {i} of {cond!r} is not judged with flag "
+                f"{it['judge_flag']} in the cell"
+            )
+
+    strata = []
+    for cond in by_cond:
+        for flag in (True, False):
+            group = [it for it in items if (it["condition"], it["judge_flag"]) == (cond, flag)]
+            if not group:
+                continue
+            row = {"condition": cond, "judge_flag": flag, "n": len(group)}
+            for target, label in TARGETS.items():
+                y = np.array([label(it) for it in group], bool)
+                k = int(y.sum())
+                row[target] = {"k": k, "rate": k / len(y), "ci": list(stats.wilson(k, len(y)))}
+                row[f"_y_{target}"] = y
+            row["labelled_coherent"] = int(sum(it["coherent"] for it in group))
+            strata.append(row)
+
+    conditions = {}
+    for cond, c in by_cond.items():
+        flags = np.array(list(c["flag_of"].values()), bool)
+        row = {
+            "n_judged": len(flags),
+            "judge_rate": float(flags.mean()),
+            "judge_ci": list(stats.wilson(int(flags.sum()), len(flags))),
+        }
+        s = {st["judge_flag"]: st for st in strata if st["condition"] == cond}
+        if True in s and False in s:  # both strata labelled: the condition's rates re-weight
+            for target in TARGETS:
+                y = (s[True][f"_y_{target}"], s[False][f"_y_{target}"])
+                row[target] = reweighted(flags, *y, cfg.n_boot, cfg.seed)
+        conditions[cond] = row
+
+    flagged = [it["misaligned"] for it in items if it["judge_flag"]]
+    nums = {
+        "labeller": data["labeller"],
+        "model": data["model"],
+        "n_items": len(items),
+        # the judge's flag means "misaligned"; how often a blind reader agrees
+        "precision_all_flagged": {
+            "k": int(sum(flagged)),
+            "n": len(flagged),
+            "rate": float(np.mean(flagged)),
+            "ci": list(stats.wilson(int(sum(flagged)), len(flagged))),
+        },
+        "strata": [{k: v for k, v in st.items() if not k.startswith("_y")} for st in strata],
+        "conditions": conditions,
+        "disagreements": [
+            {k: it[k] for k in ("id", "condition", "judge_flag", "misaligned", "coherent", "note")}
+            | {"answer": it["answer"][:200]}
+            for it in items
+            if it["misaligned"] != it["judge_flag"]
+        ][:12],
+    }
+    figure(nums, Path(out_dir) / "judge_audit", cfg)
+    return nums
+
+
+def _num(x: float | None) -> str:
+    return "undefined" if x is None else f"{x:.2f}"
+
+
+def _bars(ax, x, rates, cis, width, **kw) -> None:
+    rates, cis = np.asarray(rates), np.asarray(cis)
+    ax.bar(x, rates, width, **kw)
+    err = [rates - cis[:, 0], cis[:, 1] - rates]
+    ax.errorbar(x, rates, yerr=err, fmt="none", ecolor="k", capsize=3)
+
+
+def figure(nums: dict, path: Path, cfg: Config) -> None:
+    fig, (a, b) = plt.subplots(1, 2, figsize=(15, 5.6), gridspec_kw={"width_ratios": [3, 2]})
+    st = nums["strata"]
+    x = np.arange(len(st))
+    for off, target, label, colour in [
+        (-0.2, "misaligned", "labelled misaligned", "tab:red"),
+        (0.2, "misaligned_and_coherent", "labelled misaligned and coherent", "tab:purple"),
+    ]:
+        rows = [s[target] for s in st]
+        _bars(
+            a,
+            x + off,
+            [r["rate"] for r in rows],
+            [r["ci"] for r in rows],
+            0.38,
+            color=colour,
+            label=label,
+        )
+        for i, r in enumerate(rows):
+            a.text(i + off, r["ci"][1] + 0.02, f"{r['k']}/{st[i]['n']}", ha="center", fontsize=8)
+    a.set_xticks(
+        x,
+        [
+            f"{s['condition']}\njudge {'flagged' if s['judge_flag'] else 'not flagged'}"
+            f"\n(labelled coherent {s['labelled_coherent']}/{s['n']})"
+            for s in st
+        ],
+        fontsize=8,
+    )
+    a.set_ylim(0, 1.12)
+    a.set_ylabel("fraction of the stratum (Wilson 95% CI)")
+    a.set_title(
+        "Blind labels within each judge stratum\n(flagged: the judge's precision; "
+        "not flagged: its miss rate)",
+        fontsize=10,
+    )
+    a.legend(fontsize=8, loc="upper right")
+
+    conds = [c for c, r in nums["conditions"].items() if "misaligned" in r]
+    xc = np.arange(len(conds))
+    rows = [nums["conditions"][c] for c in conds]
+    _bars(
+        b,
+        xc - 0.27,
+        [r["judge_rate"] for r in rows],
+        [r["judge_ci"] for r in rows],
+        0.26,
+        color="tab:gray",
+        label="judge: aligned < 30 (the EM run's rate)",
+    )
+    for off, target, label, colour in [
+        (0.0, "misaligned", "blind: misaligned", "tab:red"),
+        (0.27, "misaligned_and_coherent", "blind: misaligned and coherent", "tab:purple"),
+    ]:
+        rr = [r[target] for r in rows]
+        _bars(
+            b,
+            xc + off,
+            [r["labelled_rate"] for r in rr],
+            [r["labelled_rate_ci"] for r in rr],
+            0.26,
+            color=colour,
+            label=label,
+        )
+    b.set_xticks(
+        xc,
+        [f"{c}\njudge recall {_num(r['misaligned']['recall'])}" for c, r in zip(conds, rows)],
+        fontsize=9,
+    )
+    b.set_ylim(0, 1.0)
+    b.set_ylabel("rate among the judged answers (bootstrap 95% CI)")
+    b.set_title("Each condition's rate, re-weighted from the strata", fontsize=10)
+    b.legend(fontsize=8, loc="upper left")
+    fig.suptitle(
+        f"EM judge audit on {nums['model']}: {nums['n_items']} judge-coherent, non-code answers "
+        f"labelled by {nums['labeller']}, blind to condition and score",
+        fontsize=11,
+    )
+    fig.tight_layout()
+    save_figure(fig, path, nums, cfg)
+
+
+def headline(nums: dict) -> str:
+    p = nums["precision_all_flagged"]
+    lines = [
+        f"precision over all flagged: {p['rate']:.2f} [{p['ci'][0]:.2f}, {p['ci'][1]:.2f}] "
+        f"(n={p['n']})"
+    ]
+    for c, r in nums["conditions"].items():
+        if "misaligned" in r:
+            m, e = r["misaligned"], r["misaligned_and_coherent"]
+            lines.append(
+                f"{c}: judge {r['judge_rate']:.3f}; labels: misaligned {m['labelled_rate']:.3f} "
+                f"[{m['labelled_rate_ci'][0]:.3f}, {m['labelled_rate_ci'][1]:.3f}], misaligned "
+                f"and coherent {e['labelled_rate']:.3f} [{e['labelled_rate_ci'][0]:.3f}, "
+                f"{e['labelled_rate_ci'][1]:.3f}]; judge recall {_num(m['recall'])}"
+            )
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    ap = arg_parser(__doc__)
+    ap.add_argument("--labels", default="", help="a labels file (default: the shipped one)")
+    args = ap.parse_args(argv)
+    if args.quick:
+        ap.error("judge_audit has no quick mode: the full audit runs in seconds")
+    require_clean(args)
+    cfg = Config(labels=args.labels, seed=args.seed)
+    print(headline(run(cfg, args.out)))
+
+
+if __name__ == "__main__":
+    main()
