@@ -16,6 +16,9 @@ sample is stratified by the flag:
   labels within each stratum and the condition's judged answers (widened to the stratum-wise
   Wilson bounds where a stratum has no positives).
 
+Threshold-free, the AUROC of the run's own scores against the labels over the sample: 100 −
+aligned for misaligned, the coherence score for coherent.
+
 Every labelled answer is checked against its cell (text and flag), so the labels cannot drift
 from the run they audit. Writes figures/judge_audit.png/.json.
 """
@@ -106,6 +109,17 @@ def reweighted(
     }
 
 
+def auroc_or_none(y: np.ndarray, score: np.ndarray, cfg: Config) -> list[float] | None:
+    """(AUROC, low, high), or None where the labels hold one class."""
+    if len(np.unique(y)) < 2:
+        return None
+    return list(stats.auroc(y, score, n_boot=cfg.n_boot, seed=cfg.seed))
+
+
+def mean_or_none(x: np.ndarray) -> float | None:
+    return float(x.mean()) if len(x) else None
+
+
 def run(cfg: Config, out_dir: Path = FIGURES) -> dict:
     data = load_labels(cfg)
     em = EMConfig()
@@ -161,6 +175,21 @@ def run(cfg: Config, out_dir: Path = FIGURES) -> dict:
                 row[target] = reweighted(flags, *y, cfg.n_boot, cfg.seed)
         conditions[cond] = row
 
+    # threshold-free: do the run's scores rank the labelled answers? (over this flag-stratified
+    # sample, not a condition's answers)
+    scores = {
+        key: np.array([by_cond[it["condition"]]["cell"][key][it["index"]] for it in items])
+        for key in ("aligned", "coherent")
+    }
+    ym = np.array([it["misaligned"] for it in items], int)
+    yc = np.array([it["coherent"] for it in items], int)
+    ranking = {
+        "misaligned_auroc_of_100_minus_aligned": auroc_or_none(ym, -scores["aligned"], cfg),
+        "coherent_auroc_of_coherence": auroc_or_none(yc, scores["coherent"], cfg),
+        "mean_coherence_labelled_coherent": mean_or_none(scores["coherent"][yc == 1]),
+        "mean_coherence_labelled_incoherent": mean_or_none(scores["coherent"][yc == 0]),
+    }
+
     flagged = [it["misaligned"] for it in items if it["judge_flag"]]
     nums = {
         "labeller": data["labeller"],
@@ -173,6 +202,7 @@ def run(cfg: Config, out_dir: Path = FIGURES) -> dict:
             "rate": float(np.mean(flagged)),
             "ci": list(stats.wilson(int(sum(flagged)), len(flagged))),
         },
+        "ranking": ranking,
         "strata": [{k: v for k, v in st.items() if not k.startswith("_y")} for st in strata],
         "conditions": conditions,
         "disagreements": [
@@ -188,6 +218,10 @@ def run(cfg: Config, out_dir: Path = FIGURES) -> dict:
 
 def _num(x: float | None) -> str:
     return "undefined" if x is None else f"{x:.2f}"
+
+
+def _auc(x: list[float] | None) -> str:
+    return "undefined" if x is None else f"{x[0]:.2f} [{x[1]:.2f}, {x[2]:.2f}]"
 
 
 def _bars(ax, x, rates, cis, width, **kw) -> None:
@@ -281,9 +315,12 @@ def figure(nums: dict, path: Path, cfg: Config) -> None:
 
 def headline(nums: dict) -> str:
     p = nums["precision_all_flagged"]
+    rk = nums["ranking"]
     lines = [
+        f"AUROC on the sample: misaligned {_auc(rk['misaligned_auroc_of_100_minus_aligned'])}, "
+        f"coherent {_auc(rk['coherent_auroc_of_coherence'])}",
         f"precision over all flagged: {p['rate']:.2f} [{p['ci'][0]:.2f}, {p['ci'][1]:.2f}] "
-        f"(n={p['n']})"
+        f"(n={p['n']})",
     ]
     for c, r in nums["conditions"].items():
         if "misaligned" in r:

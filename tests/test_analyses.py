@@ -465,6 +465,10 @@ def test_judge_audit_analysis(tmp_path):
     assert m["recall"] == pytest.approx(3 / 4)  # 3 of the 4 labelled misaligned are flagged
     assert em_rate["labelled_rate"] == pytest.approx(3 / 11)  # less the incoherent one
     assert em_rate["recall"] == pytest.approx(2 / 3)
+    # misaligned answers 0-2 (aligned 10) and 4 (80) against 3 (10) and 5-10 (80), ties halved
+    rk = nums["ranking"]
+    assert rk["misaligned_auroc_of_100_minus_aligned"][0] == pytest.approx(22.5 / 28)
+    assert rk["mean_coherence_labelled_incoherent"] == 90.0
     lo, hi = m["labelled_rate_ci"]
     assert lo <= m["labelled_rate"] <= hi
     # a sample of the strata re-weights to the population: half the unflagged labelled
