@@ -13,8 +13,9 @@ sample is stratified by the flag:
 - where both strata of a condition were labelled, the condition's labelled misaligned rate is
   f·precision + (1 − f)·miss, with f the judge's flagged fraction of the condition's judged
   answers, and the judge's recall is f·precision / that rate. Their bootstrap CIs resample the
-  labels within each stratum and the condition's judged answers (widened to the stratum-wise
-  Wilson bounds where a stratum has no positives).
+  labels within each stratum and the condition's judged answers, widened to the stratum-wise
+  Wilson bounds where a stratum is all positive or all negative (the bootstrap has no spread
+  there; the widened interval is conservative).
 
 Threshold-free, the AUROC of the run's own scores against the labels over the sample: 100 −
 aligned for misaligned, the coherence score for coherent.
@@ -95,17 +96,22 @@ def reweighted(
 
     f = flags.mean()
     rate, recall = est(f, y_flagged.mean(), y_unflagged.mean())
-    boot = stats.bootstrap(lambda g: draw(g, 0), n_boot, seed=seed)
-    # the bootstrap collapses on a stratum with no positives (or no negatives); each stratum's
-    # Wilson interval, combined at its ends, does not
-    (lt, ht), (lf, hf) = (stats.wilson(int(y.sum()), len(y)) for y in (y_flagged, y_unflagged))
-    ci = [min(boot[0], f * lt + (1 - f) * lf), max(boot[1], f * ht + (1 - f) * hf)]
-    out = {"labelled_rate": float(rate), "labelled_rate_ci": [float(c) for c in ci]}
-    if rate == 0:  # no labelled positives: recall is undefined
-        return out | {"recall": None, "recall_ci": None}
-    return out | {
-        "recall": float(recall),
-        "recall_ci": list(stats.bootstrap(lambda g: draw(g, 1), n_boot, seed=seed)),
+    rate_ci = stats.bootstrap(lambda g: draw(g, 0), n_boot, seed=seed)
+    recall_ci = None if rate == 0 else stats.bootstrap(lambda g: draw(g, 1), n_boot, seed=seed)
+    if any(y.all() or not y.any() for y in (y_flagged, y_unflagged)):
+        # a stratum with no positives (or no negatives) has no sampling spread, so the bootstrap
+        # collapses there; each stratum's Wilson interval, combined at its ends, does not
+        (lt, ht), (lf, hf) = (stats.wilson(int(y.sum()), len(y)) for y in (y_flagged, y_unflagged))
+        rate_ci = (min(rate_ci[0], f * lt + (1 - f) * lf), max(rate_ci[1], f * ht + (1 - f) * hf))
+        if recall_ci is not None:
+            lo, hi = f * lt / (f * lt + (1 - f) * hf), f * ht / (f * ht + (1 - f) * lf)
+            recall_ci = (min(recall_ci[0], lo), max(recall_ci[1], hi))
+    return {
+        "labelled_rate": float(rate),
+        "labelled_rate_ci": [float(c) for c in rate_ci],
+        # no labelled positives: recall is undefined
+        "recall": None if rate == 0 else float(recall),
+        "recall_ci": None if recall_ci is None else [float(c) for c in recall_ci],
     }
 
 
@@ -216,41 +222,45 @@ def run(cfg: Config, out_dir: Path = FIGURES) -> dict:
     return nums
 
 
-def _num(x: float | None) -> str:
-    return "undefined" if x is None else f"{x:.2f}"
+def _recall(r: dict) -> str:
+    if r["recall"] is None:
+        return "undefined"
+    return f"{r['recall']:.2f} [{r['recall_ci'][0]:.2f}, {r['recall_ci'][1]:.2f}]"
 
 
 def _auc(x: list[float] | None) -> str:
     return "undefined" if x is None else f"{x[0]:.2f} [{x[1]:.2f}, {x[2]:.2f}]"
 
 
-def _bars(ax, x, rates, cis, width, **kw) -> None:
-    rates, cis = np.asarray(rates), np.asarray(cis)
-    ax.bar(x, rates, width, **kw)
-    err = [rates - cis[:, 0], cis[:, 1] - rates]
-    ax.errorbar(x, rates, yerr=err, fmt="none", ecolor="k", capsize=3)
+def _series(ax, x, items: list, series: list, width: float) -> None:
+    """Grouped bars with CIs: ``series`` is (offset, get, label, colour), ``get(item)`` giving
+    (value, [low, high])."""
+    for off, get, label, colour in series:
+        rates, cis = map(np.asarray, zip(*(get(it) for it in items)))
+        ax.bar(x + off, rates, width, color=colour, label=label)
+        err = [rates - cis[:, 0], cis[:, 1] - rates]
+        ax.errorbar(x + off, rates, yerr=err, fmt="none", ecolor="k", capsize=3)
 
 
 def figure(nums: dict, path: Path, cfg: Config) -> None:
     fig, (a, b) = plt.subplots(1, 2, figsize=(15, 5.6), gridspec_kw={"width_ratios": [3, 2]})
     st = nums["strata"]
     x = np.arange(len(st))
-    for off, target, label, colour in [
+    targets = [
         (-0.2, "misaligned", "labelled misaligned", "tab:red"),
         (0.2, "misaligned_and_coherent", "labelled misaligned and coherent", "tab:purple"),
-    ]:
-        rows = [s[target] for s in st]
-        _bars(
-            a,
-            x + off,
-            [r["rate"] for r in rows],
-            [r["ci"] for r in rows],
-            0.38,
-            color=colour,
-            label=label,
-        )
-        for i, r in enumerate(rows):
-            a.text(i + off, r["ci"][1] + 0.02, f"{r['k']}/{st[i]['n']}", ha="center", fontsize=8)
+    ]
+    _series(
+        a,
+        x,
+        st,
+        [(o, lambda s, t=t: (s[t]["rate"], s[t]["ci"]), lb, c) for o, t, lb, c in targets],
+        0.38,
+    )
+    for off, target, _, _ in targets:
+        for i, s in enumerate(st):
+            r = s[target]
+            a.text(i + off, r["ci"][1] + 0.02, f"{r['k']}/{s['n']}", ha="center", fontsize=8)
     a.set_xticks(
         x,
         [
@@ -270,34 +280,26 @@ def figure(nums: dict, path: Path, cfg: Config) -> None:
     a.legend(fontsize=8, loc="upper right")
 
     conds = [c for c, r in nums["conditions"].items() if "misaligned" in r]
-    xc = np.arange(len(conds))
     rows = [nums["conditions"][c] for c in conds]
-    _bars(
-        b,
-        xc - 0.27,
-        [r["judge_rate"] for r in rows],
-        [r["judge_ci"] for r in rows],
-        0.26,
-        color="tab:gray",
-        label="judge: aligned < 30 (the EM run's rate)",
+    judge = (
+        -0.27,
+        lambda r: (r["judge_rate"], r["judge_ci"]),
+        "judge: aligned < 30 (the EM run's rate)",
+        "tab:gray",
     )
-    for off, target, label, colour in [
+    blind = [
         (0.0, "misaligned", "blind: misaligned", "tab:red"),
         (0.27, "misaligned_and_coherent", "blind: misaligned and coherent", "tab:purple"),
-    ]:
-        rr = [r[target] for r in rows]
-        _bars(
-            b,
-            xc + off,
-            [r["labelled_rate"] for r in rr],
-            [r["labelled_rate_ci"] for r in rr],
-            0.26,
-            color=colour,
-            label=label,
-        )
+    ]
+    labelled = [
+        (o, lambda r, t=t: (r[t]["labelled_rate"], r[t]["labelled_rate_ci"]), lb, c)
+        for o, t, lb, c in blind
+    ]
+    xc = np.arange(len(conds))
+    _series(b, xc, rows, [judge, *labelled], 0.26)
     b.set_xticks(
         xc,
-        [f"{c}\njudge recall {_num(r['misaligned']['recall'])}" for c, r in zip(conds, rows)],
+        [f"{c}\njudge recall {_recall(r['misaligned'])}" for c, r in zip(conds, rows)],
         fontsize=9,
     )
     b.set_ylim(0, 1.0)
@@ -329,7 +331,7 @@ def headline(nums: dict) -> str:
                 f"{c}: judge {r['judge_rate']:.3f}; labels: misaligned {m['labelled_rate']:.3f} "
                 f"[{m['labelled_rate_ci'][0]:.3f}, {m['labelled_rate_ci'][1]:.3f}], misaligned "
                 f"and coherent {e['labelled_rate']:.3f} [{e['labelled_rate_ci'][0]:.3f}, "
-                f"{e['labelled_rate_ci'][1]:.3f}]; judge recall {_num(m['recall'])}"
+                f"{e['labelled_rate_ci'][1]:.3f}]; judge recall {_recall(m)}"
             )
     return "\n".join(lines)
 
