@@ -285,6 +285,43 @@ def test_cached_activations_equal_fresh_resume_and_heal(model, tmp_path, monkeyp
     assert torch.equal(healed, cached)
 
 
+def test_activations_beyond_float16_are_cached_exactly_and_inf_parts_heal(tmp_path, monkeypatch):
+    """Gemma-3's residual stream has outlier dimensions past float16's 65504: such a part is
+    cached in float32 (not as inf), a cached part holding inf is recomputed, and training
+    refuses non-finite activations instead of fitting an all-NaN SAE."""
+    import numpy as np
+
+    import interp_steer.sae.training as T
+    from interp_steer.corpus import Corpus
+
+    monkeypatch.setenv("INTERP_STEER_CACHE", str(tmp_path))
+    big = tiny_model("llama")
+    with torch.no_grad():
+        big.W_E.mul_(1e5)  # the residual at blocks.1 now reaches ~1e5
+    corpus = Corpus.from_texts(big, plain_texts()[:20])
+    fresh, _ = T.token_activations(big, corpus, HOOK, progress=False)
+    assert fresh.abs().max() > 65504
+    cached, _ = T.cached_token_activations(big, corpus, HOOK, docs_per_part=8, progress=False)
+    assert torch.isfinite(cached).all()
+    torch.testing.assert_close(cached, fresh)  # float32: exact, not float16-rounded
+    part = sorted((tmp_path / "sae_acts").rglob("part*.npz"))[0]
+    with np.load(part) as z, np.errstate(over="ignore"):
+        acts, completion = z["acts"].astype(np.float16), z["completion"]  # as the old code did
+    assert np.isinf(acts).any()
+    with open(part, "wb") as f:
+        np.savez(f, acts=acts, completion=completion)
+    with pytest.warns(UserWarning, match="non-finite"):
+        healed, _ = T.cached_token_activations(big, corpus, HOOK, docs_per_part=8, progress=False)
+    torch.testing.assert_close(healed, fresh)
+    monkeypatch.setattr(
+        T, "token_activations", lambda *a, **k: (torch.full((600, 64), float("inf")), None)
+    )
+    with pytest.raises(ValueError, match="inf or NaN"):
+        S.train(
+            big, HOOK, corpus, d_sae=64, k=4, training_tokens=512, batch_size=256, progress=False
+        )
+
+
 def test_train_reports_each_given_heldout_genre(model):
     from interp_steer.corpus import Corpus
 

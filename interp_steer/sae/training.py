@@ -95,6 +95,10 @@ def token_activations(
     return torch.cat(acts), torch.cat(completion)
 
 
+# float16's largest finite value is 65504; a part with any larger activation is kept in float32
+FLOAT16_SAFE = 60000.0
+
+
 def cached_token_activations(
     model: HookedTransformer,
     corpus: Corpus,
@@ -103,7 +107,8 @@ def cached_token_activations(
     docs_per_part: int = 1024,
     progress: bool = True,
 ) -> tuple[Float[Tensor, "n d"], Tensor]:
-    """`token_activations`, cached on disk in float16 parts of ``docs_per_part`` documents
+    """`token_activations`, cached on disk in float16 (float32 for a part whose activations
+    exceed float16's range) parts of ``docs_per_part`` documents
     (keyed by the model, hook, rule and the corpus's tokens), so a retrain skips the forward
     passes and a killed capture resumes at its last finished part. An unreadable part is
     recomputed, with a warning."""
@@ -119,6 +124,8 @@ def cached_token_activations(
         try:
             with np.load(path) as z:
                 a, c = torch.from_numpy(z["acts"]), torch.from_numpy(z["completion"])
+            if not torch.isfinite(a).all():  # e.g. written by a version that overflowed float16
+                raise ValueError("it holds non-finite activations")
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
             if path.exists():
                 warnings.warn(
@@ -127,7 +134,10 @@ def cached_token_activations(
             lo, hi = k * docs_per_part, (k + 1) * docs_per_part
             part = Corpus(corpus.docs[lo:hi], corpus.starts[lo:hi], corpus.config)
             a, c = token_activations(model, part, hook, skip_first=skip_first, progress=False)
-            a = a.half()
+            # float16 halves the cache, but its range ends at 65504: Gemma-3's residual stream
+            # has outlier dimensions beyond that, which it would store as inf
+            if a.abs().max() < FLOAT16_SAFE:
+                a = a.half()
             with atomic_path(path) as tmp, open(tmp, "wb") as f:
                 np.savez(f, acts=a.numpy(), completion=c.numpy())
         acts.append(a)
@@ -290,6 +300,9 @@ def train(
     )
     x_train, _ = acts(train_docs)
     held_x = {g: acts(c) for g, c in heldout.items() if c.docs}
+    for name, x in [("training", x_train)] + [(f"held-out {g}", x) for g, (x, _) in held_x.items()]:
+        if not torch.isfinite(x).all():  # sae-lens would train on them to an all-NaN SAE
+            raise ValueError(f"the {name} activations at {hook} hold inf or NaN values")
     if len(x_train) < cfg.batch_size:
         raise ValueError(f"{len(x_train)} training tokens < one batch of {cfg.batch_size}")
     t_acts = time.time() - t0
