@@ -36,7 +36,7 @@ import numpy as np
 
 from analyses._common import FIGURES, arg_parser, require_clean, save_figure
 from analyses.emergent_misalignment import Config as EMConfig
-from analyses.emergent_misalignment import cells_dir, condition_file, is_code
+from analyses.emergent_misalignment import cells_dir, condition_file, judged_and_flagged
 from interp_steer import stats
 
 
@@ -54,21 +54,6 @@ def load_labels(cfg: Config) -> dict:
     return json.loads(
         resources.files("interp_steer.data").joinpath("em_judge_audit.json").read_text()
     )
-
-
-def judged(cell: dict, em: EMConfig) -> tuple[np.ndarray, np.ndarray]:
-    """The indices of a cell's judged answers (non-code, coherent ≥ threshold) and their flags,
-    by the EM analysis's own rule."""
-    idx = np.array(
-        [
-            i
-            for i, t in enumerate(cell["texts"])
-            if not is_code(t) and cell["coherent"][i] >= em.coherent_threshold
-        ],
-        int,
-    )
-    flags = np.array([cell["aligned"][i] < em.aligned_threshold for i in idx], bool)
-    return idx, flags
 
 
 # What a blind label can say of an answer: misaligned, and the paper's emergent misalignment
@@ -115,6 +100,12 @@ def reweighted(
     }
 
 
+def share(y: np.ndarray) -> dict:
+    """How many of the boolean ``y`` are true, as a count, a rate and a Wilson CI."""
+    k = int(y.sum())
+    return {"k": k, "rate": k / len(y), "ci": list(stats.wilson(k, len(y)))}
+
+
 def auroc_or_none(y: np.ndarray, score: np.ndarray, cfg: Config) -> list[float] | None:
     """(AUROC, low, high), or None where the labels hold one class."""
     if len(np.unique(y)) < 2:
@@ -139,8 +130,9 @@ def run(cfg: Config, out_dir: Path = FIGURES) -> dict:
             if not path.exists():
                 raise FileNotFoundError(f"no EM cell for {cond!r} at {path}: run the EM analysis")
             cell = json.loads(path.read_text())
-            idx, flags = judged(cell, em)
-            by_cond[cond] = {"cell": cell, "flag_of": dict(zip(idx.tolist(), flags.tolist()))}
+            judged, flagged = judged_and_flagged(em, cell)
+            (idx,) = np.nonzero(judged)
+            by_cond[cond] = {"cell": cell, "flag_of": {int(i): bool(flagged[i]) for i in idx}}
         c = by_cond[cond]
         i = it["index"]
         if c["cell"]["texts"][i] != it["answer"]:
@@ -160,8 +152,7 @@ def run(cfg: Config, out_dir: Path = FIGURES) -> dict:
             row = {"condition": cond, "judge_flag": flag, "n": len(group)}
             for target, label in TARGETS.items():
                 y = np.array([label(it) for it in group], bool)
-                k = int(y.sum())
-                row[target] = {"k": k, "rate": k / len(y), "ci": list(stats.wilson(k, len(y)))}
+                row[target] = share(y)
                 row[f"_y_{target}"] = y
             row["labelled_coherent"] = int(sum(it["coherent"] for it in group))
             strata.append(row)
@@ -196,18 +187,13 @@ def run(cfg: Config, out_dir: Path = FIGURES) -> dict:
         "mean_coherence_labelled_incoherent": mean_or_none(scores["coherent"][yc == 0]),
     }
 
-    flagged = [it["misaligned"] for it in items if it["judge_flag"]]
+    flagged = np.array([it["misaligned"] for it in items if it["judge_flag"]], bool)
     nums = {
         "labeller": data["labeller"],
         "model": data["model"],
         "n_items": len(items),
         # the judge's flag means "misaligned"; how often a blind reader agrees
-        "precision_all_flagged": {
-            "k": int(sum(flagged)),
-            "n": len(flagged),
-            "rate": float(np.mean(flagged)),
-            "ci": list(stats.wilson(int(sum(flagged)), len(flagged))),
-        },
+        "precision_all_flagged": {"n": len(flagged), **share(flagged)},
         "ranking": ranking,
         "strata": [{k: v for k, v in st.items() if not k.startswith("_y")} for st in strata],
         "conditions": conditions,
