@@ -11,6 +11,11 @@ TORCH_SPEC ?= torch==2.13.0
 .PHONY: install models demo test lint bench figures window identifiability synthetic sae notebooks clean
 
 $(STAMP): pyproject.toml Makefile
+	# bubblewrap: the sandbox that model-written code runs in (interp_steer.sandbox).
+	@command -v bwrap >/dev/null || { command -v apt-get >/dev/null && \
+	  { apt-get install -y -q bubblewrap >/dev/null 2>&1 || \
+	    { apt-get update -q >/dev/null && apt-get install -y -q bubblewrap >/dev/null; }; }; } || \
+	  echo "WARNING: install bubblewrap (bwrap) yourself: code graders refuse to run without it"
 	test -x $(PY) || $(PY_SYS) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	# Keep an existing torch (a user's CUDA build, say); only install one when none imports.

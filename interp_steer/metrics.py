@@ -10,18 +10,14 @@ Every score used in the harmonic mean lives in [0, 1]:
   (across responses to one prompt).
 - harmonic mean HM = 3 / (1/s + 1/c + 1/d); 0 if any term is 0.
 Capability is accuracy on `data/capability.json` (factual QA by regex, tiny Python functions by
-running the model's code against asserts in a subprocess with a time limit).
+running the model's code against asserts in the bubblewrap sandbox of `interp_steer.sandbox`).
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import subprocess
-import sys
-import tempfile
 from collections import Counter
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
@@ -31,6 +27,7 @@ import numpy as np
 import torch
 from transformer_lens import HookedTransformer
 
+from interp_steer import sandbox
 from interp_steer.activations import encode, forward_kwargs, pad_left, tokenize
 from interp_steer.generation import generate
 from interp_steer.interventions import steer
@@ -222,18 +219,12 @@ def extract_code(text: str) -> str:
 
 
 def run_python(code: str, test: str, timeout: float = 5.0) -> bool:
-    """True if ``code`` followed by ``test`` runs cleanly in a fresh interpreter in time."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "candidate.py")
-        with open(path, "w") as f:
-            f.write(code + "\n\n" + test + "\n")
-        try:
-            r = subprocess.run(
-                [sys.executable, "-I", path], cwd=tmp, capture_output=True, timeout=timeout
-            )
-        except subprocess.TimeoutExpired:
-            return False
-    return r.returncode == 0
+    """True if ``test`` ran to its end after ``code``, in the sandbox (`interp_steer.sandbox`).
+
+    A pass is the harness's sentinel printed after the asserts, not exit code 0, so a candidate
+    that exits early fails. Raises `sandbox.SandboxUnavailable` where no sandbox works.
+    """
+    return sandbox.run_tests(code, test, sandbox.Limits(wall_s=timeout)).passed
 
 
 def grade_qa(answers: Sequence[str], tasks: Sequence[dict]) -> np.ndarray:

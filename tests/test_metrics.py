@@ -55,12 +55,8 @@ def test_perplexity_matches_manual_loss(llama):
     assert np.isnan(ppl[2])
 
 
-def test_code_grading_runs_in_subprocess():
-    task = {"test": "assert add(2, 3) == 5"}
-    good = "Sure!\n```python\ndef add(a, b):\n    return a + b\n```"
-    assert metrics.grade_code(
-        [good, "def add(a, b): return a - b", "while True: pass"], [task] * 3, timeout=2
-    ).tolist() == [1, 0, 0]
+def test_qa_grading_and_task_files():
+    # code grading is tested in test_sandbox.py
     assert metrics.grade_qa(["It is Paris."], [{"answer": "paris"}]).tolist() == [1]
     tasks = metrics.capability_tasks()
     assert len(tasks["qa"]) >= 5 and len(tasks["code"]) >= 5
