@@ -11,6 +11,18 @@ from interp_steer import datasets
 from interp_steer.stats import auc, auroc
 
 
+def as_texts(texts: Sequence[str]) -> list[str]:
+    """``texts`` as a list of str; a bare string (which would be read one character at a
+    time) or a non-str item raises, naming it."""
+    if isinstance(texts, str):
+        raise TypeError("texts must be a sequence of strings, got one str: wrap it in a list")
+    out = list(texts)
+    bad = [i for i, t in enumerate(out) if not isinstance(t, str)]
+    if bad:
+        raise TypeError(f"texts[{bad[0]}] is a {type(out[bad[0]]).__name__}, not a str")
+    return out
+
+
 def _require(module: str, pip_name: str):
     import importlib
 
@@ -32,7 +44,9 @@ class Vader:
         self._analyzer = mod.SentimentIntensityAnalyzer()
 
     def __call__(self, texts: Sequence[str]) -> np.ndarray:
-        return np.array([self._analyzer.polarity_scores(t)["compound"] for t in texts])
+        return np.array(
+            [self._analyzer.polarity_scores(t)["compound"] for t in as_texts(texts)], float
+        )
 
 
 class Keyword:
@@ -45,7 +59,9 @@ class Keyword:
         self._re = re.compile("|".join(f"(?:{p})" for p in patterns), re.IGNORECASE)
 
     def __call__(self, texts: Sequence[str]) -> np.ndarray:
-        return np.array([float(bool(self._re.search(t))) for t in texts])
+        # chat models often write the typographic apostrophe (U+2019): "I can’t"
+        texts = [t.replace("\u2019", "'") for t in as_texts(texts)]
+        return np.array([float(bool(self._re.search(t))) for t in texts], float)
 
 
 REFUSAL_PATTERNS = [
@@ -94,7 +110,11 @@ class MiniLM:
     def __call__(self, texts: Sequence[str]) -> np.ndarray:
         # each distinct text is encoded once: judges embed the same few questions for every
         # answer (8 questions for the 800 answers of an EM condition)
-        unique, inverse = np.unique(np.asarray(list(texts), dtype=object), return_inverse=True)
+        texts = as_texts(texts)
+        if not texts:
+            dim = self._model.get_sentence_embedding_dimension()
+            return np.zeros((0, dim), np.float32)
+        unique, inverse = np.unique(np.asarray(texts, dtype=object), return_inverse=True)
         emb = self._model.encode(
             list(unique), normalize_embeddings=True, batch_size=64, show_progress_bar=False
         )

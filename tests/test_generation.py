@@ -5,7 +5,7 @@ import torch
 
 from interp_steer import SteeringVector, generate, model_fingerprint
 from interp_steer.activations import forward_kwargs, tokenize
-from interp_steer.generation import generate_tokens
+from interp_steer.generation import format_prompts, generate_tokens
 from interp_steer.interventions import steer
 from interp_steer.testing import tiny_model
 
@@ -32,6 +32,56 @@ def test_cached_equals_uncached_with_steering(tiny, positions):
     # left padding in a batch does not change any row
     for p, al, row in zip(PROMPTS, [1.0, 2.0, -1.0], a):
         assert generate(tiny, [p], v, al, **kw) == [row]
+
+
+def _make_token_eos(model, prompts, n):
+    """Turn one greedy continuation token into EOS: find a token t that row r first emits at
+    step k >= 1 (unsteered, no stop) and no other row emits, then give EOS t's unembedding
+    plus a hair of bias, so EOS wins exactly where t did. Returns (r, k, reference tokens)."""
+    batch = tokenize(model, format_prompts(model, prompts, True))
+    base = generate_tokens(model, batch, n, stop_at_eos=False)
+    eos = model.tokenizer.eos_token_id
+    assert not (base == eos).any()
+    for k in range(1, n - 2):  # room after the stop for the others to go on
+        for r in range(len(prompts)):
+            t = int(base[r, k])
+            others = torch.cat([base[:r], base[r + 1 :]])
+            if t not in base[r, :k] and not (others == t).any():
+                with torch.no_grad():
+                    model.unembed.W_U[:, eos] = model.unembed.W_U[:, t]
+                    model.unembed.b_U[eos] = model.unembed.b_U[t] + 1e-3
+                return r, k, base
+    raise AssertionError("no token unique to one row")
+
+
+@pytest.mark.parametrize("use_cache", [True, False], ids=["cache", "no_cache"])
+def test_a_row_that_stops_at_eos_leaves_the_others_alone(tiny, use_cache):
+    """One row emits EOS while the others go on: every row equals that row generated alone,
+    the batch runs on for the others, and the stopped row holds nothing but EOS after it."""
+    n = 12
+    r, k, base = _make_token_eos(tiny, PROMPTS, n)
+    eos = tiny.tokenizer.eos_token_id
+    batch = tokenize(tiny, format_prompts(tiny, PROMPTS, True))
+    # the construction: without stopping, row r says EOS at step k, the other rows as before
+    free = generate_tokens(tiny, batch, n, stop_at_eos=False, use_cache=use_cache)
+    assert free[r, :k].tolist() == base[r, :k].tolist() and free[r, k] == eos
+    assert (free[r, k + 1 :] != eos).any()  # left alone, it would say more after EOS
+    assert torch.equal(free[torch.arange(len(PROMPTS)) != r], base[torch.arange(len(PROMPTS)) != r])
+
+    out = generate_tokens(tiny, batch, n, stop_at_eos=True, use_cache=use_cache)
+    assert out.shape == (len(PROMPTS), n)  # the others still run to max_new_tokens
+    assert out[r, : k + 1].tolist() == free[r, : k + 1].tolist()
+    assert (out[r, k + 1 :] == eos).all()  # nothing after EOS
+    for i, p in enumerate(PROMPTS):
+        alone = generate_tokens(
+            tiny, tokenize(tiny, format_prompts(tiny, [p], True)), n, use_cache=use_cache
+        )
+        assert alone.shape == (1, k + 1 if i == r else n)  # a lone row stops at its EOS
+        assert out[i, : alone.shape[1]].tolist() == alone[0].tolist(), i
+    texts = generate(tiny, PROMPTS, max_new_tokens=n, use_cache=use_cache)
+    assert texts[r] == tiny.tokenizer.decode(base[r, :k])
+    for i, p in enumerate(PROMPTS):
+        assert generate(tiny, [p], max_new_tokens=n, use_cache=use_cache) == [texts[i]]
 
 
 def test_steering_changes_output_and_zero_alpha_is_identity(tiny):
@@ -176,18 +226,21 @@ def test_gpt2_and_llama_fixtures_differ():
     assert tiny_model("llama").cfg.n_key_value_heads == 2
 
 
-def test_packed_linear_matches_dense_and_copies():
+def test_packed_linear_matches_dense_and_copies(pin_gemm):
     import copy
     import pickle
 
-    from interp_steer.fast import ONEDNN_AVAILABLE, FrozenLinear
+    from interp_steer.fast import ONEDNN_AVAILABLE, FrozenLinear, backend_choices
 
+    pin_gemm("packed")  # the packed kernel really runs (where oneDNN exists), whatever is pinned
     g = torch.Generator().manual_seed(0)
     w, b = torch.randn(7, 5, generator=g), torch.randn(7, generator=g)
     lin = FrozenLinear(w, b, pack=True)
     assert (lin.packed is not None) == ONEDNN_AVAILABLE
     x = torch.randn(2, 3, 5, generator=g)
     assert torch.allclose(lin(x), torch.nn.functional.linear(x, w, b), atol=1e-5)
+    if ONEDNN_AVAILABLE:
+        assert backend_choices() == {"7x5 rows<=8": "oneDNN packed"}
     # gradients flow through the dense weights
     xg = x.clone().requires_grad_(True)
     lin(xg).sum().backward()
@@ -253,13 +306,14 @@ def test_draw_is_exact_and_skips_zero_weights():
     )
 
 
-def test_gemm_backend_is_chosen_per_shape_and_row_bucket(monkeypatch, tmp_path):
+def test_gemm_backend_is_chosen_per_shape_and_row_bucket(monkeypatch, tmp_path, pin_gemm):
     """The first call per (shape, row bucket) times both kernels; the faster one is kept, in
     this process and on disk for the next one; a damaged choices file is re-timed."""
     from interp_steer import fast
 
     if not fast.ONEDNN_AVAILABLE:
         pytest.skip("no oneDNN linear in this torch build")
+    pin_gemm("timed")  # undo the session's pinning (conftest.py): this tests the timing
     monkeypatch.setenv("INTERP_STEER_CACHE", str(tmp_path))
     monkeypatch.setattr(fast, "_CHOICES", {})
     lin = fast.FrozenLinear(torch.randn(6, 4), pack=True)

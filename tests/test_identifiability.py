@@ -100,25 +100,46 @@ def test_tost_and_cohens_d():
 
 
 def test_behavioural_equivalence_verdicts(llama):
+    """The same vector and a 1% orthogonal perturbation of it are judged equivalent; an
+    unrelated vector of the same norm is judged NOT equivalent. Greedy decoding at a strength
+    where the continuation still depends on the prompt, so both arms' scores vary."""
     v = SteeringVector(_vec().directions, HOOK, model_fingerprint(llama))
+    other = SteeringVector(_vec(seed=1).directions, HOOK, model_fingerprint(llama))
+    (nearby,) = perturb(v, 0.01, "random", seed=2)
+    prompts = ["hi", "abc", "zz", "the cat", "Hello!", "x y z", "ok", "what?"]
 
-    def length(texts):  # a deterministic "classifier": response length in chars / 10
-        return np.array([len(t) / 10 for t in texts])
+    def code(texts):  # a deterministic "classifier": mean character code / 128
+        return np.array([np.mean([ord(c) for c in t]) / 128 if t else 0.0 for t in texts])
 
-    r = behavioural_equivalence(
-        llama,
-        v,
-        v,
-        ["hi", "abc", "zz"],
-        1.0,
-        [length],
-        margin=0.5,
-        n_samples=2,
-        max_new_tokens=6,
-        temperature=0.0,
-    )
-    assert r.kl < 1e-9 and r.classifier_deltas["function"] == 0.0
-    assert "equivalent" in str(r)
+    def verdict(w):
+        return behavioural_equivalence(
+            llama,
+            v,
+            w,
+            prompts,
+            0.3,
+            [code],
+            margin=0.1,
+            n_samples=1,
+            max_new_tokens=6,
+            temperature=0.0,
+        )
+
+    same = verdict(v)
+    assert same.kl < 1e-9 and same.classifier_deltas["function"] == 0.0
+    assert same.equivalent and same.tost_p["function"] < 0.05
+    assert str(same).startswith("equivalent within margin")
+
+    near = verdict(nearby)
+    assert 0 < near.kl < 1e-3  # a different vector, with (nearly) the same behaviour
+    assert abs(near.classifier_deltas["function"]) < 0.1
+    assert near.equivalent and near.tost_p["function"] < 0.05
+
+    far = verdict(other)
+    assert far.kl > 0.05
+    assert abs(far.classifier_deltas["function"]) > 0.1  # beyond the margin
+    assert not far.equivalent and far.tost_p["function"] > 0.5
+    assert str(far).startswith("NOT equivalent")
 
 
 def test_jacobian_gram_matches_finite_differences(tiny):
@@ -152,7 +173,12 @@ def test_jacobian_gram_matches_finite_differences(tiny):
     ref = jac.T @ jac
     assert float((g - ref).abs().max()) < 1e-3 * float(ref.abs().max())
     ns = jacobian_null_space(tiny, ["hello", "abc"], HOOK, tol=0.05**2, progress=False)
-    assert 0 <= ns.dim < d and ns.spectrum.shape == (d,)
+    # its spectrum is that of the mean JᵀJ over the prompts, and the rule counts the
+    # eigenvalues at or below tol·λ_max
+    mean_gram = (jacobian_gram(tiny, "hello", HOOK) + jacobian_gram(tiny, "abc", HOOK)) / 2
+    lam = torch.linalg.eigvalsh(mean_gram.double()).flip(0)
+    assert torch.allclose(ns.spectrum, lam, atol=1e-9 * float(lam[0]))
+    assert ns.dim == int((lam <= 0.05**2 * lam[0]).sum())
     # a one-token prompt has no prefix to cache
     assert jacobian_gram(tiny, "h", HOOK).shape == (d, d)
 
@@ -171,8 +197,8 @@ def test_bootstrap_and_overlap():
 
 
 def test_study_table_on_tiny_model(llama):
-    import numpy as np
-
+    from interp_steer import steer
+    from interp_steer.activations import forward_kwargs, tokenize
     from interp_steer.identifiability import logit_checks, orthogonal_perturbation_study
 
     v = SteeringVector(_vec().directions, HOOK, model_fingerprint(llama))
@@ -203,10 +229,35 @@ def test_study_table_on_tiny_model(llama):
     # eps = 0 perturbations are v itself: same efficacy, zero KL
     assert np.allclose(zero.efficacy_logit, zero.efficacy_logit.iloc[0], atol=1e-4)
     assert (zero.kl_to_v.abs() < 1e-6).all()
-    assert (df[df.eps == 1.0].kl_to_v > 0).all()
+
+    def kl_from_v(w):  # one unpadded prompt at a time: KL(P_v ‖ P_w) over positions, prompts
+        out = []
+        for text in ["hi", "abc"]:
+            tokens = llama.to_tokens(text)
+            with torch.no_grad():
+                with steer(llama, v, 1.0):
+                    a = llama(tokens).log_softmax(-1)[0].double()
+                with steer(llama, w, 1.0):
+                    b = llama(tokens).log_softmax(-1)[0].double()
+            out.append(float((a.exp() * (a - b)).sum(-1).mean()))
+        return np.mean(out)
+
+    # the eps = 1 rows are null x 2, then random x 2, drawn with the study's seed
+    moved = [p for src in ("null", "random") for p in perturb(v, 1.0, src, n=2, null_space=ns)]
+    want = np.array([kl_from_v(p) for p in moved])
+    assert want.min() > 0.01 and np.allclose(df[df.eps == 1.0].kl_to_v, want, rtol=1e-3)
     checks = logit_checks(llama, v, ["hi", "abc"], 1.0, {"same": v, "neg": -v})
     assert checks["same"]["l2"] < 1e-5 and checks["same"]["top1_agreement"] == 1.0
-    assert checks["neg"]["l2"] > 0
+
+    def last_logits(w):  # each vector steered on its own, straight through TL
+        b = tokenize(llama, ["hi", "abc"])
+        with torch.no_grad(), steer(llama, w, 1.0):
+            return llama(b.tokens, **forward_kwargs(b))[:, -1]
+
+    a, b = last_logits(v), last_logits(-v)
+    l2 = float((a - b).norm(dim=-1).mean())
+    assert l2 > 1.0 and abs(checks["neg"]["l2"] - l2) < 1e-4 * l2
+    assert checks["neg"]["top1_agreement"] == float((a.argmax(-1) == b.argmax(-1)).float().mean())
 
 
 def test_covariance_skips_first_token(llama):

@@ -116,7 +116,7 @@ def test_sae_trains_on_smollm2_and_feature_ablation_is_local(smollm2, tmp_path):
         progress=False,
     )
     held = report["heldout"]
-    assert held["explained_variance"] > 0.6 and held["l0"] <= 32 + 1e-6, held
+    assert held["explained_variance"] > 0.6, held  # (l0 <= k holds by TopK's construction)
     back = S.load(S.save(sae, tmp_path / "sae", report))
     x = torch.randn(4, 576) * 10
     assert torch.equal(sae.encode(x), back.encode(x))
@@ -185,7 +185,7 @@ def test_bfloat16_parity_with_float32(smollm2):
 
 @pytest.mark.parametrize("name", ["qwen2.5-coder-0.5b-instruct", "qwen2.5-coder-1.5b-instruct"])
 def test_qwen_coder_logprobs_match_hf(name):
-    """Runs where `make models` installed the Qwen chunks (not in CI's lean `make test`)."""
+    """`make test` installs the 0.5B chunks (so CI runs it); the 1.5B needs `make models`."""
     part = models.EMBEDDED[name].parts[-1]
     pytest.importorskip(part, reason=f"{name} not installed (make models)")
     # fast=False: the conversion is under test here, and the fast path's packed weights

@@ -24,18 +24,22 @@ PAIRS = SENTIMENT_PAIRS
 def test_pipeline_build_steer_generate_save_load(tiny, tmp_path, method, opts):
     data = {"prompt": "hi", "promote": "yes!", "suppress": "no"} if method == "one_shot" else PAIRS
     v = build_vector(tiny, data, HOOK, method=method, progress=False, **opts)
-    assert v.method == method and v.hook == HOOK and torch.isfinite(v.directions).all()
-    # a rank-k subspace takes one coefficient per direction
-    alpha = torch.ones(v.k) if v.k > 1 else 2.0
+    assert v.method == method and v.hook == HOOK and v.k == opts.get("k", 1)
+    # each direction scaled to norm 8 (a probe's weight vector is ~0.2 long; one-shot's ~17),
+    # one coefficient per direction for a rank-k subspace
+    alpha = 8.0 / v.norm()
+    alpha = float(alpha) if v.k == 1 else alpha
     kw = dict(max_new_tokens=4, stop_at_eos=False)
     base = generate(tiny, ["hello"], **kw)
     with steer(tiny, v, alpha):
         steered = generate(tiny, ["hello"], **kw)
+        steered_logits = tiny(tiny.to_tokens("hello"))
+    assert steered != base, f"steering with {method} changed nothing: {base} == {steered}"
     w = SteeringVector.load(v.save(tmp_path / "v.safetensors"))
     assert torch.equal(w.directions, v.directions) and w.metadata == v.metadata
     with steer(tiny, w, alpha):
         assert generate(tiny, ["hello"], **kw) == steered
-    assert isinstance(base[0], str)
+        assert torch.equal(tiny(tiny.to_tokens("hello")), steered_logits)
 
 
 def test_every_registered_method_is_covered():
@@ -73,9 +77,22 @@ def test_one_shot_lowers_its_loss(llama):
 
 
 def test_completion_mean_aggregation_uses_only_completion(tiny):
-    triples = [("Q: ", "yes", "no"), ("Q: ", "good", "bad")]
+    """With (prompt, pos, neg) triples and aggregation="mean", each text's activation is the
+    mean over its completion's tokens only: checked against TransformerLens run on each text
+    alone (no padding), averaged over the positions after the prompt's tokens."""
+    # prompts and completions of different lengths, so the batch is padded
+    triples = [("Q: ", "yes", "no"), ("Tell me: ", "good", "terrible"), ("A", "fine!", "bad")]
     v = build_vector(tiny, triples, HOOK, aggregation="mean", progress=False)
-    assert torch.isfinite(v.vector).all()
+
+    def completion_mean(prompt, completion):
+        start = tiny.to_tokens(prompt).shape[1]  # BOS + the prompt's tokens
+        tokens = tiny.to_tokens(prompt + completion)
+        assert tokens.shape[1] > start
+        _, cache = tiny.run_with_cache(tokens, names_filter=[HOOK])
+        return cache[HOOK][0, start:].double().mean(0)
+
+    want = torch.stack([completion_mean(p, a) - completion_mean(p, b) for p, a, b in triples])
+    assert torch.allclose(v.vector.double(), want.mean(0), atol=1e-5)
 
 
 def test_bad_data_raises(tiny):

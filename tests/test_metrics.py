@@ -1,4 +1,5 @@
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -140,6 +141,69 @@ def test_calibrate_hits_target_kl(llama):
     assert metrics.kl_from_unsteered(llama, v, [a_raw], prompts)[0] == pytest.approx(0.05, rel=0.1)
     with pytest.raises(ValueError):
         calibrate(llama, v, prompts)
+
+
+def test_calibrate_target_success_matches_interpolation_on_the_swept_grid(llama):
+    """calibrate(target_success=...) against a linear interpolation computed here from the same
+    (seeded) sweep: the strength where mean success first reaches the target."""
+    v = build_vector(llama, PAIRS, HOOK, progress=False)
+    prompts, grid = ["hello there", "hi"], [0.5, 1.0, 2.0, 4.0]
+    kw = dict(samples_per_prompt=2, max_new_tokens=6)
+
+    def lower(texts):  # a graded score: the share of lowercase letters
+        return np.array([sum(c.islower() for c in t) / max(len(t), 1) for t in texts])
+
+    for score in (lower, lambda ts: 1 - lower(ts)):  # one of them rises somewhere on the grid
+        summary, _ = sweep(
+            llama, {"v": v}, grid, prompts, score, diversity=False, kl=False, progress=False, **kw
+        )
+        s = summary.sort_values("alpha")
+        a, y = s.alpha.to_numpy(), s.success.to_numpy()
+        assert a.tolist() == [0.0, *grid]
+        i = int(np.argmax(y))  # the first grid point above every earlier one
+        if i > 0:
+            break
+    assert i > 0, y
+    target = (y[:i].max() + y[i]) / 2  # first reached between a[i-1] and a[i]
+    want = float(np.interp(target, [y[i - 1], y[i]], [a[i - 1], a[i]]))
+    got = calibrate(llama, v, prompts, target_success=target, success=score, alphas=grid, **kw)
+    assert got == pytest.approx(want, rel=1e-9) and a[i - 1] <= got <= a[i]
+
+
+def test_calibrate_target_success_on_a_given_table(monkeypatch):
+    """The interpolation itself, on a success table with a dip, both signs and no crossing
+    (the sweep is replaced by the table; expected strengths worked out by hand)."""
+    from interp_steer import sweep as sw
+
+    table = {-4.0: 0.9, -2.0: 0.6, -1.0: 0.2, 0.0: 0.1, 1.0: 0.3, 2.0: 0.8, 4.0: 0.5, 8.0: 0.95}
+    calls = []
+
+    def fake_sweep(model, vectors, alphas, prompts, success, **kw):
+        calls.append(kw)
+        rows = list(reversed(sorted({0.0, *alphas})))  # given in no useful order
+        return pd.DataFrame({"alpha": rows, "success": [table[a] for a in rows]}), None
+
+    monkeypatch.setattr(sw, "sweep", fake_sweep)
+
+    def cal(target, **kw):
+        return sw.calibrate(None, None, ["p"], target_success=target, success=len, **kw)
+
+    grid = [a for a in table if a]
+    assert cal(0.55, alphas=grid) == pytest.approx(1.5)  # between 1 (0.3) and 2 (0.8)
+    # the first crossing (2 -> 0.8 ... then 4 -> 0.5, 8 -> 0.95): 4 + 0.4 / 0.45 * 4
+    assert cal(0.9, alphas=grid) == pytest.approx(68 / 9)
+    assert cal(0.8, alphas=grid) == pytest.approx(2.0)  # exactly on a grid point
+    assert cal(0.05, alphas=grid) == 0.0  # already reached unsteered
+    # sign=-1 walks 0, -1, -2, -4 and ignores the positive side
+    assert cal(0.4, alphas=grid, sign=-1.0) == pytest.approx(-1.5)
+    assert cal(0.75, alphas=grid, sign=-1.0) == pytest.approx(-3.0)
+    with pytest.raises(ValueError, match=r"never reaches 0.99 .*max 0.95"):
+        cal(0.99, alphas=grid)
+    assert all(kw["diversity"] is False and kw["kl"] is False for kw in calls)
+    with pytest.raises(ValueError, match="needs success= and an alphas grid"):
+        cal(0.5)
+    with pytest.raises(ValueError, match="exactly one"):
+        sw.calibrate(None, None, ["p"], target_kl=0.1, target_success=0.5)
 
 
 COHERENCE_TRIPLES = [

@@ -95,15 +95,26 @@ def test_unknown_model_name_is_short_and_lists_the_offline_models():
 @pytest.mark.parametrize(
     "damage", ["truncate", "empty", "no_config", "no_reference", "foreign_keys"]
 )
-def test_corrupt_model_cache_is_rebuilt(smollm2, tmp_path, monkeypatch, damage):
+def test_corrupt_model_cache_is_rebuilt(smollm2, tmp_path, monkeypatch, damage, cache_roots):
     """A damaged cache warns and is rebuilt. The rebuild itself is stubbed with a copy of the
     good cache (the real conversion is exercised by every other integration test)."""
     import shutil
 
     from safetensors.torch import save_file
 
-    caches = (models.cache_dir() / "models").glob("smollm2-135m-instruct-*")
-    good = max(caches, key=lambda p: p.stat().st_mtime)  # the current one, not a stale key's
+    good = models._cache_path("smollm2-135m-instruct")  # the current key's, which smollm2 loaded
+    # the session's own copy (conftest.py), never the developer's cache: nothing here writes
+    # to it, and it is not the cache under repair below
+    assert good.is_dir() and good.is_relative_to(cache_roots.test)
+    assert not good.is_relative_to(cache_roots.real) and not good.is_relative_to(tmp_path)
+    # seeded by copying, never linking, the developer's cache: in-place damage stays here
+    files = [f for f in good.rglob("*") if f.is_file()]
+    assert files and not good.is_symlink() and all(f.stat().st_nlink == 1 for f in files)
+
+    def state(d):
+        return {f: (f.stat().st_size, f.stat().st_mtime_ns) for f in d.rglob("*") if f.is_file()}
+
+    before = state(good)
     key = good.name
     # the GGUF and its hash stay where they are; only the converted cache moves
     monkeypatch.setattr(models, "cache_dir", lambda: tmp_path)
@@ -131,6 +142,7 @@ def test_corrupt_model_cache_is_rebuilt(smollm2, tmp_path, monkeypatch, damage):
     tokens = torch.tensor([[1, 2, 3, 4]])
     with torch.no_grad():
         assert torch.equal(model(tokens), smollm2(tokens))
+    assert state(good) == before  # the good cache the stub copied from is untouched
 
 
 def test_file_lock_serialises_concurrent_builders(tmp_path):
@@ -156,3 +168,75 @@ def test_file_lock_serialises_concurrent_builders(tmp_path):
     for t in threads:
         t.join()
     assert len(built) == 1 and out.read_text() == str(built[0])
+
+
+_LOCK_WORKER = r"""
+import importlib.util, os, sys, time
+from pathlib import Path
+
+io_path, lock, log, go, name = sys.argv[1:]
+spec = importlib.util.spec_from_file_location("_io_under_test", io_path)
+io = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(io)  # _io.py alone: no torch import, so both start fast
+Path(f"{log}.ready-{name}").touch()
+while not os.path.exists(go):  # both start contending at once
+    time.sleep(0.002)
+for i in range(4):
+    t0 = time.monotonic()
+    with io.file_lock(lock):
+        waited = time.monotonic() - t0
+        with open(log, "a") as f:
+            f.write(f"start {name} {i} {waited:.4f}\n")
+            f.flush()
+        time.sleep(0.1)  # the critical section: long enough for the other to arrive
+        with open(log, "a") as f:
+            f.write(f"end {name} {i}\n")
+            f.flush()
+    time.sleep(0.01)  # let the other one in between rounds
+"""
+
+
+def test_file_lock_excludes_another_process(tmp_path):
+    """Two processes contend for one lock file: their critical sections (start/end markers
+    appended to a shared log) never interleave, and the lock really made one of them wait."""
+    import subprocess
+    import time
+
+    from interp_steer import _io
+
+    lock, log, go = tmp_path / "locks" / "x.lock", tmp_path / "log", tmp_path / "go"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _LOCK_WORKER, _io.__file__, str(lock), str(log), str(go), n]
+        )
+        for n in ("A", "B")
+    ]
+    try:
+        deadline = time.monotonic() + 60
+        while not all((tmp_path / f"log.ready-{n}").exists() for n in "AB"):
+            assert time.monotonic() < deadline and all(p.poll() is None for p in procs)
+            time.sleep(0.01)
+        go.touch()
+        assert [p.wait(timeout=60) for p in procs] == [0, 0]
+    finally:
+        for p in procs:
+            p.kill()
+    lines = [line.split() for line in log.read_text().splitlines()]
+    assert len(lines) == 16
+    for start, end in zip(lines[::2], lines[1::2]):  # every start is followed by its own end
+        assert start[0] == "start" and end == ["end", *start[1:3]], lines
+    assert {line[1] for line in lines} == {"A", "B"}
+    # contention happened: some acquisition waited for most of the other's critical section
+    assert max(float(line[3]) for line in lines[::2]) > 0.05, lines
+
+
+def test_the_session_cache_is_isolated(cache_roots):
+    """conftest.py points every cache at a per-run folder (also for subprocesses, through the
+    environment) that is neither the developer's cache nor inside it."""
+    from interp_steer._io import cache_dir
+
+    assert cache_dir() == models.cache_dir() == cache_roots.test
+    assert os.environ["INTERP_STEER_CACHE"] == str(cache_roots.test)
+    assert cache_roots.test != cache_roots.real
+    assert not cache_roots.test.is_relative_to(cache_roots.real)
+    assert not cache_roots.real.is_relative_to(cache_roots.test)

@@ -9,6 +9,7 @@ RuntimeError from deep inside.
 import math
 
 import pytest
+import scipy.stats
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -212,6 +213,12 @@ def test_capture_names_its_bad_argument(data):
 def test_wilson_rejects_or_returns_an_interval(k, n, conf):
     if 0 <= k <= n and n > 0 and 0 < conf < 1:
         lo, hi = stats.wilson(k, n, conf)
-        assert 0 <= lo <= k / n <= hi <= 1
+        # the Wilson score interval in closed form (not the Wald or Agresti-Coull interval)
+        z = scipy.stats.norm.ppf(1 - (1 - conf) / 2)
+        p, z2n = k / n, z * z / n
+        centre = (p + z2n / 2) / (1 + z2n)
+        half = z / (1 + z2n) * math.sqrt(p * (1 - p) / n + z2n / (4 * n))
+        assert lo == pytest.approx(centre - half, abs=1e-9)
+        assert hi == pytest.approx(centre + half, abs=1e-9)
     else:
         _raises_named(lambda: stats.wilson(k, n, conf), "wilson", "conf")
