@@ -33,6 +33,8 @@ GEN = "interp_steer/generation.py"
 ST = "interp_steer/stats.py"
 ACT = "interp_steer/activations.py"
 T_IV = ("tests/test_interventions.py", "tests/test_properties.py")
+# positions only matter under padding and the KV cache: the generation tests exercise them
+T_POS = T_IV + ("tests/test_generation.py",)
 T_GEN = ("tests/test_generation.py", "tests/test_properties.py")
 T_ST = ("tests/test_stats.py",)
 
@@ -65,21 +67,21 @@ MUTANTS = [
         IV,
         'if positions == "generated":\n        return pos >= plen[:, None]',
         'if positions == "generated":\n        return pos >= plen[:, None] - 1',
-        T_IV,
+        T_POS,
     ),
     Mutant(
         "'prompt' ignores padding",
         IV,
         "return real & (pos < plen[:, None])",
         "return pos < plen[:, None]",
-        T_IV,
+        T_POS,
     ),
     Mutant(
         "negative positions count from the padded end",
         IV,
         "want = torch.where(idx[None] < 0, plen[:, None] + idx[None], idx[None])",
         "want = torch.where(idx[None] < 0, p + idx[None], idx[None])",
-        T_IV,
+        T_POS,
     ),
     Mutant(
         "KV-cache offset not advanced",
