@@ -1,7 +1,8 @@
-"""interp_steer.stats against textbook values and brute-force simulation."""
+"""interp_steer.eval.stats against textbook values and brute-force simulation."""
 
 import numpy as np
 import pytest
+from scipy import stats as scipy_stats
 
 from interp_steer import stats
 
@@ -110,6 +111,25 @@ def test_cohens_d_and_dz_intervals_cover_the_truth():
     )
 
 
+def test_cohens_d_weights_the_pooled_sd_by_group_size():
+    # a: n 3, var 1; b: n 5, var 10. Pooled SD = sqrt((2 * 1 + 4 * 10) / 6) = sqrt(7); the
+    # unweighted mean of the variances would give sqrt(5.5)
+    a, b = np.array([1.0, 2.0, 3.0]), np.array([2.0, 4.0, 6.0, 8.0, 10.0])
+    assert stats.cohens_d(a, b)[0] == pytest.approx(4 / np.sqrt(7))
+
+
+def test_paired_t_matches_a_by_hand_paired_test():
+    """Strongly correlated pairs: the paired p is tiny, an unpaired test's is not."""
+    rng = np.random.default_rng(0)
+    a = rng.normal(0, 5, 30)
+    b = a + rng.normal(0.4, 1, 30)
+    d = b - a
+    t = d.mean() / (d.std(ddof=1) / np.sqrt(len(d)))
+    p = 2 * scipy_stats.t.sf(abs(t), len(d) - 1)
+    assert stats.paired_t(a, b) == pytest.approx(p, rel=1e-9)
+    assert stats.paired_t(a, b) < 0.05 < scipy_stats.ttest_ind(b, a).pvalue
+
+
 def test_cluster_bootstrap_resamples_whole_clusters():
     """Clustered data (20 clusters x 5 correlated draws): the cluster CI covers the true mean
     at the nominal rate; treating the 100 draws as independent would cover far less."""
@@ -168,7 +188,7 @@ def test_logistic_threshold_recovers_a_simulated_threshold():
     """Rates drawn from a known sharp threshold (x0 = 0.1, floor 0.02, ceiling 0.6): the fit
     recovers x0, and its CI covers the truth in most of 10 simulated studies (P(< 7 of 10 | 95%
     coverage) ≈ 0.001)."""
-    from interp_steer.stats import logistic_threshold
+    from interp_steer.eval.stats import logistic_threshold
 
     x = np.array([0.01, 0.02, 0.05, 0.08, 0.1, 0.13, 0.2, 0.3, 0.5])
     n = np.full(len(x), 200)
