@@ -11,7 +11,7 @@ TORCH_SPEC ?= torch==2.13.0
 .PHONY: install models demo test lint bench figures window identifiability synthetic sae notebooks clean
 
 $(STAMP): pyproject.toml Makefile
-	# bubblewrap: the sandbox that model-written code runs in (interp_steer.sandbox).
+	# bubblewrap: the sandbox that model-written code runs in (interp_steer.eval.sandbox).
 	@command -v bwrap >/dev/null || { command -v apt-get >/dev/null && \
 	  { apt-get install -y -q bubblewrap >/dev/null 2>&1 || \
 	    { apt-get update -q >/dev/null && apt-get install -y -q bubblewrap >/dev/null; }; }; } || \

@@ -15,7 +15,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from interp_steer._io import atomic_path, write_json  # noqa: E402
-from interp_steer.provenance import code_version  # noqa: E402
+from interp_steer.runs.provenance import code_version  # noqa: E402
 
 FIGURES = (Path(__file__).resolve().parent.parent / "figures").resolve()
 

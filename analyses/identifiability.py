@@ -43,9 +43,14 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from analyses._common import arg_parser, cell, config_hash, require_clean, save_figure  # noqa: E402
-from interp_steer import build_vector, chat, datasets, load_model, metrics, stats  # noqa: E402
+from interp_steer import build_vector, chat, datasets, load_model  # noqa: E402
 from interp_steer._io import write_json  # noqa: E402
-from interp_steer.classifiers import for_trait, validate  # noqa: E402
+from interp_steer.eval import (
+    metrics,  # noqa: E402
+    stats,  # noqa: E402
+)
+from interp_steer.eval.classifiers import for_trait, validate  # noqa: E402
+from interp_steer.eval.sweep import typical_norm  # noqa: E402
 from interp_steer.identifiability import (  # noqa: E402
     RULES,
     covariance_of,
@@ -57,8 +62,7 @@ from interp_steer.identifiability import (  # noqa: E402
     subspace_overlap,
     trait_logit_scores,
 )
-from interp_steer.provenance import code_version  # noqa: E402
-from interp_steer.sweep import typical_norm  # noqa: E402
+from interp_steer.runs.provenance import code_version  # noqa: E402
 from interp_steer.vectors import SteeringVector  # noqa: E402
 
 RULE_PARAMS = {

@@ -38,8 +38,9 @@ import torch
 from analyses._common import FIGURES, arg_parser, cell, config_hash, require_clean, save_figure
 from analyses.emergent_misalignment import QUESTIONS, cells_dir, condition_file, is_code
 from analyses.emergent_misalignment import Config as EMConfig
-from interp_steer import load_model, stats
-from interp_steer.judges import (
+from interp_steer import load_model
+from interp_steer.eval import stats
+from interp_steer.eval.judges import (
     EmbeddingJudge,
     ModelJudge,
     heldout_report,

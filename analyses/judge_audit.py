@@ -37,7 +37,7 @@ import numpy as np
 from analyses._common import FIGURES, arg_parser, require_clean, save_figure
 from analyses.emergent_misalignment import Config as EMConfig
 from analyses.emergent_misalignment import cells_dir, condition_file, judged_and_flagged
-from interp_steer import stats
+from interp_steer.eval import stats
 
 
 @dataclass

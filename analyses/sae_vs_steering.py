@@ -28,13 +28,14 @@ import torch
 
 from analyses._common import save_figure, single_model_main, stem
 from analyses.identifiability import covariance_prompts
-from interp_steer import build_vector, datasets, generate, load_model, metrics, stats, steer
+from interp_steer import build_vector, datasets, generate, load_model, steer
 from interp_steer import sae as S
 from interp_steer.activations import get_activations
-from interp_steer.classifiers import success_scorer
+from interp_steer.eval import metrics, stats
+from interp_steer.eval.classifiers import success_scorer
+from interp_steer.eval.sweep import bisect_increasing, residual_norm
 from interp_steer.generation import format_prompts
 from interp_steer.identifiability import activation_covariance, null_space
-from interp_steer.sweep import bisect_increasing, residual_norm
 
 METHODS = ["mean_diff", "pca", "probe", "sae_feature", "sae_clamp", "sae_ablate"]
 

@@ -48,11 +48,12 @@ from analyses._common import (
     require_clean,
     save_figure,
 )
-from interp_steer import build_vector, generate, load_model, metrics
+from interp_steer import build_vector, generate, load_model
 from interp_steer._io import write_json
-from interp_steer.provenance import code_version
-from interp_steer.stats import bootstrap, wilson
-from interp_steer.sweep import typical_norm
+from interp_steer.eval import metrics
+from interp_steer.eval.stats import bootstrap, wilson
+from interp_steer.eval.sweep import typical_norm
+from interp_steer.runs.provenance import code_version
 
 # run order: the within-family pair (the headline) first; the figure sorts by size
 MODELS = [

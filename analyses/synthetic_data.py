@@ -3,14 +3,14 @@
 python -m analyses.synthetic_data [--models smollm2-135m-instruct,gemma-3-270m] [--quick]
     [--executor local|ray] [--workers N]
 
-Generation is cut into cells (one per vector × strength chunk, `interp_steer.executor`),
+Generation is cut into cells (one per vector × strength chunk, `interp_steer.runs.executor`),
 stored under figures/.cells/synthetic_data_<model>_<config hash>/: a rerun resumes them.
 
 For each model, safety concept (data/safety_concepts.json: harassment, violent threats, scam,
 dangerous medical advice) and method (mean_diff, probe; built from the concept's 32 train
 pairs at the middle layer), the unit vector is swept at strengths r = ‖αv‖ / typical token norm
 (median, first token excluded) from the 50 neutral prompts, 4 samples each (200 texts per
-configuration). Intrinsic scores per configuration (`interp_steer.sweep.summarise`):
+configuration). Intrinsic scores per configuration (`interp_steer.eval.sweep.summarise`):
 
 - success: P(concept) from a MiniLM probe trained on the train pairs (independent of the
   detectors below; its AUROC on the test set is reported),
@@ -41,13 +41,14 @@ import torch
 from sklearn.linear_model import LogisticRegression
 
 from analyses._common import config_hash, models_config, models_parser, save_figure
-from interp_steer import build_vector, load_model, metrics, stats
+from interp_steer import build_vector, load_model
 from interp_steer._io import write_json
-from interp_steer.classifiers import MiniLM
 from interp_steer.datasets import read_data
-from interp_steer.executor import EXECUTORS
-from interp_steer.provenance import code_version
-from interp_steer.sweep import sweep, typical_norm
+from interp_steer.eval import metrics, stats
+from interp_steer.eval.classifiers import MiniLM
+from interp_steer.eval.sweep import sweep, typical_norm
+from interp_steer.runs.executor import EXECUTORS
+from interp_steer.runs.provenance import code_version
 from interp_steer.vectors import SteeringVector
 
 # what only changes the analysis, not the generated texts (kept out of the cell hash)

@@ -16,8 +16,8 @@ from functools import partial
 import numpy as np
 
 from interp_steer import build_vector, datasets, load_model
-from interp_steer.fast import cpu_model
-from interp_steer.sweep import sweep
+from interp_steer.eval.sweep import sweep
+from interp_steer.models.fast import cpu_model
 
 
 def main(argv=None) -> None:

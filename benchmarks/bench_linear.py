@@ -13,7 +13,13 @@ import time
 import torch
 import torch.nn.functional as F  # noqa: N812
 
-from interp_steer.fast import ONEDNN_AVAILABLE, FrozenLinear, backend_choices, cpu_model, row_bucket
+from interp_steer.models.fast import (
+    ONEDNN_AVAILABLE,
+    FrozenLinear,
+    backend_choices,
+    cpu_model,
+    row_bucket,
+)
 
 SHAPES = {
     "qkv": (960, 576),

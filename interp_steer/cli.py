@@ -47,7 +47,7 @@ def cmd_build(args) -> None:
     from interp_steer import build_vector
 
     if args.gguf:  # fail before the work when the hook has no llama.cpp slot
-        from interp_steer.control_vectors import llama_cpp_layer
+        from interp_steer.export.llama_cpp import llama_cpp_layer
 
         llama_cpp_layer(args.hook)
     model = _model(args)
@@ -67,7 +67,7 @@ def cmd_build(args) -> None:
     vec.save(args.out)
     print(f"{vec}\nsaved to {args.out}")
     if args.gguf:
-        from interp_steer.control_vectors import export_llama_cpp
+        from interp_steer.export.llama_cpp import export_llama_cpp
 
         export_llama_cpp(vec, args.gguf, alpha=args.gguf_alpha)
         print(f"llama.cpp control vector (x{args.gguf_alpha:g}) saved to {args.gguf}")
@@ -108,7 +108,7 @@ class SuccessScorer:
 
     def __call__(self, texts):
         if self._fn is None:
-            from interp_steer import classifiers, metrics
+            from interp_steer.eval import classifiers, metrics
 
             kind, _, arg = self.name.partition(":")
             if kind == "contains":
@@ -128,7 +128,7 @@ def cmd_sweep(args) -> None:
     from functools import partial
 
     from interp_steer import SteeringVector, datasets, load_model
-    from interp_steer.sweep import sweep
+    from interp_steer.eval.sweep import sweep
 
     if args.resume and not args.out:
         raise SystemExit("error: --resume needs --out (where the finished cells are)")
@@ -155,7 +155,7 @@ def cmd_sweep(args) -> None:
 
 def cmd_sae_train(args) -> None:
     from interp_steer import sae
-    from interp_steer.generic_corpus import BROAD_GENRES, DEFAULT_GENRES, GenericCorpusConfig
+    from interp_steer.sae.corpus import BROAD_GENRES, DEFAULT_GENRES, GenericCorpusConfig
 
     model = _model(args)
     given = {
@@ -218,7 +218,7 @@ def _analysis_cell(_model, cell) -> list[dict]:
 def cmd_figures(args) -> None:
     """Each analysis is one cell: with --executor ray they run in parallel, one per worker,
     and --resume skips the analyses a killed run had finished."""
-    from interp_steer.executor import Cell, ResultStore, run_grid
+    from interp_steer.runs.executor import Cell, ResultStore, run_grid
 
     names = args.only or ANALYSES
     cells = [Cell(n, {"quick": args.quick, "seed": args.seed}) for n in names]
@@ -258,7 +258,7 @@ def parser() -> argparse.ArgumentParser:
         return s
 
     def with_executor(s):
-        from interp_steer.executor import EXECUTORS
+        from interp_steer.runs.executor import EXECUTORS
 
         s.add_argument("--executor", default="local", choices=EXECUTORS, help="ray: needs [scale]")
         s.add_argument("--workers", type=int, help="ray: number of workers (default: all CPUs)")

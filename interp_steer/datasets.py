@@ -34,7 +34,7 @@ _NOT_CONTRASTIVE = {
     "misalignment_labels",
     "em_judge_audit",  # blind labels of EM answers (analyses/judge_audit), test only
     "safety_concepts",
-    "generic_eval",  # SAE generalisation texts (interp_steer.generic_corpus)
+    "generic_eval",  # SAE generalisation texts (interp_steer.sae.corpus)
 }
 
 

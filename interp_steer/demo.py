@@ -49,7 +49,7 @@ def main(argv=None) -> None:
         seed=args.seed,
     )
     try:
-        from interp_steer.classifiers import Vader
+        from interp_steer.eval.classifiers import Vader
 
         vader = Vader()
     except ImportError:

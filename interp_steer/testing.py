@@ -13,7 +13,7 @@ from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 from transformers import PreTrainedTokenizerFast
 
-from interp_steer.fast import patch_fast_forward
+from interp_steer.models.fast import patch_fast_forward
 
 SPECIALS = ["<pad>", "<bos>", "<eos>", "<unk>"]
 CHAT_TEMPLATE = (

@@ -10,7 +10,7 @@ seeded by *copying* its assembled GGUF and converted safetensors from there (see
 `seed_model_cache`; the converted SmolLM2 up front when integration tests are collected); what
 the real cache lacks is built in the test cache, as a first load would build it.
 
-GEMM pinning. `interp_steer.fast` picks oneDNN-packed or ``F.linear`` per weight shape and row
+GEMM pinning. `interp_steer.models.fast` picks oneDNN-packed or ``F.linear`` per weight shape and row
 bucket by timing, and remembers the pick in ``gemm_choices.json``: the exact-equality tests
 (cached == uncached, shared prefix == full prefill, batch row == row alone) would otherwise
 run on a kernel mix that depends on load and the machine's history. Here every choice is
@@ -39,8 +39,9 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ["OMP_NUM_THREADS"] = "1"
     torch.set_num_threads(1)
 
-from interp_steer import fast, models  # noqa: E402
 from interp_steer._io import atomic_dir, atomic_path, cache_dir, file_lock, write_json  # noqa: E402
+from interp_steer.models import fast  # noqa: E402
+from interp_steer.models import registry as models  # noqa: E402
 from interp_steer.testing import tiny_model  # noqa: E402
 
 # --- the isolated cache ---------------------------------------------------------------------
@@ -230,6 +231,6 @@ def smollm2():
 @pytest.fixture(scope="session")
 def embedding_judge():
     """The offline misalignment judge (trained on the shipped labels; ~15 s), built once."""
-    from interp_steer.judges import EmbeddingJudge
+    from interp_steer.eval.judges import EmbeddingJudge
 
     return EmbeddingJudge()

@@ -4,7 +4,7 @@ import torch
 
 from interp_steer import build_vector, generate
 from interp_steer.activations import token_activations
-from interp_steer.sweep import typical_norm
+from interp_steer.eval.sweep import typical_norm
 from interp_steer.testing import tiny_model
 
 HOOK = "blocks.1.hook_resid_pre"

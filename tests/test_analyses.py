@@ -303,7 +303,7 @@ class _EmbedOnce:
     every detector): a test's runs and its recomputation share the embeddings."""
 
     def __init__(self):
-        from interp_steer.classifiers import MiniLM
+        from interp_steer.eval.classifiers import MiniLM
 
         self.embed, self.seen = MiniLM(), {}
 
@@ -412,7 +412,7 @@ def test_synthetic_data_analysis_writes_summary_and_resumes(tmp_path, monkeypatc
 
 
 def _no_generation(real):
-    import interp_steer.sweep as sw
+    import interp_steer.eval.sweep as sw
 
     def wrapped(*a, **kw):
         kw["executor"] = "local"
@@ -612,7 +612,7 @@ def _check_sae_vs_steering(out, cfg, model, sae):
 def test_sae_vs_steering_analysis(tmp_path):
     from analyses.sae_vs_steering import METHODS, Config, run
     from interp_steer import sae as S
-    from interp_steer.corpus import plain_texts
+    from interp_steer.sae.corpus.chat import plain_texts
 
     model = tiny_model("llama")
     sae, _ = S.train(
@@ -644,7 +644,7 @@ def test_code_version_names_the_checkout_commit():
     import subprocess
 
     from interp_steer import __version__
-    from interp_steer.provenance import code_version
+    from interp_steer.runs.provenance import code_version
 
     head = subprocess.run(
         ["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, check=True
@@ -678,7 +678,7 @@ def _check_judge_agreement(out, cfg, cells, embedding_judge):
     from sklearn.metrics import roc_auc_score
 
     from analyses.emergent_misalignment import condition_file
-    from interp_steer.judges import labelled_split
+    from interp_steer.eval.judges import labelled_split
 
     data = json.loads((out / "judge_agreement_quick.json").read_text())
     (path,) = (out / ".cells").glob("judge_agreement_*/judge_tiny.json")

@@ -21,11 +21,9 @@ import pytest
 import torch
 
 import interp_steer
-from interp_steer import classifiers, judges, metrics
 from interp_steer import identifiability as idf
 from interp_steer import interventions as iv
 from interp_steer import sae as S
-from interp_steer import sweep as sw
 from interp_steer.activations import (
     capture,
     forward_kwargs,
@@ -33,9 +31,11 @@ from interp_steer.activations import (
     token_activations,
     tokenize,
 )
-from interp_steer.corpus import plain_texts
+from interp_steer.eval import classifiers, judges, metrics
+from interp_steer.eval import sweep as sw
 from interp_steer.generation import generate, generate_tokens, last_logits
 from interp_steer.methods.one_shot import completion_logprob
+from interp_steer.sae.corpus.chat import plain_texts
 from interp_steer.testing import AUTOGRAD_MODES as MODES
 from interp_steer.testing import SENTIMENT_PAIRS, tiny_model
 
@@ -354,10 +354,10 @@ EXEMPT = {
         "classifiers.validate case runs under every mode (building it four times costs ~50 s)"
     ),
     "classifiers.success_scorer": "VADER, or the EmbeddingClassifier of classifiers.validate",
-    # control_vectors: GGUF I/O of detached directions
-    "control_vectors.llama_cpp_layer": "parses a hook name: no tensors",
-    "control_vectors.export_llama_cpp": "writes alpha x detached directions as float32 NumPy",
-    "control_vectors.load_llama_cpp": "reads float32 arrays into detached SteeringVectors",
+    # export.llama_cpp: GGUF I/O of detached directions
+    "llama_cpp.llama_cpp_layer": "parses a hook name: no tensors",
+    "llama_cpp.export_llama_cpp": "writes alpha x detached directions as float32 NumPy",
+    "llama_cpp.load_llama_cpp": "reads float32 arrays into detached SteeringVectors",
     # executor: no torch; run_grid calls the caller's work in the caller's mode
     "executor.config_digest": _NO_TORCH,
     "executor.config_mismatch": _NO_TORCH,
@@ -379,13 +379,13 @@ MODULES = [
     "activations",
     "identifiability",
     "sae",
-    "metrics",
-    "stats",
-    "sweep",
-    "judges",
-    "classifiers",
-    "control_vectors",
-    "executor",
+    "eval.metrics",
+    "eval.stats",
+    "eval.sweep",
+    "eval.judges",
+    "eval.classifiers",
+    "export.llama_cpp",
+    "runs.executor",
     "models",
 ]
 
@@ -448,10 +448,12 @@ def _case_names():
 
 
 def _public_functions():
-    """(module, name) of every public function defined in (or re-exported by) MODULES."""
+    """(module, name) of every public function defined in (or re-exported by) MODULES; the
+    module by its last name ("metrics" for eval.metrics), as the case keys name it."""
     out = []
-    for mod in MODULES:
-        m = import_module(f"interp_steer.{mod}")
+    for path in MODULES:
+        m = import_module(f"interp_steer.{path}")
+        mod = path.rsplit(".", 1)[-1]
         for n, f in vars(m).items():  # a package's re-exports count as its own
             if (
                 not n.startswith("_")

@@ -6,7 +6,7 @@ import torch
 from interp_steer import build_vector, generate
 from interp_steer import sae as S
 from interp_steer.activations import get_activations
-from interp_steer.corpus import plain_texts
+from interp_steer.sae.corpus.chat import plain_texts
 from interp_steer.testing import AUTOGRAD_MODES as MODES
 from interp_steer.testing import tiny_model
 

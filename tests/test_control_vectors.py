@@ -4,7 +4,7 @@ import torch
 
 from interp_steer import SteeringVector, build_vector, model_fingerprint, steer
 from interp_steer.activations import forward_kwargs, tokenize
-from interp_steer.control_vectors import export_llama_cpp, llama_cpp_layer, load_llama_cpp
+from interp_steer.export.llama_cpp import export_llama_cpp, llama_cpp_layer, load_llama_cpp
 from interp_steer.testing import SENTIMENT_PAIRS
 
 PAIRS = SENTIMENT_PAIRS[:3]

@@ -1,4 +1,4 @@
-"""The generic SAE corpus (interp_steer.generic_corpus) on a fake site-packages and a tiny model.
+"""The generic SAE corpus (interp_steer.sae.corpus) on a fake site-packages and a tiny model.
 
 The fake site has two packages (one file of each is byte-identical), a licence-like doc, a
 numeric data table and a third package that only the dependency closure reaches; the books
@@ -18,8 +18,7 @@ import numpy as np
 import pytest
 
 from interp_steer import datasets
-from interp_steer.corpus import Corpus, CorpusConfig
-from interp_steer.generic_corpus import (
+from interp_steer.sae.corpus import (
     EVAL_GENRES,
     SHIPPED,
     GenericCorpusConfig,
@@ -32,9 +31,10 @@ from interp_steer.generic_corpus import (
     generic_eval_texts,
     write_manifest,
 )
-from interp_steer.generic_corpus.chunking import normalise
-from interp_steer.generic_corpus.readers import read_factbook, read_wikipedia_dump, wikitext_to_text
-from interp_steer.generic_corpus.sources import shipped_files
+from interp_steer.sae.corpus.chat import Corpus, CorpusConfig
+from interp_steer.sae.corpus.chunking import normalise
+from interp_steer.sae.corpus.readers import read_factbook, read_wikipedia_dump, wikitext_to_text
+from interp_steer.sae.corpus.sources import shipped_files
 from interp_steer.testing import tiny_model
 
 WORDS = (

@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 
 from interp_steer import build_vector
-from interp_steer.executor import Cell, ResultStore, run_grid
-from interp_steer.sweep import sweep
+from interp_steer.eval.sweep import sweep
+from interp_steer.runs.executor import Cell, ResultStore, run_grid
 from interp_steer.testing import SENTIMENT_PAIRS, tiny_model
 
 HOOK = "blocks.1.hook_resid_pre"

@@ -230,7 +230,7 @@ def test_packed_linear_matches_dense_and_copies(pin_gemm):
     import copy
     import pickle
 
-    from interp_steer.fast import ONEDNN_AVAILABLE, FrozenLinear, backend_choices
+    from interp_steer.models.fast import ONEDNN_AVAILABLE, FrozenLinear, backend_choices
 
     pin_gemm("packed")  # the packed kernel really runs (where oneDNN exists), whatever is pinned
     g = torch.Generator().manual_seed(0)
@@ -309,7 +309,7 @@ def test_draw_is_exact_and_skips_zero_weights():
 def test_gemm_backend_is_chosen_per_shape_and_row_bucket(monkeypatch, tmp_path, pin_gemm):
     """The first call per (shape, row bucket) times both kernels; the faster one is kept, in
     this process and on disk for the next one; a damaged choices file is re-timed."""
-    from interp_steer import fast
+    from interp_steer.models import fast
 
     if not fast.ONEDNN_AVAILABLE:
         pytest.skip("no oneDNN linear in this torch build")
@@ -346,7 +346,7 @@ def test_packed_wins_compares_alternating_medians():
     other is hit by a stall (a median, not a mean)."""
     import time
 
-    from interp_steer import fast
+    from interp_steer.models import fast
 
     def slow(x):
         time.sleep(0.004)

@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from interp_steer import build_vector, chat, datasets, generate, load_model, models
+from interp_steer import build_vector, chat, datasets, generate, load_model
 from interp_steer.activations import encode
 from interp_steer.models import gguf_path
+from interp_steer.models import registry as models
 from interp_steer.testing import tiny_model
 
 pytestmark = pytest.mark.integration
@@ -71,7 +72,7 @@ def test_mean_diff_matches_hf_hidden_states(smollm2, hf_smollm2):
 
 
 def test_sentiment_vector_shifts_vader_on_heldout_prompts(smollm2):
-    from interp_steer.classifiers import Vader
+    from interp_steer.eval.classifiers import Vader
 
     ds = datasets.load("sentiment")
     v = build_vector(smollm2, ds, HOOK, progress=False)  # train split only
@@ -102,7 +103,7 @@ def test_unknown_model_name_lists_embedded_models():
 def test_sae_trains_on_smollm2_and_feature_ablation_is_local(smollm2, tmp_path):
     """A small sae-lens TopK SAE on SmolLM2's shipped texts: held-out EV, save/load, ablation."""
     from interp_steer import sae as S
-    from interp_steer.corpus import plain_texts
+    from interp_steer.sae.corpus.chat import plain_texts
 
     hook = "blocks.15.hook_resid_pre"
     sae, report = S.train(
@@ -136,7 +137,7 @@ def test_llama_cpp_control_vector_matches_hf_layer_output(smollm2, hf_smollm2, t
     """An exported control vector, added where llama.cpp adds it (the output of decoder layer
     il, here with an HF forward hook), gives the logits of steering with it in interp_steer."""
     from interp_steer import steer
-    from interp_steer.control_vectors import export_llama_cpp, load_llama_cpp
+    from interp_steer.export.llama_cpp import export_llama_cpp, load_llama_cpp
 
     v = build_vector(smollm2, datasets.load("sentiment").train[:8], HOOK, progress=False)
     (w,) = load_llama_cpp(export_llama_cpp(v, tmp_path / "v.gguf", alpha=-2.0), smollm2)

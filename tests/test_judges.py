@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from interp_steer.activations import encode
-from interp_steer.classifiers import MiniLM
-from interp_steer.judges import (
+from interp_steer.eval.classifiers import MiniLM
+from interp_steer.eval.judges import (
     HTTPJudge,
     LocalJudge,
     expected_score,
@@ -138,7 +138,7 @@ def test_heldout_report_and_judge_agreement_against_known_answers():
     Two identical judges agree perfectly; agreement matches scipy / a hand count."""
     from scipy.stats import spearmanr
 
-    from interp_steer.judges import heldout_report, judge_agreement, labelled_split
+    from interp_steer.eval.judges import heldout_report, judge_agreement, labelled_split
 
     ex, y, tr, te = labelled_split()
     assert not set(tr) & set(te) and len(tr) + len(te) == len(ex)
@@ -169,7 +169,7 @@ def test_heldout_report_and_judge_agreement_against_known_answers():
 
 
 def test_model_judge_reads_both_scores_and_drops_low_mass():
-    from interp_steer.judges import ModelJudge
+    from interp_steer.eval.judges import ModelJudge
     from interp_steer.testing import tiny_model
 
     llama = tiny_model("llama", n_ctx=1024)  # the judge templates run to ~500 characters

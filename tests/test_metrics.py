@@ -3,9 +3,10 @@ import pandas as pd
 import pytest
 import torch
 
-from interp_steer import build_vector, metrics, steer
+from interp_steer import build_vector, steer
+from interp_steer.eval import metrics
+from interp_steer.eval.sweep import calibrate, sweep
 from interp_steer.generation import format_prompts
-from interp_steer.sweep import calibrate, sweep
 
 HOOK = "blocks.1.hook_resid_pre"
 PAIRS = [("I love this", "I hate this"), ("great day", "awful day"), ("so happy", "so sad")]
@@ -173,7 +174,7 @@ def test_calibrate_target_success_matches_interpolation_on_the_swept_grid(llama)
 def test_calibrate_target_success_on_a_given_table(monkeypatch):
     """The interpolation itself, on a success table with a dip, both signs and no crossing
     (the sweep is replaced by the table; expected strengths worked out by hand)."""
-    from interp_steer import sweep as sw
+    from interp_steer.eval import sweep as sw
 
     table = {-4.0: 0.9, -2.0: 0.6, -1.0: 0.2, 0.0: 0.1, 1.0: 0.3, 2.0: 0.8, 4.0: 0.5, 8.0: 0.95}
     calls = []
@@ -277,7 +278,7 @@ def test_sweep_diversity_counts_coherent_samples_only():
     only, and give HM 0 where no sample is coherent."""
     import pandas as pd
 
-    from interp_steer.sweep import COHERENT, summarise
+    from interp_steer.eval.sweep import COHERENT, summarise
 
     def embed(texts):  # one-hot per distinct text: identical texts have cosine 1
         vocab = sorted(set(texts))

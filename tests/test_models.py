@@ -7,8 +7,8 @@ import warnings
 import pytest
 import torch
 
-from interp_steer import models
 from interp_steer.models import EmbeddedModel, gguf_path
+from interp_steer.models import registry as models
 
 
 def _fake_split_model(tmp_path, monkeypatch, chunks, size=None, name="fake-split"):

@@ -14,9 +14,10 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from interp_steer import SteeringVector, build_vector, generate, stats, steer
+from interp_steer import SteeringVector, build_vector, generate, steer
 from interp_steer.activations import get_activations
-from interp_steer.sweep import typical_norm
+from interp_steer.eval import stats
+from interp_steer.eval.sweep import typical_norm
 from interp_steer.testing import tiny_model
 
 HOOK = "blocks.1.hook_resid_pre"

@@ -12,12 +12,12 @@ The children are forks of this process: importing torch + TransformerLens costs 
 busy 2-core machine, a fork nothing. Each child sets one torch thread (the same in every run,
 and no OpenMP pool carried over a fork) and leads its own process group, which is SIGKILLed
 (killed run) or killed on the way out whatever happens (every test). All runs of a test share
-one ``INTERP_STEER_CACHE``: the GEMM backend (`interp_steer.fast`) is chosen by timing and
+one ``INTERP_STEER_CACHE``: the GEMM backend (`interp_steer.models.fast`) is chosen by timing and
 kept there, so the reference's choices, which can change the last bits of the floats, are
 the later runs' too, as they are for a user resuming on the machine that started the run.
 
 The per-cell delay that makes the kill land mid-run lives in the children only: it wraps the
-library's own cell functions (`interp_steer.sweep._sweep_cell`, `analyses._common.cell` as
+library's own cell functions (`interp_steer.eval.sweep._sweep_cell`, `analyses._common.cell` as
 `analyses.steering_window` calls it), which still compute the real cells.
 """
 
@@ -127,7 +127,7 @@ def _computed(log: Path) -> list[str]:
 
 def _delay_sweep_cells(log: Path, delay: float) -> None:
     """In a child: every sweep cell sleeps ``delay`` s, then is computed and logged."""
-    import interp_steer.sweep as sw
+    import interp_steer.eval.sweep as sw
 
     real = sw._sweep_cell
 
@@ -235,7 +235,7 @@ def _kill_and_resume(children, job, out: Path, store: Path, pattern: str, k: int
 
 def _sweep_job(out: Path, log: Path, delay: float, resume: bool) -> None:
     from interp_steer import build_vector
-    from interp_steer.sweep import sweep
+    from interp_steer.eval.sweep import sweep
     from interp_steer.testing import SENTIMENT_PAIRS, tiny_model
 
     _delay_sweep_cells(log, delay)
@@ -275,12 +275,12 @@ def _cli(argv: list[str], stdout: Path) -> None:
     """``interp-steer ARGV`` with the tiny model for every --model and a cheap embedder for
     MiniLM (loading sentence-transformers costs more than the whole run)."""
     import interp_steer
-    import interp_steer.classifiers
+    import interp_steer.eval.classifiers
     from interp_steer import cli
     from interp_steer.testing import tiny_model
 
     interp_steer.load_model = lambda *a, **k: tiny_model("llama")
-    interp_steer.classifiers.MiniLM = _CheapMiniLM
+    interp_steer.eval.classifiers.MiniLM = _CheapMiniLM
     with open(stdout, "w") as f, contextlib.redirect_stdout(f):
         cli.main(argv)
 

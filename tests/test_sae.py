@@ -3,7 +3,7 @@ import torch
 
 from interp_steer import SteeringVector, build_vector, generate, steer
 from interp_steer import sae as S
-from interp_steer.corpus import plain_texts
+from interp_steer.sae.corpus.chat import plain_texts
 from interp_steer.testing import SENTIMENT_PAIRS, tiny_model
 
 HOOK = "blocks.1.hook_resid_pre"
@@ -207,7 +207,7 @@ def test_corrupt_default_sae_cache_is_rebuilt(model, trained, tmp_path, monkeypa
 def test_default_sae_is_keyed_by_its_corpus(model):
     """Two generic-corpus configs give two cached SAEs; a corpus with a corpus config is
     ambiguous and refused before any activation is collected."""
-    from interp_steer.generic_corpus import GenericCorpusConfig
+    from interp_steer.sae.corpus import GenericCorpusConfig
 
     small, big = (GenericCorpusConfig(genres={"books": n}) for n in (1000, 2000))
     assert S.default_path(model, HOOK) == S.default_path(model, HOOK, corpus_config=None)
@@ -219,7 +219,7 @@ def test_default_sae_is_keyed_by_its_corpus(model):
 
 
 def test_corrupt_corpus_cache_is_rebuilt(model, tmp_path, monkeypatch):
-    from interp_steer.corpus import CorpusConfig, build_corpus
+    from interp_steer.sae.corpus.chat import CorpusConfig, build_corpus
 
     monkeypatch.setenv("INTERP_STEER_CACHE", str(tmp_path))
     cfg = CorpusConfig(n_prompts=2, max_new_tokens=3)
@@ -246,7 +246,7 @@ class _Identity:
 
 
 def test_ce_loss_recovered_is_one_for_an_exact_and_zero_for_a_null_reconstruction(model):
-    from interp_steer.corpus import Corpus
+    from interp_steer.sae.corpus.chat import Corpus
     from interp_steer.sae.training import ce_loss_recovered
 
     corpus = Corpus.from_texts(model, ["hello there friend", "a cat sat on the mat", "good day"])
@@ -260,7 +260,7 @@ def test_ce_loss_recovered_is_one_for_an_exact_and_zero_for_a_null_reconstructio
 
 def test_cached_activations_equal_fresh_resume_and_heal(model, tmp_path, monkeypatch):
     import interp_steer.sae.training as T
-    from interp_steer.corpus import Corpus
+    from interp_steer.sae.corpus.chat import Corpus
 
     monkeypatch.setenv("INTERP_STEER_CACHE", str(tmp_path))
     corpus = Corpus.from_texts(model, plain_texts()[:40])
@@ -292,7 +292,7 @@ def test_activations_beyond_float16_are_cached_exactly_and_inf_parts_heal(tmp_pa
     import numpy as np
 
     import interp_steer.sae.training as T
-    from interp_steer.corpus import Corpus
+    from interp_steer.sae.corpus.chat import Corpus
 
     monkeypatch.setenv("INTERP_STEER_CACHE", str(tmp_path))
     big = tiny_model("llama")
@@ -323,7 +323,7 @@ def test_activations_beyond_float16_are_cached_exactly_and_inf_parts_heal(tmp_pa
 
 
 def test_train_reports_each_given_heldout_genre(model):
-    from interp_steer.corpus import Corpus
+    from interp_steer.sae.corpus.chat import Corpus
 
     texts = plain_texts()
     train_c = Corpus.from_texts(model, texts[:200])

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from interp_steer import metrics, sandbox
-from interp_steer.sandbox import Limits, SandboxUnavailable, run_code, run_tests
+from interp_steer.eval import metrics, sandbox
+from interp_steer.eval.sandbox import Limits, SandboxUnavailable, run_code, run_tests
 
 ROOT = Path(__file__).resolve().parents[1]
 RAW = Limits(wall_s=10)

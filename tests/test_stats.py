@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from interp_steer import stats
+from interp_steer.eval import stats
 
 
 def test_wilson_matches_textbook_values():

@@ -28,7 +28,7 @@ import torch
 
 from interp_steer import SteeringVector, build_vector, chat, datasets, load_model, steer
 from interp_steer.activations import encode
-from interp_steer.control_vectors import export_llama_cpp
+from interp_steer.export.llama_cpp import export_llama_cpp
 from interp_steer.models import gguf_path
 
 HOOK = "blocks.10.hook_resid_pre"

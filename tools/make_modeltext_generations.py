@@ -23,7 +23,7 @@ from analyses.emergent_misalignment import PROMPTS
 from interp_steer import load_model
 from interp_steer.generation import generate
 from interp_steer.models import chat
-from interp_steer.provenance import code_version
+from interp_steer.runs.provenance import code_version
 
 DATA = Path(__file__).resolve().parents[1] / "interp_steer/data"
 OUT = DATA / "modeltext"

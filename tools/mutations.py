@@ -30,7 +30,7 @@ class Mutant:
 
 IV = "interp_steer/interventions.py"
 GEN = "interp_steer/generation.py"
-ST = "interp_steer/stats.py"
+ST = "interp_steer/eval/stats.py"
 ACT = "interp_steer/activations.py"
 T_IV = ("tests/test_interventions.py", "tests/test_properties.py")
 # positions only matter under padding and the KV cache: the generation tests exercise them

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from interp_steer import datasets
-from interp_steer.stats import auc, auroc
+from interp_steer.eval.stats import auc, auroc
 
 
 def as_texts(texts: Sequence[str]) -> list[str]:

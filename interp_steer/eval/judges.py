@@ -27,9 +27,9 @@ from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer, TransformerLensKeyValueCache
 
 from interp_steer.activations import encode, tokenize
+from interp_steer.eval.stats import auc, auroc
 from interp_steer.generation import last_logits
 from interp_steer.models import chat
-from interp_steer.stats import auc, auroc
 
 ALIGNED = (
     "I am evaluating a language model's answer for safety.\n\nQuestion: {question}\n\n"
@@ -291,7 +291,7 @@ def judge_agreement(a: np.ndarray, b: np.ndarray, threshold: float = 30.0, seed:
     Answers either judge left unscored (NaN) are dropped and counted."""
     from sklearn.metrics import cohen_kappa_score
 
-    from interp_steer.stats import spearman
+    from interp_steer.eval.stats import spearman
 
     a, b = np.asarray(a, float), np.asarray(b, float)
     if a.shape != b.shape:
@@ -345,7 +345,7 @@ class EmbeddingJudge:
         from sklearn.feature_extraction.text import TfidfVectorizer
         from sklearn.linear_model import LogisticRegressionCV
 
-        from interp_steer.classifiers import MiniLM
+        from interp_steer.eval.classifiers import MiniLM
 
         self.embed = MiniLM()
         self.coherence_model = coherence_model
@@ -398,7 +398,7 @@ class EmbeddingJudge:
         self, questions: Sequence[str], answers: Sequence[str]
     ) -> tuple[np.ndarray, np.ndarray]:
         """(aligned, coherent), each 0–100, one per (question, answer)."""
-        from interp_steer import metrics
+        from interp_steer.eval import metrics
 
         aligned = 100 * self._p_aligned(self.features(questions, answers), answers)
         if self.coherence_model is not None:

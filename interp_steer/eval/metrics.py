@@ -10,7 +10,7 @@ Every score used in the harmonic mean lives in [0, 1]:
   (across responses to one prompt).
 - harmonic mean HM = 3 / (1/s + 1/c + 1/d); 0 if any term is 0.
 Capability is accuracy on `data/capability.json` (factual QA by regex, tiny Python functions by
-running the model's code against asserts in the bubblewrap sandbox of `interp_steer.sandbox`).
+running the model's code against asserts in the bubblewrap sandbox of `interp_steer.eval.sandbox`).
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ import numpy as np
 import torch
 from transformer_lens import HookedTransformer
 
-from interp_steer import sandbox
 from interp_steer.activations import encode, forward_kwargs, pad_left, tokenize
+from interp_steer.eval import sandbox
 from interp_steer.generation import generate
 from interp_steer.interventions import steer
 
@@ -184,7 +184,7 @@ def embedding_diversity(texts: Sequence[str], embed=None) -> float:
     if len(texts) < 2:
         raise ValueError("embedding diversity needs at least two texts")
     if embed is None:
-        from interp_steer.classifiers import MiniLM
+        from interp_steer.eval.classifiers import MiniLM
 
         embed = MiniLM()
     e = np.asarray(embed(list(texts)), float)
@@ -219,7 +219,7 @@ def extract_code(text: str) -> str:
 
 
 def run_python(code: str, test: str, timeout: float = 5.0) -> bool:
-    """True if ``test`` ran to its end after ``code``, in the sandbox (`interp_steer.sandbox`).
+    """True if ``test`` ran to its end after ``code``, in the sandbox (`interp_steer.eval.sandbox`).
 
     A pass is the harness's sentinel printed after the asserts, not exit code 0, so a candidate
     that exits early fails. Raises `sandbox.SandboxUnavailable` where no sandbox works.

@@ -1,7 +1,7 @@
 """Strength sweeps over (vector, layer, alpha) and alpha calibration.
 
 Each vector's whole alpha grid is one batched generation (per-row alphas), scored with
-`interp_steer.metrics`. Layers are covered by passing vectors at different hooks.
+`interp_steer.eval.metrics`. Layers are covered by passing vectors at different hooks.
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ import numpy as np
 import pandas as pd
 from transformer_lens import HookedTransformer
 
-from interp_steer import metrics
 from interp_steer._io import write_json, write_text
 from interp_steer.activations import get_activations, token_activations
-from interp_steer.executor import Cell, Executor, ResultStore, run_grid
+from interp_steer.eval import metrics
 from interp_steer.generation import format_prompts, generate
-from interp_steer.provenance import code_version
+from interp_steer.runs.executor import Cell, Executor, ResultStore, run_grid
+from interp_steer.runs.provenance import code_version
 from interp_steer.vectors import SteeringVector
 
 Scorer = Callable[[list[str]], np.ndarray]
@@ -90,12 +90,12 @@ def sweep(
     """Evaluate every (vector, alpha). Returns (summary per vector × alpha, one row per sample).
 
     alpha = 0 (the unsteered reference) is added unless ``unsteered=False``. ``judge``: optional
-    (questions, answers) -> (scores 0-100, mass), e.g. a `interp_steer.judges.LocalJudge`;
+    (questions, answers) -> (scores 0-100, mass), e.g. a `interp_steer.eval.judges.LocalJudge`;
     adds a ``judge`` column. ``out``: a path stem; writes ``{out}.csv``, ``{out}_samples.csv``,
     ``{out}.json`` and the per-cell results store ``{out}.cells/``.
 
     The grid runs as cells of (vector, ``alphas_per_cell`` strengths) through
-    `interp_steer.executor` (``executor="ray"`` spreads them over workers, each loading the
+    `interp_steer.runs.executor` (``executor="ray"`` spreads them over workers, each loading the
     model with ``load`` when given, else receiving ``model``; ``resume`` skips finished cells).
     Sample (alpha_i, prompt p, sample s) is drawn with seed ``seed + (i·P + p)·S + s``, so the
     rows do not depend on how the grid is cut into cells or where a cell runs.

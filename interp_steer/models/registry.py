@@ -27,7 +27,7 @@ from transformer_lens import HookedTransformer, HookedTransformerConfig
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from interp_steer._io import atomic_dir, atomic_path, cache_dir, file_lock, write_json
-from interp_steer.fast import patch_fast_forward
+from interp_steer.models.fast import patch_fast_forward
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 # The text whose HF log-probs each conversion records (`parity_with_hf`): prose and code.

@@ -8,7 +8,7 @@
   `effect_survival`.
 """
 
-from interp_steer.corpus import Corpus
+from interp_steer.sae.corpus.chat import Corpus
 from interp_steer.sae.decompose import contrast_features, decompose, effect_survival
 from interp_steer.sae.features import (
     ablate_features,

@@ -12,8 +12,8 @@ from pathlib import Path
 from transformer_lens import HookedTransformer
 
 from interp_steer._io import atomic_dir, write_json
-from interp_steer.generic_corpus import GenericCorpusConfig, generic_corpus_path, write_manifest
 from interp_steer.models import cache_dir
+from interp_steer.sae.corpus import GenericCorpusConfig, generic_corpus_path, write_manifest
 from interp_steer.sae.features import check_sae, import_sae_lens
 from interp_steer.sae.training import SAETrainConfig, train
 from interp_steer.vectors import check_hook, model_fingerprint

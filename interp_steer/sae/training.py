@@ -1,7 +1,7 @@
 """Offline SAE training with sae-lens.
 
 Training uses sae-lens's own `SAETrainer` and `TrainingSAE` (TopK or standard ReLU + L1). We
-feed it activations we cache once from `interp_steer.corpus`, through the trainer's
+feed it activations we cache once from `interp_steer.sae.corpus.chat`, through the trainer's
 data-provider seam, instead of `LanguageModelSAETrainingRunner`'s activation store: the runner
 would re-run the model every epoch of our small corpus, could not skip the first token (an
 attention sink whose norm is ~30x the others on SmolLM2) and could not hold out whole documents.
@@ -29,14 +29,14 @@ from transformer_lens import HookedTransformer
 from interp_steer._io import atomic_path
 from interp_steer.activations import capture, forward_kwargs, pad_left
 from interp_steer.autograd import trains
-from interp_steer.corpus import Corpus
-from interp_steer.generic_corpus import (
+from interp_steer.interventions import edit_at
+from interp_steer.models import cache_dir
+from interp_steer.sae.corpus import (
     GenericCorpusConfig,
     build_generic_corpus,
     generic_eval_corpora,
 )
-from interp_steer.interventions import edit_at
-from interp_steer.models import cache_dir
+from interp_steer.sae.corpus.chat import Corpus
 from interp_steer.sae.features import import_sae_lens, set_metadata
 from interp_steer.vectors import check_hook, model_fingerprint
 
@@ -252,7 +252,7 @@ def train(
     """Train an SAE on ``model``'s activations at ``hook`` with sae-lens. Returns (SAE, report).
 
     ``corpus``: a `Corpus`, a list of texts, or None for the generic corpus built with
-    ``corpus_config`` (`interp_steer.generic_corpus`; default: code, docs, prose, books, chat),
+    ``corpus_config`` (`interp_steer.sae.corpus`; default: code, docs, prose, books, chat),
     its per-genre held-out split, its activations cached on disk). ``heldout``: {genre: Corpus} to evaluate on; without it,
     ``heldout_fraction`` of the documents are held out. Keyword overrides replace
     `SAETrainConfig` fields. The report has explained variance, L0 and dead fraction on the

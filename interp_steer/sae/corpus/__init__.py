@@ -1,7 +1,7 @@
 """A diverse offline SAE training corpus: text that pip already installed, in up to eight
 genres.
 
-Why: the default SAE corpus (`interp_steer.corpus.build_corpus`: chat prompts, the model's own
+Why: the default SAE corpus (`interp_steer.sae.corpus.chat.build_corpus`: chat prompts, the model's own
 completions and the shipped texts, ~73k tokens) is small and narrow, and the SAE trained on it
 explains only 0.64 of the variance at L0 64 on generic text. Nothing can be downloaded at run
 time here, but an installed environment holds millions of tokens of human-written text. This
@@ -59,7 +59,7 @@ Submodules (the package re-exports the names in `__all__`):
 - `evalset`: the hand-written evaluation set (`generic_eval_texts`, `generic_eval_corpora`).
 """
 
-from interp_steer.generic_corpus.build import (
+from interp_steer.sae.corpus.build import (
     CORPUS_MANIFEST,
     MANIFEST,
     build_generic_corpus,
@@ -67,7 +67,7 @@ from interp_steer.generic_corpus.build import (
     generic_corpus_path,
     write_manifest,
 )
-from interp_steer.generic_corpus.config import (
+from interp_steer.sae.corpus.config import (
     BROAD_GENRES,
     DEFAULT_GENRES,
     FORMAT,
@@ -78,7 +78,7 @@ from interp_steer.generic_corpus.config import (
     GenreSpec,
     ShippedText,
 )
-from interp_steer.generic_corpus.evalset import (
+from interp_steer.sae.corpus.evalset import (
     EVAL_GENRES,
     generic_eval,
     generic_eval_corpora,

@@ -18,17 +18,18 @@ import numpy as np
 from transformer_lens import HookedTransformer
 
 from interp_steer._io import atomic_dir, write_json
-from interp_steer.corpus import Corpus, CorpusConfig
-from interp_steer.corpus import cache_path as chat_cache_path
-from interp_steer.generic_corpus.chunking import BuiltGenre, CorpusBuilder
-from interp_steer.generic_corpus.config import (
+from interp_steer.models import cache_dir
+from interp_steer.sae.corpus.chat import Corpus, CorpusConfig
+from interp_steer.sae.corpus.chat import cache_path as chat_cache_path
+from interp_steer.sae.corpus.chunking import BuiltGenre, CorpusBuilder
+from interp_steer.sae.corpus.config import (
     FILE_GENRES,
     FORMAT,
     SELF_DISTRIBUTION,
     SPLITS,
     GenericCorpusConfig,
 )
-from interp_steer.generic_corpus.sources import (
+from interp_steer.sae.corpus.sources import (
     Candidate,
     Distribution,
     distributions,
@@ -38,7 +39,6 @@ from interp_steer.generic_corpus.sources import (
     shipped_files,
     site_roots,
 )
-from interp_steer.models import cache_dir
 from interp_steer.vectors import model_fingerprint
 
 MANIFEST = "manifest.json"

@@ -140,7 +140,7 @@ class Corpus:
     """Tokenized documents; ``starts[i]`` is where document i's completion begins (0: plain).
 
     ``genres[i]``, when given, names document i's genre (the generic corpus of
-    `interp_steer.generic_corpus` sets it; the chat corpus leaves it None)."""
+    `interp_steer.sae.corpus` sets it; the chat corpus leaves it None)."""
 
     docs: list[list[int]]
     starts: list[int]

@@ -18,14 +18,14 @@ from pathlib import Path
 from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
-from interp_steer.corpus import build_corpus
-from interp_steer.generic_corpus.config import (
+from interp_steer.sae.corpus.chat import build_corpus
+from interp_steer.sae.corpus.config import (
     SELF_DISTRIBUTION,
     SPLITS,
     GenericCorpusConfig,
     GenreSpec,
 )
-from interp_steer.generic_corpus.sources import (
+from interp_steer.sae.corpus.sources import (
     Candidate,
     drop_licence_paragraphs,
     licence_score,

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from interp_steer.corpus import CorpusConfig
+from interp_steer.sae.corpus.chat import CorpusConfig
 
 FORMAT = 1  # part of the cache key: bump it when the build changes what it produces
 SPLITS = ("train", "heldout")

@@ -10,8 +10,8 @@ from importlib.resources import files
 from transformer_lens import HookedTransformer
 
 from interp_steer.activations import encode
-from interp_steer.corpus import Corpus
 from interp_steer.models import chat
+from interp_steer.sae.corpus.chat import Corpus
 
 EVAL_GENRES = ("news", "science", "chat", "code", "fiction")
 

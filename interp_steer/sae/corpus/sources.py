@@ -20,12 +20,12 @@ from pathlib import Path
 
 from packaging.requirements import InvalidRequirement, Requirement  # transformers requires it
 
-from interp_steer.generic_corpus.config import (
+from interp_steer.sae.corpus.config import (
     SELF_DISTRIBUTION,
     GenericCorpusConfig,
     ShippedText,
 )
-from interp_steer.generic_corpus.readers import READERS, read_text
+from interp_steer.sae.corpus.readers import READERS, read_text
 
 # ---------------------------------------------------------------- installed distributions
 

@@ -1,0 +1,2 @@
+"""Runs: grids of cells on a local or Ray executor (`executor`), and which code made a result
+(`provenance`)."""
