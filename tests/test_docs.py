@@ -200,3 +200,27 @@ def check_demo_output(returncode: int, out: str, err: str) -> None:
         for a in DEMO_ALPHAS:
             if a != 0:
                 assert texts[a] != texts[0.0], f"alpha={a} did not change {prompt!r}: {texts[a]!r}"
+
+
+def test_docs_site_builds_strictly(tmp_path):
+    """`make docs`: MkDocs with warnings as errors, so a broken link between pages, an unknown
+    page in the navigation or a docstring whose Args do not match its signature fails."""
+    r = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "-q", "-d", str(tmp_path / "site")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert (tmp_path / "site" / "studies" / "identifiability" / "index.html").is_file()
+
+
+def test_readme_is_a_front_door_whose_links_resolve():
+    text = README.read_text(encoding="utf-8")
+    assert len(text.splitlines()) <= 200, "README.md is over 200 lines: move detail to docs/"
+    links = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text)
+    local = [x for x in links if "://" not in x]
+    assert local, "README.md links to no documentation page"
+    missing = [x for x in local if not (ROOT / x).exists()]
+    assert not missing, f"README.md links to missing files: {missing}"

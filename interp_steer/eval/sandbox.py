@@ -390,7 +390,9 @@ def run_tests(
     Args:
         code: the candidate, as the model wrote it.
         test: trusted test code (asserts) run after it in the same namespace.
-        limits, guard, allow_unsandboxed: as in `run_code`.
+        limits: as in `run_code`.
+        guard: as in `run_code`.
+        allow_unsandboxed: as in `run_code`.
     """
     for name, val in (("code", code), ("test", test)):
         if not isinstance(val, str):
