@@ -84,6 +84,16 @@ def test_a_row_that_stops_at_eos_leaves_the_others_alone(tiny, use_cache):
         assert generate(tiny, [p], max_new_tokens=n, use_cache=use_cache) == [texts[i]]
 
 
+def test_decode_cuts_each_row_at_its_first_eos(tiny):
+    from interp_steer.generation import decode
+
+    tok = tiny.tokenizer
+    ab, cd = tok.encode("ab", add_special_tokens=False), tok.encode("cd", add_special_tokens=False)
+    eos = tok.eos_token_id
+    rows = torch.tensor([ab + [eos] + cd, cd + ab + ab[:1]])
+    assert decode(tiny, rows) == ["ab", "cdaba"]
+
+
 def test_steering_changes_output_and_zero_alpha_is_identity(tiny):
     v = _vec(tiny)
     base = generate(tiny, PROMPTS, max_new_tokens=8, stop_at_eos=False)
@@ -304,6 +314,20 @@ def test_draw_is_exact_and_skips_zero_weights():
     assert torch.allclose(
         freq[[1, 3, 4]], torch.tensor([0.1, 0.3, 0.6], dtype=freq.dtype), atol=0.01
     )
+
+
+@pytest.mark.parametrize("temperature", [0.5, 2.0])
+def test_sampling_follows_the_tempered_softmax(temperature):
+    """Token frequencies match softmax(logits / T), not softmax(logits)."""
+    from interp_steer.generation import _sample
+
+    logits = torch.tensor([0.0, 1.0, 2.0])
+    want = torch.softmax(logits.double() / temperature, -1)
+    gens = [torch.Generator().manual_seed(i) for i in range(1000)]
+    draws = torch.cat([_sample(logits.expand(1000, -1), temperature, 1.0, gens) for _ in range(40)])
+    freq = torch.bincount(draws, minlength=3).double() / len(draws)
+    # 40k draws: standard error <= 0.0025, so 0.015 is > 6 sigma; T = 1 would miss by >= 0.09
+    assert torch.allclose(freq, want, atol=0.015)
 
 
 def test_gemm_backend_is_chosen_per_shape_and_row_bucket(monkeypatch, tmp_path, pin_gemm):
