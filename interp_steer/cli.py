@@ -63,7 +63,9 @@ def cmd_build(args) -> None:
         data = {k: v for k, v in data.items() if v is not None}
     else:
         data = _pairs(args.data)
-    vec = build_vector(model, data, args.hook, method=args.method, seed=args.seed, **opts)
+    if args.seed is not None:
+        opts["seed"] = args.seed
+    vec = build_vector(model, data, args.hook, method=args.method, **opts)
     vec.save(args.out)
     print(f"{vec}\nsaved to {args.out}")
     if args.gguf:
@@ -268,6 +270,8 @@ def parser() -> argparse.ArgumentParser:
     s = with_model(
         add("build", cmd_build, "Build a steering vector from contrastive data and save it.")
     )
+    # no seed unless given: sae_feature takes none, and a --seed it ignored would be swallowed
+    s.set_defaults(seed=None)
     s.add_argument("--data", default="sentiment", help="shipped dataset or JSON file of pairs")
     s.add_argument("--hook", required=True, help="e.g. blocks.10.hook_resid_pre")
     s.add_argument("--method", default="mean_diff", choices=METHODS)
@@ -283,7 +287,11 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--prompt", action="append", required=True, help="repeatable")
     s.add_argument("--vector", help="a saved SteeringVector")
     s.add_argument("--alpha", type=_floats, default=[1.0], help="comma-separated strengths")
-    s.add_argument("--positions", default="all", choices=["all", "prompt", "generated"])
+    s.add_argument(
+        "--positions",
+        default="all",
+        choices=["all", "prompt", "generated", "last_and_generated"],
+    )
     s.add_argument("--max-new-tokens", type=int, default=60)
     s.add_argument("--temperature", type=float, default=0.0)
 

@@ -273,8 +273,18 @@ def generate(
     that share prompts and seeds are paired. ``share_prefix``: see `generate_tokens`.
     """
     texts = format_prompts(model, prompts, chat)
-    if vector is None and alphas is not None:
-        raise ValueError("alphas given without a vector")
+    if vector is None:  # the steering arguments mean nothing without a vector: refuse them
+        given = [
+            name
+            for name, unused in (
+                ("alphas", alphas is not None),
+                ("positions", positions != "all"),
+                ("force", force),
+            )
+            if unused
+        ]
+        if given:
+            raise ValueError(f"{', '.join(given)} given without a vector")
     try:
         a = torch.as_tensor(1.0 if alphas is None else alphas, dtype=torch.float32)
     except (TypeError, ValueError, RuntimeError):

@@ -288,8 +288,6 @@ EXEMPT = {
     "identifiability.perturb": "seeded draws around a detached vector: no parameter",
     "identifiability.stack_vectors": "concatenates detached directions: no parameter",
     "identifiability.condition_rows": "a coefficient matrix from (index, alpha) pairs",
-    "identifiability.cohens_d": _NO_TORCH,
-    "identifiability.tost": _NO_TORCH,
     # sae
     "sae.load_default": "trains via sae.train (in the table) on the default corpus (minutes)",
     "sae.import_sae_lens": "imports a module: no tensors",

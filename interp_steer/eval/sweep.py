@@ -319,16 +319,26 @@ def save_sweep(
 def bisect_increasing(
     f: Callable[[float], float], target: float, max_x: float, tol: float = 0.02
 ) -> float:
-    """x ≥ 0 with f(x) ≈ target for an increasing f with f(0) < target (doubling, then bisection)."""
+    """x ≥ 0 with f(x) ≈ target for an increasing f with f(0) < target (doubling, then
+    bisection to a relative width ``tol``).
+
+    Raises instead of returning a boundary value when the target cannot be bracketed: f(0)
+    already at or above it, f below it up to ``max_x``, or a crossing that shrinks to x = 0.
+    """
+    f0 = f(0.0)
+    if not f0 < target:
+        raise ValueError(f"f(0) = {f0:.4g} is already >= the target {target}: nothing to bracket")
     lo, hi = 0.0, 1.0
     while f(hi) < target:
         lo, hi = hi, hi * 2
         if hi > max_x:
             raise ValueError(f"value stays below {target} up to {max_x}")
-    while hi - lo > tol * hi:
+    for _ in range(64):
+        if hi - lo <= tol * hi:
+            return (lo + hi) / 2
         mid = (lo + hi) / 2
         lo, hi = (mid, hi) if f(mid) < target else (lo, mid)
-    return (lo + hi) / 2
+    raise ValueError(f"f jumps past {target} at x -> 0 (below {hi:.3g}): no interior crossing")
 
 
 def calibrate(
@@ -346,12 +356,21 @@ def calibrate(
     **sweep_kw,
 ) -> float:
     """The strength that reaches ``target_kl`` (iso-KL, by bisection on next-token KL from the
-    unsteered model) or ``target_success`` (first crossing on a swept grid, interpolated)."""
+    unsteered model) or ``target_success`` (first crossing on a swept grid, interpolated).
+
+    ``success``, ``alphas`` and ``sweep_kw`` (passed to `sweep`) belong to ``target_success``;
+    with ``target_kl`` they raise rather than being ignored.
+    """
     if (target_kl is None) == (target_success is None):
         raise ValueError("give exactly one of target_kl or target_success")
     if target_kl is not None:
         if target_kl <= 0:
             raise ValueError("target_kl must be positive")
+        unused = sorted(sweep_kw) + [
+            n for n, v in (("success", success), ("alphas", alphas)) if v is not None
+        ]
+        if unused:  # the KL path runs no sweep: these would be silently ignored
+            raise ValueError(f"target_kl calibrates by bisection and uses no {unused}")
 
         formatted = format_prompts(model, prompts, chat)
 

@@ -13,11 +13,9 @@
 from interp_steer.identifiability.equivalence import (
     EquivalenceResult,
     behavioural_equivalence,
-    cohens_d,
     condition_rows,
     next_token_kl,
     stack_vectors,
-    tost,
 )
 from interp_steer.identifiability.nullspace import (
     RULES,
@@ -51,7 +49,6 @@ __all__ = [
     "behavioural_equivalence",
     "bootstrap_null_dim",
     "classifier_samples",
-    "cohens_d",
     "condition_rows",
     "covariance_of",
     "jacobian_gram",
@@ -66,6 +63,5 @@ __all__ = [
     "prompt_activations",
     "stack_vectors",
     "subspace_overlap",
-    "tost",
     "trait_logit_scores",
 ]

@@ -10,11 +10,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy import stats
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
 from interp_steer.activations import forward_kwargs, tokenize
+from interp_steer.eval.stats import cohens_d, tost_welch
 from interp_steer.generation import generate
 from interp_steer.interventions import steer
 from interp_steer.vectors import SteeringVector
@@ -78,28 +78,6 @@ def next_token_kl(
     return float(kl[batch.mask[:n]].mean())
 
 
-def cohens_d(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = np.asarray(a, float), np.asarray(b, float)
-    pooled = np.sqrt(
-        ((len(a) - 1) * a.var(ddof=1) + (len(b) - 1) * b.var(ddof=1)) / (len(a) + len(b) - 2)
-    )
-    return float((b.mean() - a.mean()) / pooled) if pooled > 0 else 0.0
-
-
-def tost(a: np.ndarray, b: np.ndarray, margin: float) -> float:
-    """p-value of Welch's two one-sided tests for |mean(b) − mean(a)| < margin."""
-    a, b = np.asarray(a, float), np.asarray(b, float)
-    diff = b.mean() - a.mean()
-    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
-    se = np.sqrt(va + vb)
-    if se == 0:
-        return 0.0 if abs(diff) < margin else 1.0
-    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
-    p_lower = 1 - stats.t.cdf((diff + margin) / se, df)
-    p_upper = stats.t.cdf((diff - margin) / se, df)
-    return float(max(p_lower, p_upper))
-
-
 @dataclass
 class EquivalenceResult:
     kl: float
@@ -158,8 +136,8 @@ def behavioural_equivalence(
             name = getattr(clf, "name", type(clf).__name__)
             sa, sb = clf(ta), clf(tb)
             deltas[name] = float(np.mean(sb) - np.mean(sa))
-            ps[name] = tost(sa, sb, margin)
-            ds[name] = cohens_d(sa, sb)
+            ps[name] = tost_welch(sa, sb, margin)
+            ds[name] = cohens_d(sa, sb)[0]
         if embedder is not None:
             ea, eb = np.asarray(embedder(ta)), np.asarray(embedder(tb))
             ca, cb = ea.mean(0), eb.mean(0)

@@ -14,12 +14,11 @@ from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
 from interp_steer.activations import forward_kwargs, tokenize
+from interp_steer.eval.stats import cohens_d, tost_welch
 from interp_steer.generation import generate
 from interp_steer.identifiability.equivalence import (
-    cohens_d,
     condition_rows,
     stack_vectors,
-    tost,
 )
 from interp_steer.identifiability.nullspace import NullSpace
 from interp_steer.identifiability.perturb import perturb
@@ -185,8 +184,8 @@ def orthogonal_perturbation_study(
             row[f"{name}_mean"] = float(scores[c].mean())
             row[f"{name}_efficacy"] = float(scores[c].mean() - scores[0].mean())
             row[f"{name}_delta_vs_v"] = float(scores[c].mean() - ref.mean())
-            row[f"{name}_tost_p"] = tost(ref, scores[c], margin)
-            row[f"{name}_cohens_d"] = cohens_d(ref, scores[c])
+            row[f"{name}_tost_p"] = tost_welch(ref, scores[c], margin)
+            row[f"{name}_cohens_d"] = cohens_d(ref, scores[c])[0]
             verdicts.append(row[f"{name}_tost_p"] < 0.05)
         row["equivalent"] = bool(verdicts) and all(verdicts)
         rows.append(row)

@@ -1,8 +1,9 @@
 """Steering-vector construction methods, one per module, behind `build_vector`.
 
 Every method registers a builder ``(model, data, hook, *, aggregation, batch_size, seed,
-progress, **options) -> (directions [k, d_model], metadata)``. Options a method does not
-take raise, naming the ones it does.
+progress, **options) -> (directions [k, d_model], metadata)`` with two attributes:
+``options`` (its own keyword options) and ``shared`` (which of aggregation, batch_size and
+seed it uses). Anything else a caller passes raises, naming what the method does take.
 """
 
 from __future__ import annotations
@@ -52,6 +53,8 @@ def _contrastive(fit: Callable) -> Builder:
         return directions, {"dataset": label, "n_pairs": n, "aggregation": aggregation, **extra}
 
     build.options = _options(fit, ["seed"])
+    # seed reaches only fits that draw random numbers (probe); the others are deterministic
+    build.shared = ("aggregation", "batch_size", "seed")
     return build
 
 
@@ -69,7 +72,9 @@ def _sae_feature(
 
 
 _one_shot.options = _options(one_shot.build, ["seed", "progress"])
+_one_shot.shared = ("seed",)  # trains on all positions of one forward: no aggregation, batches
 _sae_feature.options = _options(sae_feature.build, ["batch_size", "progress"])
+_sae_feature.shared = ("batch_size",)  # picks a latent deterministically: no seed
 
 REGISTRY: dict[str, Builder] = {
     "mean_diff": _contrastive(mean_diff.fit),
@@ -86,19 +91,31 @@ def build_vector(
     data,
     hook: str,
     method: str = "mean_diff",
-    aggregation: str | Sequence[int] = "last",
-    batch_size: int = 16,
-    seed: int = 0,
+    aggregation: str | Sequence[int] | None = None,
+    batch_size: int | None = None,
+    seed: int | None = None,
     progress: bool = True,
     **opts,
 ) -> SteeringVector:
     """Build a steering vector at ``hook`` from contrastive ``data`` with ``method``.
 
-    ``data``: a shipped dataset name (its train split), a `ContrastiveDataset`, a list of
-    (positive, negative) texts, or (prompt, positive, negative) triples — with triples,
-    ``aggregation="mean"`` averages over the completion only. ``one_shot`` takes a dict
-    instead (see `interp_steer.methods.one_shot`). ``opts`` go to the method (e.g. ``k`` for
-    pca, ``C`` for probe, ``steps`` for one_shot); unknown ones raise.
+    Args:
+        model: the model whose activations define the vector.
+        data: a shipped dataset name (its train split), a `ContrastiveDataset`, a list of
+            (positive, negative) texts, or (prompt, positive, negative) triples; ``one_shot``
+            takes a dict instead (see `interp_steer.methods.one_shot`).
+        hook: the TransformerLens hook name the vector belongs to.
+        method: one of `METHODS`.
+        aggregation: how a text's activations become one vector (default ``"last"``; with
+            triples ``"mean"`` averages over the completion only). Contrastive methods only.
+        batch_size: texts per forward pass (default 16). Not for ``one_shot``.
+        seed: the method's random seed (default 0). Not for ``sae_feature``.
+        progress: show progress bars.
+        **opts: the method's own options (e.g. ``k`` for pca, ``C`` for probe, ``steps`` for
+            one_shot).
+
+    An option, or a shared argument, that the method does not use raises, naming the ones
+    it does: nothing passed is silently ignored.
     """
     if method not in REGISTRY:
         raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
@@ -108,6 +125,16 @@ def build_vector(
         raise ValueError(
             f"method {method!r} takes no option(s) {unknown}; its options are {builder.options}"
         )
+    given = {"aggregation": aggregation, "batch_size": batch_size, "seed": seed}
+    unused = sorted(k for k, v in given.items() if v is not None and k not in builder.shared)
+    if unused:
+        raise ValueError(
+            f"method {method!r} does not use {unused}; of the shared arguments it uses "
+            f"{list(builder.shared)}"
+        )
+    aggregation = "last" if aggregation is None else aggregation
+    batch_size = 16 if batch_size is None else batch_size
+    seed = 0 if seed is None else seed
     check_batch_size(batch_size)
     check_hook(model, hook)
     directions, extra = builder(

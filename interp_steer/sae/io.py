@@ -80,7 +80,8 @@ def default_path(
         [
             model_fingerprint(model),
             hook,
-            asdict(cfg),
+            # the unset parameter at its old default keeps keys of existing caches unchanged
+            {**asdict(cfg), "k": cfg.k or 64, "l1_coefficient": cfg.l1_coefficient or 5.0},
             generic_corpus_path(model, corpus_config).name,
         ]
     )

@@ -45,13 +45,17 @@ ARCHITECTURES = ("topk", "standard")
 
 @dataclass(frozen=True)
 class SAETrainConfig:
-    """What `train` fits. ``d_sae`` defaults to ``expansion`` x d_model."""
+    """What `train` fits. ``d_sae`` defaults to ``expansion`` x d_model.
+
+    ``k`` belongs to ``"topk"`` (default 64) and ``l1_coefficient`` to ``"standard"`` (default
+    5.0); setting the other architecture's parameter raises.
+    """
 
     architecture: str = "topk"  # "topk" or "standard" (ReLU + L1)
     expansion: int = 4
     d_sae: int | None = None
-    k: int = 64  # topk: active latents per token (the L0 bar is <= 64)
-    l1_coefficient: float = 5.0  # standard
+    k: int | None = None  # topk: active latents per token (the L0 bar is <= 64); default 64
+    l1_coefficient: float | None = None  # standard: default 5.0
     lr: float = 1e-3
     training_tokens: int = 6_000_000  # ~3 passes over the generic corpus
     batch_size: int = 2048
@@ -62,6 +66,11 @@ class SAETrainConfig:
     def __post_init__(self):
         if self.architecture not in ARCHITECTURES:
             raise ValueError(f"architecture must be one of {ARCHITECTURES}")
+        other = {"topk": "l1_coefficient", "standard": "k"}[self.architecture]
+        if getattr(self, other) is not None:
+            raise ValueError(
+                f"{other} is not a parameter of the {self.architecture!r} architecture"
+            )
         if self.training_tokens < self.batch_size:
             raise ValueError("training_tokens must be at least one batch")
 
@@ -311,9 +320,11 @@ def train(
     d_sae = cfg.d_sae or cfg.expansion * d_in
     common = dict(d_in=d_in, d_sae=d_sae, normalize_activations="expected_average_only_in")
     if cfg.architecture == "topk":
-        sae_cfg = sl.TopKTrainingSAEConfig(k=cfg.k, **common)
+        resolved = {"k": 64 if cfg.k is None else cfg.k}
+        sae_cfg = sl.TopKTrainingSAEConfig(**resolved, **common)
     else:
-        sae_cfg = sl.StandardTrainingSAEConfig(l1_coefficient=cfg.l1_coefficient, **common)
+        resolved = {"l1_coefficient": 5.0 if cfg.l1_coefficient is None else cfg.l1_coefficient}
+        sae_cfg = sl.StandardTrainingSAEConfig(**resolved, **common)
     training_sae = sl.TrainingSAE.from_dict(sae_cfg.to_dict())
     steps = cfg.training_tokens // cfg.batch_size
     trainer_cfg = SAETrainerConfig(
@@ -348,7 +359,7 @@ def train(
         "model": model_fingerprint(model),
         "hook": hook,
         "d_sae": d_sae,
-        "config": asdict(cfg),
+        "config": {**asdict(cfg), **resolved},
         "corpus": _corpus_summary(corpus, heldout, manifest),
         "train_tokens_unique": len(x_train),
         "passes": steps * cfg.batch_size / len(x_train),
