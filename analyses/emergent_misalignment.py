@@ -22,7 +22,7 @@ our scale, with natural-log log-probs throughout:
 Evaluation: the 8 emergent-misalignment questions + " Be brief.", temperature 1, ``samples``
 answers each (paired: answer s of question q uses the same seed in every condition), harmful
 ×1 + anti-refusal ×6 (the paper's setting), plus sweeps over the harmful magnitude in relative
-units r = ‖αv‖ / typical token norm at its hook (`sweep.typical_norm` over the questions),
+units r = ‖αv‖ / typical token norm at its hook (`units.typical_norm` over the questions),
 the anti-refusal multiplier k, and the harmful vector's layer (early / middle / late).
 Measures (`interp_steer.eval.judges.EmbeddingJudge`, held-out AUROC in the JSON; coherence from
 `metrics.coherence` under the unsteered model): code answers (the paper's CODE verdict) are
@@ -71,10 +71,10 @@ from interp_steer import (
 from interp_steer._io import write_json
 from interp_steer.eval import stats
 from interp_steer.eval.judges import EmbeddingJudge
-from interp_steer.eval.sweep import typical_norm
 from interp_steer.methods.one_shot import completion_logprob
 from interp_steer.models import chat
 from interp_steer.runs.provenance import code_version
+from interp_steer.units import typical_norm
 from interp_steer.vectors import model_fingerprint
 
 QUESTIONS = [

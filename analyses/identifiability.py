@@ -50,7 +50,6 @@ from interp_steer.eval import (
     stats,  # noqa: E402
 )
 from interp_steer.eval.classifiers import for_trait, validate  # noqa: E402
-from interp_steer.eval.sweep import typical_norm  # noqa: E402
 from interp_steer.identifiability import (  # noqa: E402
     RULES,
     covariance_of,
@@ -63,6 +62,7 @@ from interp_steer.identifiability import (  # noqa: E402
     trait_logit_scores,
 )
 from interp_steer.runs.provenance import code_version  # noqa: E402
+from interp_steer.units import typical_norm  # noqa: E402
 from interp_steer.vectors import SteeringVector  # noqa: E402
 
 RULE_PARAMS = {

@@ -33,9 +33,10 @@ from interp_steer import sae as S
 from interp_steer.activations import get_activations
 from interp_steer.eval import metrics, stats
 from interp_steer.eval.classifiers import success_scorer
-from interp_steer.eval.sweep import bisect_increasing, residual_norm
+from interp_steer.eval.sweep import bisect_increasing
 from interp_steer.generation import format_prompts
 from interp_steer.identifiability import activation_covariance, null_space
+from interp_steer.units import r_of, typical_norm
 
 METHODS = ["mean_diff", "pca", "probe", "sae_feature", "sae_clamp", "sae_ablate"]
 
@@ -96,7 +97,7 @@ def interventions(model, sae, trait: str, cfg: Config, chat_prompts: list[str]) 
         r["feature"] for r in S.contrast_features(sae, acts[n:], acts[:n], top=cfg.n_ablate)
     ]
 
-    resid = residual_norm(model, hook, chat_prompts, chat=False)
+    norm = typical_norm(model, hook, chat_prompts, chat=False)  # the project's unit r
     out, info = {}, {}
     for m, v in vecs.items():
 
@@ -105,7 +106,7 @@ def interventions(model, sae, trait: str, cfg: Config, chat_prompts: list[str]) 
 
         a = bisect_increasing(kl, cfg.target_kl, max_x=4096.0)
         out[m] = lambda v=v, a=a: steer(model, v, a)
-        info[m] = {"alpha": a, "directions": v.directions, "rel_strength": a / resid}
+        info[m] = {"alpha": a, "directions": v.directions, "r": r_of(v, a, norm)}
 
     def clamp_kl(c):
         return metrics.kl_under(model, chat_prompts, [lambda: S.clamp_features(model, sae, j, c)])[

@@ -52,8 +52,8 @@ from interp_steer import build_vector, generate, load_model
 from interp_steer._io import write_json
 from interp_steer.eval import metrics
 from interp_steer.eval.stats import bootstrap, wilson
-from interp_steer.eval.sweep import typical_norm
 from interp_steer.runs.provenance import code_version
+from interp_steer.units import typical_norm
 
 # run order: the within-family pair (the headline) first; the figure sorts by size
 MODELS = [

@@ -46,9 +46,10 @@ from interp_steer._io import write_json
 from interp_steer.datasets import read_data
 from interp_steer.eval import metrics, stats
 from interp_steer.eval.classifiers import MiniLM
-from interp_steer.eval.sweep import sweep, typical_norm
+from interp_steer.eval.sweep import sweep
 from interp_steer.runs.executor import EXECUTORS
 from interp_steer.runs.provenance import code_version
+from interp_steer.units import typical_norm
 from interp_steer.vectors import SteeringVector
 
 # what only changes the analysis, not the generated texts (kept out of the cell hash)

@@ -11,8 +11,8 @@ import textwrap
 import torch
 
 from interp_steer import build_vector, datasets, generate, load_model
-from interp_steer.activations import get_activations
 from interp_steer.models import DEFAULT_MODEL
+from interp_steer.units import r_of, typical_norm
 
 
 def main(argv=None) -> None:
@@ -31,13 +31,15 @@ def main(argv=None) -> None:
     hook = f"blocks.{layer}.hook_resid_pre"
     ds = datasets.load("sentiment")
     vec = build_vector(model, ds, hook, method="mean_diff")
-    resid = get_activations(model, ds.prompts, hook, progress=False)[hook].norm(dim=-1).mean()
+    prompts = ds.prompts[: args.prompts]
+    # the project's unit: r = |α|·‖v‖ / the median per-token norm at the hook (position 0
+    # excluded), over the prompts as generation sees them (chat-formatted)
+    norm = typical_norm(model, hook, prompts)
     print(
-        f"\n{vec}\n‖v‖ = {float(vec.norm()):.1f}; mean last-token residual norm at {hook} = "
-        f"{float(resid):.1f}\n"
+        f"\n{vec}\n‖v‖ = {float(vec.norm()):.1f}; typical token norm at {hook} = {norm:.1f} "
+        "(median over the prompts' tokens, position 0 excluded)\n"
     )
 
-    prompts = ds.prompts[: args.prompts]
     n, a = len(prompts), args.alphas
     # one batched generation for every (alpha, prompt)
     outs = generate(
@@ -58,9 +60,8 @@ def main(argv=None) -> None:
         print("=" * 88 + f"\nPROMPT: {p}")
         for j, alpha in enumerate(a):
             text = outs[j * n + i].replace("\n", " ")
-            rel = abs(alpha) * float(vec.norm()) / float(resid)
             score = f" vader={vader([text])[0]:+.2f}" if vader else ""
-            print(f"-- alpha={alpha:+.2f} (|αv|/|resid|={rel:.2f}){score}")
+            print(f"-- alpha={alpha:+.2f} (r={r_of(vec, alpha, norm):.3f}){score}")
             print(textwrap.fill(text, 88, initial_indent="   ", subsequent_indent="   "))
 
 

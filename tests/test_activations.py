@@ -4,8 +4,8 @@ import torch
 
 from interp_steer import build_vector, generate
 from interp_steer.activations import token_activations
-from interp_steer.eval.sweep import typical_norm
 from interp_steer.testing import tiny_model
+from interp_steer.units import typical_norm
 
 HOOK = "blocks.1.hook_resid_pre"
 

@@ -599,12 +599,13 @@ def _check_sae_vs_steering(out, cfg, model, sae):
             kl = float(torch.cat(kls).mean())
             assert res["methods"][method]["kl_unsteered"] == pytest.approx(kl, rel=1e-5), method
             got[method] = kl
-        with torch.no_grad():
-            last = [
-                model.run_with_cache(t, names_filter=hook)[1][hook][0, -1].norm() for t in tokens
+        with torch.no_grad():  # r's norm: the median per-token norm, position 0 excluded
+            norms = [
+                model.run_with_cache(t, names_filter=hook)[1][hook][0, 1:].norm(dim=-1)
+                for t in tokens
             ]
-        r = res["methods"]["mean_diff"]["setting"]["alpha"] / float(torch.stack(last).mean())
-        assert res["methods"]["mean_diff"]["setting"]["rel_strength"] == pytest.approx(r, rel=1e-5)
+        r = res["methods"]["mean_diff"]["setting"]["alpha"] / float(torch.cat(norms).median())
+        assert res["methods"]["mean_diff"]["setting"]["r"] == pytest.approx(r, rel=1e-5)
     return got
 
 

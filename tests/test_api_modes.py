@@ -24,6 +24,7 @@ import interp_steer
 from interp_steer import identifiability as idf
 from interp_steer import interventions as iv
 from interp_steer import sae as S
+from interp_steer import units
 from interp_steer.activations import (
     capture,
     forward_kwargs,
@@ -225,9 +226,10 @@ CASES = {
     "kl_under/kl_from_unsteered": lambda c: metrics.kl_from_unsteered(
         c.model, c.vec, [1.0], PROMPTS
     ),
-    "residual_norm/typical_norm": lambda c: (
-        sw.residual_norm(c.model, HOOK, PROMPTS),
-        sw.typical_norm(c.model, HOOK, PROMPTS),
+    "units.typical_norm/r_of/alpha_for": lambda c: (
+        units.typical_norm(c.model, HOOK, PROMPTS),
+        units.r_of(c.vec, 2.0, units.typical_norm(c.model, HOOK, PROMPTS)),
+        units.alpha_for(c.vec, 0.3, 7.0),
     ),
     "sweep/summarise": lambda c: sw.sweep(
         c.model,
@@ -371,6 +373,7 @@ EXEMPT = {
 JUDGE_TEMPLATE = "Q: {question}\nA: {answer}\nScore:"
 MODULES = [
     "vectors",
+    "units",
     "methods",
     "interventions",
     "generation",

@@ -161,11 +161,11 @@ def test_sweep_writes_its_tables_and_resumes(tiny_loader, tmp_path, capsys, monk
     for a, g in samples.groupby("alpha"):
         row = summary[summary.alpha == a].iloc[0]
         assert row.success == pytest.approx(g.success.mean())
-        assert row.rel_strength == pytest.approx(g.rel_strength.iloc[0])
+        assert row.r == pytest.approx(g.r.iloc[0])
     assert 0 < summary.success.mean() < 1  # the rule separated the texts
     kl = dict(zip(summary.alpha, summary.kl))
     assert kl[0.0] == pytest.approx(0.0, abs=1e-9) and kl[4.0] > 0 and kl[-4.0] > 0
-    rel = dict(zip(summary.alpha, summary.rel_strength))
+    rel = dict(zip(summary.alpha, summary.r))
     assert rel[4.0] == pytest.approx(rel[-4.0]) and rel[0.0] == 0
     assert [r["alpha"] for r in saved["summary"]] == summary.alpha.tolist()
     assert [r["success"] for r in saved["summary"]] == pytest.approx(summary.success.tolist())

@@ -303,7 +303,7 @@ def test_sweep_diversity_counts_coherent_samples_only():
                     success=1.0,
                     judge=np.nan,
                     distinct_2=metrics.distinct_n(t, 2),
-                    rel_strength=alpha,
+                    r=alpha,
                 )
             )
     out = summarise(pd.DataFrame(rows), embed=embed).set_index("alpha")

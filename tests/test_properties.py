@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 from interp_steer import SteeringVector, build_vector, generate, steer
 from interp_steer.activations import get_activations
 from interp_steer.eval import stats
-from interp_steer.eval.sweep import typical_norm
 from interp_steer.testing import tiny_model
+from interp_steer.units import typical_norm
 
 HOOK = "blocks.1.hook_resid_pre"
 PAIRS = [("good happy", "bad sad"), ("great joy", "awful pain")]

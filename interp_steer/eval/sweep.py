@@ -16,11 +16,11 @@ import pandas as pd
 from transformer_lens import HookedTransformer
 
 from interp_steer._io import write_json, write_text
-from interp_steer.activations import get_activations, token_activations
 from interp_steer.eval import metrics
 from interp_steer.generation import format_prompts, generate
 from interp_steer.runs.executor import Cell, Executor, ResultStore, run_grid
 from interp_steer.runs.provenance import code_version
+from interp_steer.units import r_of, typical_norm
 from interp_steer.vectors import SteeringVector
 
 Scorer = Callable[[list[str]], np.ndarray]
@@ -37,28 +37,6 @@ class SweepConfig:
     batch_size: int = 64
     chat: bool = True
     extra: dict = field(default_factory=dict)
-
-
-def residual_norm(
-    model: HookedTransformer, hook: str, prompts: Sequence[str], chat: bool = True
-) -> float:
-    """Mean last-token residual norm of the (formatted) prompts at ``hook``."""
-    texts = format_prompts(model, prompts, chat)
-    return float(get_activations(model, texts, hook, progress=False)[hook].norm(dim=-1).mean())
-
-
-def typical_norm(
-    model: HookedTransformer, hook: str, prompts: Sequence[str], chat: bool = True
-) -> float:
-    """The typical residual norm at ``hook``: the median per-token norm over the (formatted)
-    prompts' tokens, position 0 excluded.
-
-    A median, because chat templates give delimiter tokens ('\\n', ',', role names) norms
-    5-10x the rest (Qwen2.5-Coder-0.5B, layer 18: median 37, mean 85, first token 2265).
-    Relative strength r = ‖αv‖ / typical_norm.
-    """
-    texts = format_prompts(model, prompts, chat)
-    return float(token_activations(model, texts, hook).norm(dim=-1).median())
 
 
 def sweep(
@@ -251,7 +229,7 @@ def _sweep_cell(
             ppl=float(pp),
             success=float(sc),
             judge=float(jd),
-            rel_strength=abs(a) * float(vec.norm()) / resid,
+            r=r_of(vec, a, resid),
             kl=float(kl_of[a]),
         )
         for (_, a, p, s), t, pp, sc, jd in zip(grid, texts, ppl, scores, judged)
@@ -269,6 +247,8 @@ def summarise(samples: pd.DataFrame, diversity: bool = True, embed=None) -> pd.D
     (within a text), ``embedding_diversity`` set-level (1 − mean pairwise cosine among one
     prompt's coherent samples, prompts with fewer than two skipped); NaN when no sample is
     coherent, and the HM is then 0. Without a success scorer the HM is NaN (unknown), not 0."""
+    if "r" not in samples and "rel_strength" in samples:  # rows stored before units.py
+        samples = samples.rename(columns={"rel_strength": "r"})
     out = []
     for name, g in samples.groupby("vector", sort=False):
         for a, ga in g.groupby("alpha"):
@@ -277,7 +257,7 @@ def summarise(samples: pd.DataFrame, diversity: bool = True, embed=None) -> pd.D
                 vector=name,
                 hook=ga.hook.iloc[0],
                 alpha=a,
-                rel_strength=ga.rel_strength.iloc[0],
+                r=ga.r.iloc[0],
                 success=float(ga.success.mean()),
                 ppl=float(np.nanmedian(ga.ppl)),
                 judge=float(ga.judge.mean()),
