@@ -69,6 +69,23 @@ def test_perturbations_are_orthogonal_with_requested_norm():
     assert torch.equal(perturb(v, 1.0, seed=5)[0].directions, a.directions)
 
 
+def test_delta_stays_in_the_subspace_when_v_overlaps_it():
+    """span{e1, e2} ∩ (e1 + e3)⊥ = span{e2}: δ must be ±‖δ‖·e2, with nothing along e3."""
+    d = 6
+    basis = torch.eye(d, dtype=torch.float64)[:, :2]
+    v = SteeringVector(torch.tensor([1.0, 0, 1.0, 0, 0, 0]), HOOK)
+    for p in perturb(v, 0.7, basis, n=4, seed=3):
+        delta = p.vector.double() - v.vector.double()
+        outside = delta - basis @ (basis.T @ delta)
+        assert float(outside.norm()) < 1e-6, delta
+        assert abs(abs(float(delta[1])) - 0.7 * float(v.norm())) < 1e-5
+    # a subspace spanned by v alone has no room for δ; an empty one is named as such
+    with pytest.raises(ValueError, match="no direction orthogonal"):
+        perturb(v, 1.0, v.vector.double()[:, None])
+    with pytest.raises(ValueError, match="empty"):
+        perturb(v, 1.0, torch.zeros(d, 0, dtype=torch.float64))
+
+
 def test_null_space_delta_leaves_linear_readout_unchanged():
     cov = _rank_deficient_cov()
     ns = null_space(cov, "relative")

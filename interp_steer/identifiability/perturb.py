@@ -38,17 +38,25 @@ def perturb(
         raise ValueError("source must be 'random', 'null', 'principal' or a basis tensor")
     if basis.ndim != 2 or basis.shape[0] != d:
         raise ValueError(f"basis must be [d_model={d}, m], got {tuple(basis.shape)}")
-    # orthonormal basis of span(basis) ∩ v⊥: δ then lies in the subspace *and* is ⟂ v
-    u = v / v.norm()
-    b = basis - torch.outer(u, u @ basis)
-    q, r = torch.linalg.qr(b)
-    q = q[:, r.diagonal().abs() > 1e-8 * max(1.0, float(r.diagonal().abs().max()))]
-    if q.shape[1] == 0:
+    if basis.shape[1] == 0:
+        raise ValueError("the basis is empty: there is no subspace to draw δ from")
+    # δ must lie in span(basis) ∩ v⊥. With Q an orthonormal basis of span(basis) and
+    # w = Qᵀv, that intersection is {Qz : z ⟂ w}. (Projecting the basis off v instead spans
+    # the projection of span(basis) onto v⊥, which leaves the subspace when v overlaps it.)
+    q, r = torch.linalg.qr(basis)
+    diag = r.diagonal().abs()
+    q = q[:, diag > 1e-8 * max(1.0, float(diag.max()))]
+    w = q.T @ v
+    w_hat = w / w.norm() if float(w.norm()) > 1e-10 * float(v.norm()) else None
+    if q.shape[1] - (w_hat is not None) < 1:
         raise ValueError("the chosen subspace has no direction orthogonal to v")
     gen = torch.Generator().manual_seed(seed)
     out = []
     for i in range(n):
-        delta = q @ torch.randn(q.shape[1], generator=gen, dtype=torch.float64)
+        z = torch.randn(q.shape[1], generator=gen, dtype=torch.float64)
+        if w_hat is not None:
+            z = z - w_hat * (w_hat @ z)  # isotropic in the intersection
+        delta = q @ z
         delta = delta / delta.norm() * eps * v.norm()
         new = v + delta
         if keep_norm:
