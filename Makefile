@@ -16,6 +16,11 @@ $(STAMP): pyproject.toml Makefile
 	  { apt-get install -y -q bubblewrap >/dev/null 2>&1 || \
 	    { apt-get update -q >/dev/null && apt-get install -y -q bubblewrap >/dev/null; }; }; } || \
 	  echo "WARNING: install bubblewrap (bwrap) yourself: code graders refuse to run without it"
+	# chromium: renders the audit report in tests/test_audit.py (a real browser, headless).
+	@command -v chromium >/dev/null || { command -v apt-get >/dev/null && \
+	  { apt-get install -y -q chromium >/dev/null 2>&1 || \
+	    { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; }; }; } || \
+	  echo "WARNING: install chromium yourself: the audit report's browser test needs it"
 	test -x $(PY) || $(PY_SYS) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	# Keep an existing torch (a user's CUDA build, say); only install one when none imports.

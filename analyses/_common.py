@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
-from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -15,6 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from interp_steer._io import atomic_path, write_json  # noqa: E402
+from interp_steer.runs.cells import MissingCell, cell, config_hash  # noqa: E402, F401
 from interp_steer.runs.provenance import code_version  # noqa: E402
 
 FIGURES = (Path(__file__).resolve().parent.parent / "figures").resolve()
@@ -89,31 +87,3 @@ def single_model_main(doc: str, config_cls, run, headline, argv=None) -> None:
     make = config_cls.quick_config if args.quick else config_cls
     cfg = make(model=args.model, seed=args.seed)
     print(headline(run(cfg, args.out), cfg))
-
-
-# ---------------------------------------------------------------- resumable cells
-
-
-class MissingCell(LookupError):
-    """A cell that a run told not to compute would have to compute."""
-
-
-def cell(path: Path, compute: Callable[[], dict], allow_compute: bool = True) -> dict:
-    """Load a finished cell, or compute it and write it atomically (with the commit that
-    computed it), so a killed run loses only the cell in flight. An unreadable cell file (a
-    crash mid-write cannot leave one, a hand edit can) is recomputed."""
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        pass
-    if not allow_compute:
-        raise MissingCell(str(path))
-    result = {**compute(), "_commit": code_version()}
-    write_json(Path(path), result)
-    return result
-
-
-def config_hash(cfg, exclude: tuple[str, ...] = ()) -> str:
-    """A short hash of the config fields that change what the cells hold."""
-    d = {k: v for k, v in asdict(cfg).items() if k not in exclude}
-    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]

@@ -75,6 +75,27 @@ def cmd_build(args) -> None:
         print(f"llama.cpp control vector (x{args.gguf_alpha:g}) saved to {args.gguf}")
 
 
+def cmd_audit(args) -> None:
+    from interp_steer import SteeringVector
+    from interp_steer.audit import AuditConfig, audit
+
+    vec = SteeringVector.load(args.vector)
+    model = _model(args)
+    prompts = None
+    if args.prompts:
+        prompts = [x.strip() for x in Path(args.prompts).read_text().splitlines() if x.strip()]
+        if not prompts:
+            raise ValueError(f"{args.prompts} holds no prompts (one per line)")
+    kw = {"seed": args.seed, "positions": args.positions}
+    if args.r is not None:
+        kw["operating_r"] = args.r
+    cfg = AuditConfig.quick(**kw) if args.quick else AuditConfig(**kw)
+    report = audit(model, vec, cfg, prompts=prompts, success=args.success, out=args.out)
+    for name, line in report.verdicts.items():
+        print(f"{name}: {line}")
+    print(f"report: {Path(args.out) / 'index.html'}")
+
+
 def cmd_generate(args) -> None:
     from interp_steer import SteeringVector, generate
 
@@ -96,40 +117,11 @@ def cmd_generate(args) -> None:
             print(f"--- alpha={a:+g} | {p}\n{o}\n")
 
 
-class SuccessScorer:
-    """``--success`` as a scorer that builds its classifier on first use, so it travels to Ray
-    workers as a few bytes instead of a pickled embedding model."""
-
-    KINDS = ("vader", "trait:NAME", "contains:A,B")
-
-    def __init__(self, spec: str):
-        if not (spec == "vader" or spec.startswith(("trait:", "contains:"))):
-            raise SystemExit(f"error: unknown --success {spec!r}; use one of {self.KINDS}")
-        self.name = spec
-        self._fn = None
-
-    def __call__(self, texts):
-        if self._fn is None:
-            from interp_steer.eval import classifiers, metrics
-
-            kind, _, arg = self.name.partition(":")
-            if kind == "contains":
-                targets = arg.split(",")
-                self._fn = lambda ts: metrics.contains_rate(ts, targets)
-            elif kind == "vader":
-                self._fn = classifiers.success_scorer("sentiment")  # (VADER + 1) / 2
-            else:
-                self._fn = classifiers.EmbeddingClassifier(arg)
-        return self._fn(texts)
-
-    def __getstate__(self):
-        return {"name": self.name, "_fn": None}
-
-
 def cmd_sweep(args) -> None:
     from functools import partial
 
     from interp_steer import SteeringVector, datasets, load_model
+    from interp_steer.eval.classifiers import SuccessScorer
     from interp_steer.eval.sweep import sweep
 
     if args.resume and not args.out:
@@ -282,6 +274,19 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("-o", "--out", required=True, help="output .safetensors path")
     s.add_argument("--gguf", help="also write a llama.cpp control vector (.gguf) here")
     s.add_argument("--gguf-alpha", type=float, default=1.0, help="scale baked into --gguf")
+
+    s = with_model(add("audit", cmd_audit, "Audit a steering vector: one HTML + JSON report."))
+    s.add_argument("--vector", required=True, help="a saved SteeringVector (.safetensors)")
+    s.add_argument("--out", default="report", help="folder for index.html, audit.json, cells")
+    s.add_argument("--quick", action="store_true", help="minutes instead of the full grid")
+    s.add_argument("--success", help="vader | trait:NAME | contains:word1,word2")
+    s.add_argument("--prompts", help="a text file of prompts, one per line")
+    s.add_argument("--r", type=float, help="the operating strength (default: chosen)")
+    s.add_argument(
+        "--positions",
+        default="all",
+        choices=["all", "prompt", "generated", "last_and_generated"],
+    )
 
     s = with_model(add("generate", cmd_generate, "Generate text, optionally steered."))
     s.add_argument("--prompt", action="append", required=True, help="repeatable")

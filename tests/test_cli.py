@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from interp_steer import SteeringVector, cli
+from interp_steer.eval.classifiers import SuccessScorer
 from interp_steer.testing import tiny_model
 
 
@@ -110,9 +111,9 @@ def test_sweep_executor_flags_are_checked(capsys):
         cli.main(["sweep", "--vector", "x", "--alphas", "1", "--executor", "dask"])
     with pytest.raises(SystemExit, match="--resume needs --out"):
         cli.main(["sweep", "--vector", "x", "--alphas", "1", "--resume"])
-    with pytest.raises(SystemExit, match="unknown --success"):
-        cli.SuccessScorer("sentiment")
-    s = cli.SuccessScorer("contains:owl,hawk")
+    with pytest.raises(ValueError, match="unknown success measure 'sentiment'"):
+        SuccessScorer("sentiment")
+    s = SuccessScorer("contains:owl,hawk")
     assert s(["an owl", "a cat"]).tolist() == [1, 0]
     assert pickle.loads(pickle.dumps(s))._fn is None  # travels without its classifier
 

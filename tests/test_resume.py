@@ -17,7 +17,7 @@ kept there, so the reference's choices, which can change the last bits of the fl
 the later runs' too, as they are for a user resuming on the machine that started the run.
 
 The per-cell delay that makes the kill land mid-run lives in the children only: it wraps the
-library's own cell functions (`interp_steer.eval.sweep._sweep_cell`, `analyses._common.cell` as
+library's own cell functions (`interp_steer.eval.sweep._sweep_cell`, `interp_steer.runs.cells.cell` as
 `analyses.steering_window` calls it), which still compute the real cells.
 """
 

@@ -199,3 +199,36 @@ def success_scorer(trait: str):
         score.name = "vader_01"
         return score
     return EmbeddingClassifier(trait)
+
+
+class SuccessScorer:
+    """A success measure named by a string (``vader``, ``trait:NAME``, ``contains:A,B``),
+    scores in [0, 1]. It builds its classifier on first use, so it travels to Ray workers as
+    a few bytes instead of a pickled embedding model."""
+
+    KINDS = ("vader", "trait:NAME", "contains:A,B")
+
+    def __init__(self, spec: str):
+        if not isinstance(spec, str) or not (
+            spec == "vader" or spec.startswith(("trait:", "contains:"))
+        ):
+            raise ValueError(f"unknown success measure {spec!r}; use one of {self.KINDS}")
+        self.name = spec
+        self._fn = None
+
+    def __call__(self, texts):
+        if self._fn is None:
+            from interp_steer.eval import metrics
+
+            kind, _, arg = self.name.partition(":")
+            if kind == "contains":
+                targets = arg.split(",")
+                self._fn = lambda ts: metrics.contains_rate(ts, targets)
+            elif kind == "vader":
+                self._fn = success_scorer("sentiment")  # (VADER + 1) / 2
+            else:
+                self._fn = EmbeddingClassifier(arg)
+        return self._fn(texts)
+
+    def __getstate__(self):
+        return {"name": self.name, "_fn": None}
