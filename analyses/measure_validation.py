@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
@@ -30,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from analyses._common import FIGURES, arg_parser, cell, config_hash
+from interp_steer.eval.coherence import HEAD_FILE, CoherenceHead, feature_matrix
 
 LABEL_FILES = ("labels_a.jsonl", "labels_b.jsonl")
 ADJUDICATED = "labels_adjudicated.jsonl"
@@ -38,7 +38,9 @@ ADJUDICATED = "labels_adjudicated.jsonl"
 @dataclass
 class Config:
     fluency_model: str = "smollm2-135m-instruct"
-    readers: tuple[str, ...] = ("qwen2.5-coder-0.5b-instruct", "qwen2.5-coder-1.5b-instruct")
+    # Qwen readers (ModelJudge's coherence digit tree) are candidates too, but scoring the 661
+    # items takes about 1 h (0.5B) and 3 h (1.5B) on 2 CPU cores: add them with --readers
+    readers: tuple[str, ...] = ()
     # float32 on CPU: bf16 is slow without AVX-512-BF16 / AMX; the eager path keeps 1.5B in ~8 GB
     reader_dtype: str = "float32"
     n_boot: int = 2000
@@ -81,38 +83,6 @@ def load_split() -> dict[str, str]:
 
 def load_sources() -> dict[str, dict]:
     return json.loads(_data_dir().joinpath("sources.json").read_text())
-
-
-# ---------------------------------------------------------------- cheap text features
-
-
-def _words(t: str) -> list[str]:
-    return re.findall(r"[a-z']+", t.lower())
-
-
-def echo_fraction(prompt: str | None, text: str) -> float:
-    """Share of the text's word 3-grams (words for texts under 3 words) found in the prompt."""
-    if not prompt:
-        return 0.0
-    w, p = _words(text), _words(prompt)
-    n = 3 if len(w) >= 3 else 1
-    grams = [tuple(w[i : i + n]) for i in range(len(w) - n + 1)]
-    if not grams:
-        return 0.0
-    pg = {tuple(p[i : i + n]) for i in range(len(p) - n + 1)}
-    return float(np.mean([g in pg for g in grams]))
-
-
-def surface(text: str) -> list[float]:
-    """Non-ASCII share, letters share, mean word length, number of words (log)."""
-    n = max(len(text), 1)
-    w = _words(text)
-    return [
-        sum(ord(c) > 127 for c in text) / n,
-        sum(c.isalpha() for c in text) / n,
-        float(np.mean([len(x) for x in w])) if w else 0.0,
-        float(np.log1p(len(w))),
-    ]
 
 
 # ---------------------------------------------------------------- scoring cells
@@ -245,19 +215,20 @@ def is_steered(src: dict) -> bool:
 
 
 def features(scores: dict, items: list[dict], readers: tuple[str, ...]) -> np.ndarray:
-    """Per item: SmolLM2 log-prob and repetition, echo, prompt relevance, surface shape and,
-    for each reader, its coherence score; NaN (a judge's dropped score) becomes the midpoint."""
+    """Per item: `interp_steer.eval.coherence.FEATURES` and, for each reader, its coherence
+    score; NaN (a judge's dropped score) becomes the midpoint."""
     f = scores["fluency"]
+    x = feature_matrix(
+        f["logp"],
+        f["repetition"],
+        scores["embeddings"]["relevance"],
+        [it["prompt"] for it in items],
+        [it["text"] for it in items],
+    )
     cols = [
-        np.nan_to_num(np.asarray(f["logp"], float), nan=-15.0).clip(-15, 0),
-        np.asarray(f["repetition"], float),
-        np.array([echo_fraction(it["prompt"], it["text"]) for it in items]),
-        np.asarray(scores["embeddings"]["relevance"], float),
+        np.nan_to_num(np.asarray(scores[r]["coherent"], float), nan=50.0) / 100 for r in readers
     ]
-    cols += list(np.array([surface(it["text"]) for it in items]).T)
-    for r in readers:
-        cols.append(np.nan_to_num(np.asarray(scores[r]["coherent"], float), nan=50.0) / 100)
-    return np.stack(cols, 1)
+    return np.hstack([x, np.stack(cols, 1)]) if cols else x
 
 
 def fit_head(x: np.ndarray, y: np.ndarray, seed: int):
@@ -276,28 +247,35 @@ def fit_head(x: np.ndarray, y: np.ndarray, seed: int):
     return make_pipeline(StandardScaler(), lr).fit(x, y)
 
 
-def coherence_candidates(cfg: Config, scores: dict, items, split, y) -> dict[str, np.ndarray]:
-    """Each candidate's coherence score in [0, 1] for every item (heads: fit on train)."""
+def coherence_candidates(cfg: Config, scores: dict, items, split, y) -> tuple[dict, object]:
+    """Each candidate's coherence score in [0, 1] for every item (heads: fit on train), and
+    the fitted cheap-feature head (the one the library can ship: its features need no
+    reader model)."""
     out = {"fluency x repetition (metrics.coherence)": np.asarray(scores["fluency"]["coherence"])}
     for r in cfg.readers:
         out[f"reader {r}"] = np.nan_to_num(np.asarray(scores[r]["coherent"], float), nan=50) / 100
     train = split == "train"
     cheap = features(scores, items, ())
-    full = features(scores, items, cfg.readers)
     emb = np.asarray(scores["embeddings"]["text"], float)
-    for name, x in (
+    heads = [
         ("head: cheap features", cheap),
         ("head: cheap + MiniLM text", np.hstack([cheap, emb])),
-        ("head: cheap + readers", full),
-        ("head: all", np.hstack([full, emb])),
-    ):
-        out[name] = fit_head(x[train], y[train], cfg.seed).predict_proba(x)[:, 1]
-    return out
+    ]
+    if cfg.readers:
+        full = features(scores, items, cfg.readers)
+        heads += [("head: cheap + readers", full), ("head: all", np.hstack([full, emb]))]
+    fitted = {}
+    for name, x in heads:
+        fitted[name] = fit_head(x[train], y[train], cfg.seed)
+        out[name] = fitted[name].predict_proba(x)[:, 1]
+    return out, fitted["head: cheap features"]
 
 
-def coherence_report(name, s, y, labels, ids, groups, steered, mask, cfg) -> dict:
+def coherence_report(name, s, y, labels, ids, groups, studies, steered, mask, cfg) -> dict:
     m = mask & steered
     value, pairs = within_auroc(y[m], s[m], groups[m])
+    # coarser: steered items of one study and model (most single conditions hold one class)
+    study_value, study_pairs = within_auroc(y[m], s[m], studies[m])
     cat = np.array([labels[i]["category"] for i in ids])
     called = s >= 0.5
 
@@ -314,6 +292,9 @@ def coherence_report(name, s, y, labels, ids, groups, steered, mask, cfg) -> dic
         "within_steered_auroc": value,
         "within_steered_auroc_ci": within_auroc_ci(y[m], s[m], groups[m], cfg.n_boot, cfg.seed),
         "within_pairs": pairs,
+        "within_study_auroc": study_value,
+        "within_study_auroc_ci": within_auroc_ci(y[m], s[m], studies[m], cfg.n_boot, cfg.seed),
+        "within_study_pairs": study_pairs,
         "pooled_auroc": list(pooled),
         "salad_called_coherent": rate(cat == "salad"),
         "echo_called_coherent": rate(cat == "echo"),
@@ -365,16 +346,26 @@ def run(cfg: Config, compute: bool = True) -> dict:
     split = np.array([split_of[i] for i in ids])
     y = np.array([labels[i]["coherence"] >= 50 for i in ids], int)
     groups = np.array([condition_group(sources[i]) for i in ids])
+    studies = np.array([f"{sources[i]['study']}|{sources[i]['model']}" for i in ids])
     steered = np.array([is_steered(sources[i]) for i in ids])
-    cands = coherence_candidates(cfg, scores, items, split, y)
+    cands, cheap_head = coherence_candidates(cfg, scores, items, split, y)
     coherence = {
         name: {
-            part: coherence_report(name, s, y, labels, ids, groups, steered, split == part, cfg)
+            part: coherence_report(
+                name, s, y, labels, ids, groups, studies, steered, split == part, cfg
+            )
             for part in ("dev", "test")
         }
         for name, s in cands.items()
     }
-    chosen = max(coherence, key=lambda n: coherence[n]["dev"]["within_steered_auroc"])
+    # chosen on dev only: within-study AUROC, ties broken by the pooled AUROC
+    chosen = max(
+        coherence,
+        key=lambda n: (
+            coherence[n]["dev"]["within_study_auroc"],
+            coherence[n]["dev"]["pooled_auroc"][0],
+        ),
+    )
     coh_pred = cands[chosen] >= 0.5
     return {
         "config": asdict(cfg),
@@ -382,6 +373,7 @@ def run(cfg: Config, compute: bool = True) -> dict:
         "n_by_split": {k: int((split == k).sum()) for k in ("train", "dev", "test")},
         "coherence": coherence,
         "coherence_chosen_on_dev": chosen,
+        "_cheap_head": cheap_head,
         "misalignment": {
             part: misalignment_report(cfg, scores, ids, labels, part, split, coh_pred)
             for part in ("dev", "test")
@@ -400,8 +392,8 @@ def figure(res: dict, path: Path) -> None:
     names = list(res["coherence"])
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 5.2), width_ratios=[1.1, 1])
     for k, part in enumerate(("dev", "test")):
-        v = [res["coherence"][n][part]["within_steered_auroc"] for n in names]
-        ci = np.array([res["coherence"][n][part]["within_steered_auroc_ci"] for n in names])
+        v = [res["coherence"][n][part]["within_study_auroc"] for n in names]
+        ci = np.array([res["coherence"][n][part]["within_study_auroc_ci"] for n in names])
         yy = np.arange(len(names)) + (0.18 if part == "dev" else -0.18)
         ax1.errorbar(
             v,
@@ -415,9 +407,9 @@ def figure(res: dict, path: Path) -> None:
     ax1.axvline(0.85, color="k", ls=":", lw=1, label="goal 0.85")
     ax1.axvline(0.5, color="grey", lw=0.8)
     ax1.set_yticks(range(len(names)), names, fontsize=8)
-    ax1.set_xlabel("AUROC against 'coherent', pairs within one steered condition only")
+    ax1.set_xlabel("AUROC against 'coherent': steered items, pairs within one study x model")
     ax1.set_title(
-        "Coherence measures on model text (95% CI, bootstrap over conditions)", fontsize=10
+        "Coherence measures on model text (95% CI, bootstrap over study x model)", fontsize=10
     )
     ax1.legend(fontsize=8, loc="lower left")
     y = np.array(res["_roc"]["y"])
@@ -437,28 +429,65 @@ def figure(res: dict, path: Path) -> None:
 def headline(res: dict) -> str:
     c = res["coherence_chosen_on_dev"]
     t = res["coherence"][c]["test"]
-    lo, hi = t["within_steered_auroc_ci"]
+    lo, hi = t["within_study_auroc_ci"]
     return (
-        f"coherence: {c} (chosen on dev): test within-condition AUROC "
-        f"{t['within_steered_auroc']:.2f} [{lo:.2f}, {hi:.2f}] ({t['within_pairs']} pairs); "
+        f"coherence: {c} (chosen on dev): test AUROC within study x model, steered items "
+        f"{t['within_study_auroc']:.2f} [{lo:.2f}, {hi:.2f}] ({t['within_study_pairs']} pairs); "
         f"salad called coherent {t['salad_called_coherent']['rate']:.0%}, echoes "
         f"{t['echo_called_coherent']['rate']:.0%}, sensible {t['sensible_called_coherent']['rate']:.0%}"
     )
 
 
 def main(argv=None) -> None:
-    from analyses._common import require_clean, save_figure  # noqa: F401
-
-    ap = arg_parser(__doc__)
-    ap.add_argument("--no-compute", action="store_true", help="only assemble finished cells")
-    args = ap.parse_args(argv)
-    cfg = Config(seed=args.seed)
-    res = run(cfg, compute=not args.no_compute)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    figure(res, out / "measure_validation.png")
+    from analyses._common import require_clean
     from interp_steer._io import write_json
     from interp_steer.runs.provenance import code_version
 
-    write_json(out / "measure_validation.json", {**res, "interp_steer": code_version()})
+    ap = arg_parser(__doc__)
+    ap.add_argument("--no-compute", action="store_true", help="only assemble finished cells")
+    ap.add_argument(
+        "--readers",
+        default="",
+        help="comma-separated Qwen reader models to add (about 1 h per 0.5B pass on 2 cores)",
+    )
+    args = ap.parse_args(argv)
+    require_clean(args)
+    readers = tuple(r for r in args.readers.split(",") if r)
+    cfg = Config(seed=args.seed, readers=readers)
+    res = run(cfg, compute=not args.no_compute)
+    head = res.pop("_cheap_head")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    figure(res, out / "measure_validation.png")
+    version = code_version()
+    write_json(out / "measure_validation.json", {**res, "interp_steer": version})
+    name = "head: cheap features"
+    shipped = CoherenceHead.from_pipeline(
+        head,
+        {
+            "fit_on": f"train split of interp_steer/data/modeltext ({res['n_by_split']['train']} items)",
+            "chosen_on_dev": res["coherence_chosen_on_dev"] == name,
+            "dev": _brief(res["coherence"][name]["dev"]),
+            "test": _brief(res["coherence"][name]["test"]),
+            "made_by": "python -m analyses.measure_validation",
+            "interp_steer": version,
+        },
+    )
+    if Path(args.out).resolve() == FIGURES:  # the committed run also ships the head
+        write_json(
+            Path(__file__).resolve().parents[1] / "interp_steer" / "data" / HEAD_FILE,
+            shipped.to_json(),
+        )
     print(headline(res))
+
+
+def _brief(r: dict) -> dict:
+    keys = ("within_study_auroc", "within_study_auroc_ci", "within_study_pairs", "pooled_auroc")
+    return {k: r[k] for k in keys} | {
+        k: r[k]["rate"]
+        for k in ("salad_called_coherent", "echo_called_coherent", "sensible_called_coherent")
+    }
+
+
+if __name__ == "__main__":
+    main()
