@@ -411,7 +411,7 @@ def figure(res: dict, path: Path) -> None:
     ax1.set_title(
         "Coherence measures on model text (95% CI, bootstrap over study x model)", fontsize=10
     )
-    ax1.legend(fontsize=8, loc="lower left")
+    ax1.legend(fontsize=8, loc="upper left")
     y = np.array(res["_roc"]["y"])
     for k, n in enumerate(names):
         fpr, tpr, _ = roc_curve(y, res["_roc"]["scores"][n])
