@@ -35,6 +35,7 @@ _NOT_CONTRASTIVE = {
     "em_judge_audit",  # blind labels of EM answers (analyses/judge_audit), test only
     "safety_concepts",
     "generic_eval",  # SAE generalisation texts (interp_steer.sae.corpus)
+    "coherence_head",  # the model-text coherence measure (interp_steer.eval.coherence)
 }
 
 

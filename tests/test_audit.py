@@ -211,13 +211,23 @@ def test_bad_input_is_named(model, vec):
     with pytest.raises(ValueError, match="unknown success measure"):
         audit(model, vec, _cfg(), prompts=PROMPTS, success="vibes", progress=False)
     two = type(vec)(torch.cat([vec.directions, vec.directions]), HOOK, vec.model_fingerprint)
+    with pytest.raises(ValueError, match="coherence must be"):
+        audit(model, vec, _cfg(), prompts=PROMPTS, coherence="vibes", progress=False)
     with pytest.raises(ValueError, match="one direction"):
         audit(model, two, _cfg(), prompts=PROMPTS, progress=False)
 
 
 def test_a_missing_sae_is_said_and_the_rest_runs(model, vec, tmp_path, monkeypatch):
     monkeypatch.setattr(S, "default_path", lambda *a, **k: tmp_path / "none")
-    rep = audit(model, vec, _cfg(), prompts=PROMPTS, success="contains:e", progress=False)
+    rep = audit(
+        model,
+        vec,
+        _cfg(),
+        prompts=PROMPTS,
+        success="contains:e",
+        coherence="fluency",
+        progress=False,
+    )
     view = rep.data["sections"]["sae_view"]
     assert not view["available"] and "no SAE for blocks.1.hook_resid_pre" in view["verdict"]
     assert rep.data["sections"]["dose_response"]["strengths"]

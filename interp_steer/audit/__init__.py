@@ -120,6 +120,7 @@ def audit(
     config: AuditConfig | None = None,
     prompts: Sequence[str] | None = None,
     success: str | Callable | None = None,
+    coherence: str | Callable = "model-text",
     sae=None,
     out: str | Path | None = None,
     progress: bool = True,
@@ -135,6 +136,9 @@ def audit(
             general set.
         success: a measure name (``vader``, ``trait:NAME``, ``contains:A,B``) or a callable
             texts -> scores in [0, 1]; default: the vector's dataset's classifier, if any.
+        coherence: ``"model-text"`` (the measure validated on blind-labelled model text),
+            ``"fluency"`` (`metrics.coherence`, fast but known to pass salad) or a callable
+            (prompts, texts) -> [0, 1].
         sae: an sae-lens SAE at the vector's hook; default: the cached default SAE if there
             is one; False skips the section.
         out: a folder for resumable cells and the report (``report.save(out)``).
@@ -157,8 +161,9 @@ def audit(
     scorer, success_name = _success(vector, success)
     sae_obj, sae_missing = _sae(model, vector.hook, sae)
     norm = typical_norm(model, vector.hook, prompts)
-    ctx = S.Context(model, vector, cfg, prompts, norm, scorer, success_name)
-    key = config_hash(cfg) + "-" + _digest(vector, prompts, success_name)
+    coh_fn, coh_name = S.coherence_measure(model, coherence)
+    ctx = S.Context(model, vector, cfg, prompts, norm, scorer, success_name, coh_fn, coh_name)
+    key = config_hash(cfg) + "-" + _digest(vector, prompts, f"{success_name}|{coh_name}")
     cells = Path(out) / ".cells" / key if out is not None else None
 
     def run(name: str, fn: Callable[[], dict]) -> dict:
