@@ -84,9 +84,11 @@ def dose_figure(d: dict):
     w = d.get("window")
     if w and w["first_majority_r"] is not None and w["last_capable_r"] is not None:
         ax.axvspan(w["first_majority_r"], w["last_capable_r"], color="C0", alpha=0.08)
+    if w:
+        ax.axhline(w["success_level"], color="C0", lw=0.7, ls="--")
     h1, l1 = ax.get_legend_handles_labels()
     h2, l2 = ax2.get_legend_handles_labels()
-    ax.legend(h1 + h2, l1 + l2, fontsize=8, loc="center left")
+    ax.legend(h1 + h2, l1 + l2, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)
     ax.set_title("dose–response (95% CIs over prompts; capability: Wilson)", fontsize=9)
     return fig
 

@@ -78,7 +78,7 @@ def coherence_measure(model: HookedTransformer, kind) -> tuple[Callable | None, 
     if kind == "model-text":
         own = model.cfg.model_name.lower().startswith("smollm2-135m")
         fn = ModelTextCoherence(fluency_model=model if own else None)
-        return fn, f"{fn.name} (validated on model text; DEFAULT_MODEL={DEFAULT_MODEL} log-probs)"
+        return fn, f"{fn.name} ({DEFAULT_MODEL} log-probs)"
     if kind == "fluency":
         return None, "metrics.coherence (fluency x repetition; not validated on model text)"
     if callable(kind):
@@ -228,8 +228,14 @@ def dose_response(ctx: Context) -> dict:
     hit_all = np.array([row["success"] > 0.5 for row in rows], float)
     r_of_row = np.array([row["r"] for row in rows])
 
-    def window_of(succ_by_prompt: np.ndarray, pass_by_task: np.ndarray) -> dict:
-        return window(rs, succ_by_prompt[1:], pass_by_task[1:], pass_by_task[0])
+    # success counts once it is half-way from the unsteered rate to 1 (a majority when the
+    # unsteered model never succeeds): a bare majority would call a vector successful at any
+    # strength when the unsteered model already succeeds 75% of the time
+    def level(succ_by_r: np.ndarray) -> float:
+        return (float(succ_by_r[0]) + 1) / 2
+
+    def window_of(succ_by_r: np.ndarray, pass_by_r: np.ndarray) -> dict:
+        return window(rs, succ_by_r[1:], pass_by_r[1:], pass_by_r[0], level(succ_by_r))
 
     # per strength and prompt: the success rate; per strength: the task pass rate
     per_prompt = np.array(
@@ -246,18 +252,21 @@ def dose_response(ctx: Context) -> dict:
         return window_of(per_prompt[:, ps].mean(1), passed[:, ts].mean(1))
 
     w["log_window_ci"] = window_ci(resample, cfg.n_boot, cfg.seed)
+    w["success_level"] = level(per_prompt.mean(1))
     out["window"] = w
+    lvl = f"success level {w['success_level']:.0%}, half-way from the unsteered rate to 1"
     if w["first_majority_r"] is None:
+        out["verdict"] = f"success never reaches its level up to r = {rs[-1]:g} ({lvl})"
+    elif w["last_capable_r"] is None:
         out["verdict"] = (
-            f"success ({ctx.success_name}) never reaches a majority up to r = {rs[-1]:g}"
+            f"success from r {w['first_majority_r']:.2f}, but capability is already below "
+            f"half there ({lvl})"
         )
     else:
-        last = w["last_capable_r"]
         out["verdict"] = (
-            f"window r {w['first_majority_r']:.2f}–{last:.2f}"
-            if last is not None
-            else f"success from r {w['first_majority_r']:.2f}, but capability is already below half"
-        ) + f" (log width {w['log_window']:.2f}, 95% CI {_fmt(w['log_window_ci'])})"
+            f"window r {w['first_majority_r']:.2f}–{w['last_capable_r']:.2f} (log width "
+            f"{w['log_window']:.2f}, 95% CI {_fmt(w['log_window_ci'])}; {lvl})"
+        )
     return out
 
 

@@ -64,8 +64,8 @@ def window(
     success_level: float = 0.5,
     capability_fraction: float = 0.5,
 ) -> dict:
-    """First success majority, last capable r (capability ≥ ``capability_fraction`` × the
-    unsteered rate) and the window between them.
+    """First success (``success`` ≥ ``success_level``; 0.5: a majority), last capable r
+    (capability ≥ ``capability_fraction`` × the unsteered rate) and the window between them.
 
     Returns ``first_majority_r``, ``last_capable_r`` (None where there is no crossing),
     ``log_window`` = log(last / first) (0 when the first majority comes after capability is
