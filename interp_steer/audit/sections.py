@@ -280,7 +280,7 @@ def choose_operating_r(ctx: Context, dose: dict) -> tuple[float, str]:
         return ctx.cfg.operating_r, "configured"
     w = dose.get("window")
     if w and w["first_majority_r"] is not None:
-        return w["first_majority_r"], "first success majority"
+        return w["first_majority_r"], "first strength where success reaches its level"
     base = dose["strengths"][0]["capability"][0]
     capable = [s["r"] for s in dose["strengths"][1:] if s["capability"][0] >= 0.5 * base]
     return (capable[-1] if capable else ctx.cfg.r_grid[0]), "largest r that keeps capability"
