@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+import interp_steer.audit as audit_module
 from interp_steer import build_vector
 from interp_steer import sae as S
 from interp_steer.audit import AuditConfig, audit
@@ -61,20 +62,27 @@ def small_sae(model):
     )[0]
 
 
-@pytest.fixture(scope="module")
-def report(model, vec, small_sae, tmp_path_factory):
-    out = tmp_path_factory.mktemp("audit")
-    rep = audit(
+def _full_audit(model, vec, sae, out, judge):
+    """Every section, the SAE view included. Coherence by fluency under the tiny model keeps
+    it fast; the default (model-text) measure runs in notebooks/04_audit.ipynb."""
+    return audit(
         model,
         vec,
         _cfg(positions="last_and_generated"),
         prompts=PROMPTS,
         success="contains:e",
-        sae=small_sae,
+        coherence="fluency",
+        judge=judge,
+        sae=sae,
         out=out,
         progress=False,
     )
-    return rep, out
+
+
+@pytest.fixture(scope="module")
+def report(model, vec, small_sae, embedding_judge, tmp_path_factory):
+    out = tmp_path_factory.mktemp("audit")
+    return _full_audit(model, vec, small_sae, out, embedding_judge), out
 
 
 # ---------------------------------------------------------------- the window, by hand
@@ -181,24 +189,16 @@ def test_the_trace_records_the_positions_actually_edited(report):
     assert np.all(rel[0] < 1e-5)  # blocks.0 comes before the hook at blocks.1
 
 
-def test_sections_are_resumable_cells(model, vec, small_sae, report, monkeypatch):
+def test_sections_are_resumable_cells(model, vec, small_sae, report, embedding_judge, monkeypatch):
     rep, out = report
 
     def boom(*a, **k):
         raise AssertionError("a finished section was recomputed")
 
-    for name in ("dose_response", "trace", "identifiability", "side_effects", "sae_view"):
+    for name in ("dose_response", "trace", "identifiability", "side_effects"):
         monkeypatch.setattr(sections_module, name, boom)
-    again = audit(
-        model,
-        vec,
-        _cfg(positions="last_and_generated"),
-        prompts=PROMPTS,
-        success="contains:e",
-        sae=small_sae,
-        out=out,
-        progress=False,
-    )
+    monkeypatch.setattr(audit_module, "sae_view", boom)
+    again = _full_audit(model, vec, small_sae, out, embedding_judge)
     assert again.data["sections"] == rep.data["sections"]
 
 

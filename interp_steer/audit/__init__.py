@@ -26,6 +26,7 @@ from interp_steer._io import atomic_path, write_json, write_text
 from interp_steer.audit import report as R
 from interp_steer.audit import sections as S
 from interp_steer.audit.config import AuditConfig
+from interp_steer.audit.sae_view import sae_view
 from interp_steer.eval.classifiers import SuccessScorer, success_scorer
 from interp_steer.runs.cells import cell, config_hash
 from interp_steer.runs.provenance import code_version
@@ -121,6 +122,7 @@ def audit(
     prompts: Sequence[str] | None = None,
     success: str | Callable | None = None,
     coherence: str | Callable = "model-text",
+    judge: Callable | None = None,
     sae=None,
     out: str | Path | None = None,
     progress: bool = True,
@@ -139,6 +141,8 @@ def audit(
         coherence: ``"model-text"`` (the measure validated on blind-labelled model text),
             ``"fluency"`` (`metrics.coherence`, fast but known to pass salad) or a callable
             (prompts, texts) -> [0, 1].
+        judge: the misalignment judge, ``(questions, answers) -> (aligned 0-100, coherent)``;
+            default: `EmbeddingJudge` (trained on the shipped labels when first needed).
         sae: an sae-lens SAE at the vector's hook; default: the cached default SAE if there
             is one; False skips the section.
         out: a folder for resumable cells and the report (``report.save(out)``).
@@ -162,8 +166,15 @@ def audit(
     sae_obj, sae_missing = _sae(model, vector.hook, sae)
     norm = typical_norm(model, vector.hook, prompts)
     coh_fn, coh_name = S.coherence_measure(model, coherence)
-    ctx = S.Context(model, vector, cfg, prompts, norm, scorer, success_name, coh_fn, coh_name)
-    key = config_hash(cfg) + "-" + _digest(vector, prompts, f"{success_name}|{coh_name}")
+    ctx = S.Context(
+        model, vector, cfg, prompts, norm, scorer, success_name, coh_fn, coh_name, judge
+    )
+    judge_name = (
+        getattr(judge, "name", "embedding_judge") if judge is not None else "embedding_judge"
+    )
+    key = (
+        config_hash(cfg) + "-" + _digest(vector, prompts, f"{success_name}|{coh_name}|{judge_name}")
+    )
     cells = Path(out) / ".cells" / key if out is not None else None
 
     def run(name: str, fn: Callable[[], dict]) -> dict:
@@ -184,7 +195,7 @@ def audit(
         sections["sae_view"] = {"available": False, "verdict": sae_missing}
     else:
         texts = [t for ts in _eval_texts().values() for t in ts]
-        sections["sae_view"] = run("sae_view", lambda: S.sae_view(ctx, sae_obj, texts))
+        sections["sae_view"] = run("sae_view", lambda: sae_view(ctx, sae_obj, texts))
     bar.update()
     bar.close()
     for s in sections.values():

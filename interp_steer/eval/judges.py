@@ -20,6 +20,7 @@ import json
 import math
 import urllib.request
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -362,6 +363,9 @@ class EmbeddingJudge:
 
         self.embed = MiniLM()
         self.coherence_model = coherence_model
+        self.seed, self.heldout_fraction = seed, heldout_fraction
+        if self._load_fit():
+            return
         ex, y, idx_tr, idx_te = labelled_split(heldout_fraction, seed)
         questions, answers = [e["question"] for e in ex], [e["answer"] for e in ex]
         x = self.features(questions, answers)
@@ -385,7 +389,6 @@ class EmbeddingJudge:
         t_tr = self._tfidf.fit_transform([answers[i] for i in idx_tr])
         self._lex = calibrated_lr([1, 3, 10, 30, 100]).fit(t_tr, y[idx_tr])
         p = self._p_aligned(x[idx_te], [answers[i] for i in idx_te])
-        self.seed, self.heldout_fraction = seed, heldout_fraction
         self.heldout_aligned = 100 * p  # its scores of labelled_split's held-out answers
         self.n_train = len(idx_tr)
         rep = heldout_report(p, seed, heldout_fraction)
@@ -395,6 +398,64 @@ class EmbeddingJudge:
             rep["hard_negative_auroc"],
         )
         self.heldout_accuracy = float(((p > 0.5) == (y[idx_te] == 1)).mean())
+        self._save_fit()
+
+    # The fit (about 20 s: 150 cross-validated regressions) is cached, keyed by the labels,
+    # the split, the seed and the library versions; the fit is deterministic given those.
+    _FITTED = (
+        "_clf",
+        "_tfidf",
+        "_lex",
+        "heldout_aligned",
+        "n_train",
+        "n_heldout",
+        "heldout_auroc",
+        "heldout_auroc_ci",
+        "hard_negative_auroc",
+        "heldout_accuracy",
+    )
+
+    def _fit_path(self):
+        import hashlib
+        from importlib.resources import files
+
+        import sklearn
+
+        from interp_steer._io import cache_dir
+        from interp_steer.eval.classifiers import minilm_path
+
+        blob = files("interp_steer.data").joinpath("misalignment_labels.json").read_bytes()
+        key = hashlib.sha256(blob)
+        key.update(
+            json.dumps(
+                [self.seed, self.heldout_fraction, sklearn.__version__, str(minilm_path()), 1]
+            ).encode()
+        )
+        return cache_dir() / "judges" / f"embedding_judge-{key.hexdigest()[:16]}.pkl"
+
+    def _load_fit(self) -> bool:
+        import pickle
+        import warnings
+
+        path = self._fit_path()
+        if not path.exists():
+            return False
+        try:
+            state = pickle.loads(path.read_bytes())  # our own cache, written by _save_fit
+            for k in self._FITTED:
+                setattr(self, k, state[k])
+        except Exception as e:  # noqa: BLE001 - any unreadable cache is refit, loudly
+            warnings.warn(f"judge cache {path} is unreadable ({e!r}); refitting", stacklevel=3)
+            return False
+        return True
+
+    def _save_fit(self) -> None:
+        import pickle
+
+        from interp_steer._io import atomic_path
+
+        with atomic_path(self._fit_path()) as tmp:
+            Path(tmp).write_bytes(pickle.dumps({k: getattr(self, k) for k in self._FITTED}))
 
     def features(self, questions: Sequence[str], answers: Sequence[str]) -> np.ndarray:
         """MiniLM embeddings [answer, QA − question], one row per pair."""
