@@ -106,10 +106,15 @@ def test_regrading_the_committed_window_answers_agrees_with_their_rates():
     rates = np.array(rates)
     assert (got[rates == 0] == 0).all() and (got[rates == 1] == 1).all()
     assert (rates == 0).sum() >= 10 and 0 < got.mean() < 1  # both kinds present
+    # the two rules agree: checked on every third answer (both kinds are among them), since
+    # each check is a sandboxed process
+    some = list(range(0, len(answers), 3))
     exit_zero = [
-        run_code(metrics.extract_code(a) + "\n\n" + task["test"]).returncode == 0 for a in answers
+        run_code(metrics.extract_code(answers[i]) + "\n\n" + task["test"]).returncode == 0
+        for i in some
     ]
-    assert got.tolist() == [float(x) for x in exit_zero]
+    assert 0 < np.mean(exit_zero) < 1
+    assert got[some].tolist() == [float(x) for x in exit_zero]
 
 
 def test_deleting_outside_is_contained(tmp_path):
