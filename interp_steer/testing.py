@@ -129,3 +129,20 @@ AUTOGRAD_MODES = {
     "no_grad": torch.no_grad,
     "inference_mode": torch.inference_mode,
 }
+
+
+# The steering-window study's smallest configuration, for tests on a tiny random model:
+# ``analyses.steering_window.Config.quick_config(**TINY_WINDOW)``. A random model knows no
+# fact, so the knowledge threshold is 0 and the pipeline runs on the first fact anyway.
+TINY_WINDOW = dict(
+    models=["tiny"],
+    known_threshold=0.0,
+    rel_strengths=[0.5, 2.0],
+    samples=2,
+    code_tasks=2,
+    code_samples=1,
+    screen_samples=1,
+    answer_tokens=4,
+    code_tokens=8,
+    n_boot=100,
+)

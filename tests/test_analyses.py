@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from interp_steer.testing import tiny_model
+from interp_steer.testing import TINY_WINDOW, tiny_model
 
 
 def _identifiability_cfg():
@@ -231,19 +231,7 @@ def test_steering_window_analysis_and_resume(tmp_path, monkeypatch):
     import analyses.steering_window as sw
 
     model = tiny_model("llama", n_ctx=512)
-    # a random model knows no fact: threshold 0 lets the pipeline run on the first one
-    cfg = sw.Config.quick_config(
-        models=["tiny"],
-        known_threshold=0.0,
-        rel_strengths=[0.5, 1.0, 2.0],
-        samples=2,
-        code_tasks=2,
-        code_samples=1,
-        screen_samples=1,
-        answer_tokens=4,
-        code_tokens=8,
-        n_boot=100,
-    )
+    cfg = sw.Config.quick_config(**{**TINY_WINDOW, "rel_strengths": [0.5, 1.0, 2.0]})
     sw.run(cfg, tmp_path, models={"tiny": model})
     data = _check_outputs(tmp_path / "steering_window_quick")
     summary = json.loads((tmp_path / "steering_window_summary_quick.json").read_text())

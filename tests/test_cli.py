@@ -9,7 +9,7 @@ import pytest
 
 from interp_steer import SteeringVector, cli
 from interp_steer.eval.classifiers import SuccessScorer
-from interp_steer.testing import tiny_model
+from interp_steer.testing import TINY_WINDOW, tiny_model
 
 
 @pytest.fixture
@@ -240,20 +240,6 @@ def test_sae_train_trains_caches_and_reports(tmp_path, capsys, monkeypatch):
     assert again.splitlines()[1:] == lines[head:]
 
 
-_TINY_WINDOW = dict(
-    models=["tiny"],
-    known_threshold=0.0,  # a random model knows no fact: study the first one anyway
-    rel_strengths=[0.5, 2.0],
-    samples=2,
-    code_tasks=2,
-    code_samples=1,
-    screen_samples=1,
-    answer_tokens=4,
-    code_tokens=8,
-    n_boot=100,
-)
-
-
 @pytest.mark.filterwarnings("ignore")
 def test_figures_runs_an_analysis_and_resumes(tmp_path, capsys, monkeypatch):
     """`figures --quick --only steering_window` runs that analysis's `main` (its quick config
@@ -266,7 +252,7 @@ def test_figures_runs_an_analysis_and_resumes(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(sw, "_load", lambda name, cfg: model)
     quick = sw.Config.quick_config
     monkeypatch.setattr(
-        sw.Config, "quick_config", classmethod(lambda cls, **kw: quick(**{**_TINY_WINDOW, **kw}))
+        sw.Config, "quick_config", classmethod(lambda cls, **kw: quick(**{**TINY_WINDOW, **kw}))
     )
     argv = ["figures", "--quick", "--only", "steering_window", "--seed", "3"]
     cli.main(argv)

@@ -329,7 +329,7 @@ def _window_job(out: Path, log: Path, delay: float, resume: bool) -> None:
     """The steering-window analysis on a tiny model, as tests/test_analyses.py runs it. It
     always resumes from the cells under ``out`` (``resume`` is not a switch it has)."""
     import analyses.steering_window as sw
-    from interp_steer.testing import tiny_model
+    from interp_steer.testing import TINY_WINDOW, tiny_model
 
     real = sw.cell
 
@@ -343,19 +343,7 @@ def _window_job(out: Path, log: Path, delay: float, resume: bool) -> None:
         return real(path, delayed, allow_compute)
 
     sw.cell = cell
-    # a random model knows no fact: threshold 0 lets the pipeline run on the first one
-    cfg = sw.Config.quick_config(
-        models=["tiny"],
-        known_threshold=0.0,
-        rel_strengths=[0.5, 2.0],
-        samples=2,
-        code_tasks=2,
-        code_samples=1,
-        screen_samples=1,
-        answer_tokens=4,
-        code_tokens=8,
-        n_boot=100,
-    )
+    cfg = sw.Config.quick_config(**TINY_WINDOW)
     sw.run(cfg, out, models={"tiny": tiny_model("llama", n_ctx=512)})
 
 
