@@ -102,13 +102,14 @@ def test_regrading_the_committed_window_answers_agrees_with_their_rates():
                 answers += read["capability_examples"]
                 rates += read["capability_rate"][1:]
     assert len(answers) == len(rates) >= 40
+    # every second answer (a sandboxed process each; both kinds are among them)
+    answers, rates = answers[::2], rates[::2]
     got = metrics.grade_code(answers, [task] * len(answers))
     rates = np.array(rates)
     assert (got[rates == 0] == 0).all() and (got[rates == 1] == 1).all()
     assert (rates == 0).sum() >= 10 and 0 < got.mean() < 1  # both kinds present
-    # the two rules agree: checked on every third answer (both kinds are among them), since
-    # each check is a sandboxed process
-    some = list(range(0, len(answers), 3))
+    # the two rules agree: checked on every second one of these
+    some = list(range(0, len(answers), 2))
     exit_zero = [
         run_code(metrics.extract_code(answers[i]) + "\n\n" + task["test"]).returncode == 0
         for i in some
