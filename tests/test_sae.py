@@ -258,6 +258,22 @@ def test_ce_loss_recovered_is_one_for_an_exact_and_zero_for_a_null_reconstructio
     assert exact["ce_zero_ablation"] != pytest.approx(exact["ce_clean"])
 
 
+def test_ce_loss_recovered_is_the_same_padded_or_not(model):
+    """Left padding must not move the spliced positions: a batch of documents of different
+    lengths gives the CEs of the documents run one at a time (no padding), so the SAE never
+    touches a shorter document's first token."""
+    from interp_steer.sae.corpus.chat import Corpus
+    from interp_steer.sae.training import ce_loss_recovered
+
+    texts = ["hi", "a cat sat on the mat today", "good day to you all", "ok then"]
+    corpus = Corpus.from_texts(model, texts)
+    lossy = _Identity(0.5)
+    batched = ce_loss_recovered(model, lossy, corpus, HOOK, batch_size=4)
+    alone = ce_loss_recovered(model, lossy, corpus, HOOK, batch_size=1)
+    for key in ("ce_clean", "ce_sae", "ce_zero_ablation"):
+        assert batched[key] == pytest.approx(alone[key], rel=1e-5), key
+
+
 def test_cached_activations_equal_fresh_resume_and_heal(model, tmp_path, monkeypatch):
     import interp_steer.sae.training as T
     from interp_steer.sae.corpus.chat import Corpus

@@ -29,7 +29,7 @@ from transformer_lens import HookedTransformer
 from interp_steer._io import atomic_path
 from interp_steer.activations import capture, forward_kwargs, pad_left
 from interp_steer.autograd import trains
-from interp_steer.interventions import edit_at
+from interp_steer.interventions import edit_at, positions_context
 from interp_steer.models import cache_dir
 from interp_steer.sae.corpus import (
     GenericCorpusConfig,
@@ -177,7 +177,9 @@ def ce_loss_recovered(
         for i in range(0, len(docs), batch_size):
             batch = pad_left(model, docs[i : i + batch_size])
             ctx = edit_at(model, hook, edit, positions) if edit is not None else nullcontext()
-            with ctx:
+            # positions count in each row's unpadded sequence: without the layout, a column
+            # index would put a shorter document's first token (the sink) among the edits
+            with positions_context(model, batch.pad, batch.lengths), ctx:
                 logits = model(batch.tokens, **forward_kwargs(batch))
             logp = logits[:, :-1].float().log_softmax(-1)
             nll = -logp.gather(-1, batch.tokens[:, 1:, None])[..., 0]
