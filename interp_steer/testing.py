@@ -146,3 +146,21 @@ TINY_WINDOW = dict(
     code_tokens=8,
     n_boot=100,
 )
+
+
+class EmbedOnce:
+    """MiniLM that embeds each distinct text once, for tests that run an analysis and then
+    recompute its numbers: both see the same embeddings, computed once."""
+
+    def __init__(self):
+        from interp_steer.eval.classifiers import MiniLM
+
+        self.embed, self.seen = MiniLM(), {}
+
+    def __call__(self, texts):
+        import numpy as np
+
+        new = sorted(set(texts) - self.seen.keys())
+        if new:
+            self.seen.update(zip(new, self.embed(new)))
+        return np.stack([self.seen[t] for t in texts])

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from interp_steer.testing import TINY_WINDOW, tiny_model
+from interp_steer.testing import TINY_WINDOW, EmbedOnce, tiny_model
 
 
 def _identifiability_cfg():
@@ -286,22 +286,6 @@ def test_window_definition():
     assert never["window"] == (0.0, 0.0)
 
 
-class _EmbedOnce:
-    """MiniLM that embeds each distinct text once (the analysis embeds its 60 test texts for
-    every detector): a test's runs and its recomputation share the embeddings."""
-
-    def __init__(self):
-        from interp_steer.eval.classifiers import MiniLM
-
-        self.embed, self.seen = MiniLM(), {}
-
-    def __call__(self, texts):
-        new = sorted(set(texts) - self.seen.keys())
-        if new:
-            self.seen.update(zip(new, self.embed(new)))
-        return np.stack([self.seen[t] for t in texts])
-
-
 def _check_synthetic_data(out, cfg, embed):
     """Recompute each configuration's detector AUROC with sklearn from the sample texts in the
     cells, its mean success and HM, Spearman(HM, AUROC) with scipy, and the beat-prompting
@@ -365,7 +349,7 @@ def test_synthetic_data_analysis_writes_summary_and_resumes(tmp_path, monkeypatc
         n_boot=100,
     )
     model = tiny_model("llama", n_ctx=512)
-    embed = _EmbedOnce()
+    embed = EmbedOnce()
     monkeypatch.setattr(sd, "MiniLM", lambda: embed)
     s = sd.run(cfg, tmp_path, models={"tiny": model})
     data = _check_synthetic_data(tmp_path, cfg, embed)

@@ -9,7 +9,7 @@ import pytest
 
 from interp_steer import SteeringVector, cli
 from interp_steer.eval.classifiers import SuccessScorer
-from interp_steer.testing import TINY_WINDOW, tiny_model
+from interp_steer.testing import TINY_WINDOW, EmbedOnce, tiny_model
 
 
 @pytest.fixture
@@ -309,24 +309,6 @@ def test_judge_audit_main_on_the_shipped_labels(tmp_path, capsys):
     assert e.value.code == 2
 
 
-class _EmbedOnce:
-    """MiniLM that embeds each distinct text once (the analysis embeds its 60 test texts for
-    every detector)."""
-
-    def __init__(self):
-        from interp_steer.eval.classifiers import MiniLM
-
-        self.embed, self.seen = MiniLM(), {}
-
-    def __call__(self, texts):
-        import numpy as np
-
-        new = sorted(set(texts) - self.seen.keys())
-        if new:
-            self.seen.update(zip(new, self.embed(new)))
-        return np.stack([self.seen[t] for t in texts])
-
-
 @pytest.mark.filterwarnings("ignore")
 def test_synthetic_data_main_quick(tmp_path, capsys, monkeypatch):
     """`python -m analyses.synthetic_data --quick --models tiny --seed 1`: the command line's
@@ -335,7 +317,7 @@ def test_synthetic_data_main_quick(tmp_path, capsys, monkeypatch):
 
     model = tiny_model("llama", n_ctx=512)
     monkeypatch.setattr(sd, "load_model", lambda name, *a, **k: model)
-    embed = _EmbedOnce()
+    embed = EmbedOnce()
     monkeypatch.setattr(sd, "MiniLM", lambda: embed)
     quick = sd.Config.quick_config
     tiny = dict(rel_strengths=[0.5], n_prompts=3, samples=2, max_new_tokens=6, n_boot=100)
