@@ -218,11 +218,11 @@ def audit(
         "sections": sections,
     }
     figures = {
-        "trace": R._png(R.trace_figure(sections["trace"])),
-        "dose_response": R._png(R.dose_figure(dose)),
+        "trace": R.png(R.trace_figure(sections["trace"])),
+        "dose_response": R.png(R.dose_figure(dose)),
     }
     if any(p["retained"] for p in sections["identifiability"]["perturbations"]):
-        figures["identifiability"] = R._png(R.identifiability_figure(sections["identifiability"]))
+        figures["identifiability"] = R.png(R.identifiability_figure(sections["identifiability"]))
     report = AuditReport(data, figures)
     if out is not None:
         report.save(out)
