@@ -36,6 +36,7 @@ _NOT_CONTRASTIVE = {
     "safety_concepts",
     "generic_eval",  # SAE generalisation texts (interp_steer.sae.corpus)
     "coherence_head",  # the model-text coherence measure (interp_steer.eval.coherence)
+    "trait_prompts",  # evaluation prompts per trait (analyses/identifiability)
 }
 
 
@@ -60,6 +61,20 @@ def prompt_sets() -> dict[str, list[str]]:
     email, tweet, academic (genre); safety."""
     raw = json.loads(files("interp_steer.data").joinpath("prompt_sets.json").read_text())
     return {k: v for k, v in raw.items() if not k.startswith("_")}
+
+
+def trait_prompts(trait: str, n: int | None = None) -> list[str]:
+    """The first ``n`` evaluation prompts for a trait (all when None): written apart from the
+    trait dataset's prompts and pairs, so that a study can choose its operating point on
+    ``load(trait).prompts`` and test on these."""
+    raw = read_data("trait_prompts")
+    if trait not in raw or trait.startswith("_"):
+        raise ValueError(
+            f"no evaluation prompts for {trait!r}; shipped: {[k for k in raw if not k.startswith('_')]}"
+        )
+    if n is not None and not 1 <= n <= len(raw[trait]):
+        raise ValueError(f"{trait} has {len(raw[trait])} evaluation prompts, asked for {n}")
+    return list(raw[trait][:n])
 
 
 def load(name: str) -> ContrastiveDataset:

@@ -204,3 +204,47 @@ def test_logistic_threshold_recovers_a_simulated_threshold():
     assert abs(fit["floor"] - 0.02) < 0.03 and abs(fit["ceiling"] - 0.6) < 0.08
     with pytest.raises(ValueError, match="x > 0"):
         logistic_threshold(np.zeros(4), np.zeros(4), np.ones(4))
+
+
+def test_retained_two_level_covers_when_draws_vary_and_prompts_only_does_not():
+    """A simulation with prompt and δ-draw random effects (draw SD > prompt SD): the two-level
+    interval covers the true retention near 95%; resampling prompts alone does not."""
+    from interp_steer.eval.stats import retained_two_level
+
+    rng = np.random.default_rng(1)
+    n_p, n_s, n_d, true = 60, 2, 10, 0.9
+    draw = (np.arange(n_p)[:, None] * n_s + np.arange(n_s)[None]) % n_d
+    two = one = 0
+    n_sim = 150
+    for k in range(n_sim):
+        a, b = rng.normal(0, 0.1, n_p), rng.normal(0, 0.15, n_d)
+        ref = 1 + rng.normal(0, 0.05, n_p)
+        ref += 1 - ref.mean()  # efficacy of v is exactly 1 in-sample
+        test = true + a[:, None] + b[draw] + rng.normal(0, 0.1, (n_p, n_s))
+        r, lo, hi = retained_two_level(np.zeros(n_p), ref, test, draw, n_boot=400, seed=k)
+        assert r == pytest.approx(test.mean())
+        two += lo <= true <= hi
+        w = rng.multinomial(n_p, np.full(n_p, 1 / n_p), size=400)
+        lo1, hi1 = np.quantile(w @ test.mean(1) / n_p, [0.025, 0.975])
+        one += lo1 <= true <= hi1
+    assert 0.88 <= two / n_sim <= 0.99
+    assert one / n_sim < 0.75
+
+
+def test_retained_two_level_rejects_bad_shapes():
+    from interp_steer.eval.stats import retained_two_level
+
+    with pytest.raises(ValueError, match="draw"):
+        retained_two_level(np.zeros(3), np.ones(3), np.ones((3, 2)), np.zeros((3, 1), int))
+    with pytest.raises(ValueError, match="same P"):
+        retained_two_level(np.zeros(3), np.ones(4), np.ones((3, 2)), np.zeros((3, 2), int))
+
+
+def test_holm_matches_the_step_down_by_hand():
+    from interp_steer.eval.stats import holm
+
+    p = np.array([0.01, 0.04, 0.03, 0.005])
+    # sorted: 0.005*4, 0.01*3, 0.03*2, 0.04*1, each at least the previous
+    expected = np.array([0.03, 0.06, 0.06, 0.02])
+    assert holm(p) == pytest.approx(expected)
+    assert holm([]).size == 0

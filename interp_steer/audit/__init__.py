@@ -28,6 +28,7 @@ from interp_steer.audit import sections as S
 from interp_steer.audit.config import AuditConfig
 from interp_steer.audit.sae_view import sae_view
 from interp_steer.eval.classifiers import SuccessScorer, success_scorer
+from interp_steer.eval.coherence import coherence_measure
 from interp_steer.runs.cells import cell, config_hash
 from interp_steer.runs.provenance import code_version
 from interp_steer.units import typical_norm
@@ -165,7 +166,7 @@ def audit(
     scorer, success_name = _success(vector, success)
     sae_obj, sae_missing = _sae(model, vector.hook, sae)
     norm = typical_norm(model, vector.hook, prompts)
-    coh_fn, coh_name = S.coherence_measure(model, coherence)
+    coh_fn, coh_name = coherence_measure(model, coherence)
     ctx = S.Context(
         model, vector, cfg, prompts, norm, scorer, success_name, coh_fn, coh_name, judge
     )

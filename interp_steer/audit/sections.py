@@ -36,7 +36,7 @@ class Context:
     norm: float  # the typical token norm at the vector's hook (the unit of r)
     success: Scorer | None
     success_name: str | None
-    # (prompts, texts) -> [0, 1]; see `coherence_measure`
+    # (prompts, texts) -> [0, 1]; see `interp_steer.eval.coherence.coherence_measure`
     coherence_fn: Callable[[Sequence[str], Sequence[str]], np.ndarray] | None = None
     coherence_name: str = "metrics.coherence"
     # (questions, answers) -> (aligned 0-100, coherent); None: EmbeddingJudge()
@@ -67,25 +67,6 @@ class Context:
             top_p=0.95,
             seed=seeds,
         )
-
-
-def coherence_measure(model: HookedTransformer, kind) -> tuple[Callable | None, str]:
-    """``"model-text"``: the head validated on blind-labelled model text (its log-prob feature
-    is read under SmolLM2, reused when it is the audited model); ``"fluency"``:
-    `metrics.coherence` under the audited model (fast, but passes fluent salad and echoes);
-    or a callable (prompts, texts) -> [0, 1]."""
-    from interp_steer.eval.coherence import ModelTextCoherence
-    from interp_steer.models import DEFAULT_MODEL
-
-    if kind == "model-text":
-        own = model.cfg.model_name.lower().startswith("smollm2-135m")
-        fn = ModelTextCoherence(fluency_model=model if own else None)
-        return fn, f"{fn.name} ({DEFAULT_MODEL} log-probs)"
-    if kind == "fluency":
-        return None, "metrics.coherence (fluency x repetition; not validated on model text)"
-    if callable(kind):
-        return kind, getattr(kind, "name", type(kind).__name__)
-    raise ValueError(f"coherence must be 'model-text', 'fluency' or a callable, got {kind!r}")
 
 
 def _cluster_mean_ci(values: np.ndarray, clusters: np.ndarray, cfg: AuditConfig) -> list[float]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from importlib import resources
 
@@ -176,3 +176,21 @@ class ModelTextCoherence:
         if not len(texts):
             return np.zeros(0)
         return self.head(self.features(prompts, texts))
+
+
+def coherence_measure(model, kind) -> tuple[Callable | None, str]:
+    """``"model-text"``: the head validated on blind-labelled model text (its log-prob feature
+    is read under SmolLM2, reused when it is the audited model); ``"fluency"``:
+    `metrics.coherence` under the model (fast, but passes fluent salad and echoes);
+    or a callable (prompts, texts) -> [0, 1]."""
+    from interp_steer.models import DEFAULT_MODEL
+
+    if kind == "model-text":
+        own = model.cfg.model_name.lower().startswith("smollm2-135m")
+        fn = ModelTextCoherence(fluency_model=model if own else None)
+        return fn, f"{fn.name} ({DEFAULT_MODEL} log-probs)"
+    if kind == "fluency":
+        return None, "metrics.coherence (fluency x repetition; not validated on model text)"
+    if callable(kind):
+        return kind, getattr(kind, "name", type(kind).__name__)
+    raise ValueError(f"coherence must be 'model-text', 'fluency' or a callable, got {kind!r}")

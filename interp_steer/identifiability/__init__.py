@@ -7,7 +7,7 @@
 - `equivalence`: `behavioural_equivalence` compares two vectors by next-token KL, classifier
   scores on generations (TOST with an explicit margin, Cohen's d) and embedding distance.
 - `study`: `orthogonal_perturbation_study`, `paired_generations` (seed-paired texts for many
-  conditions) and `logit_checks`, every condition batched.
+  conditions), `generate_rows` (one vector, alpha and seed per row) and `logit_checks`, every condition batched.
 """
 
 from interp_steer.identifiability.equivalence import (
@@ -33,6 +33,7 @@ from interp_steer.identifiability.nullspace import (
 from interp_steer.identifiability.perturb import perturb
 from interp_steer.identifiability.study import (
     classifier_samples,
+    generate_rows,
     kl_to_reference,
     logit_checks,
     orthogonal_perturbation_study,
@@ -51,6 +52,7 @@ __all__ = [
     "classifier_samples",
     "condition_rows",
     "covariance_of",
+    "generate_rows",
     "jacobian_gram",
     "jacobian_null_space",
     "kl_to_reference",

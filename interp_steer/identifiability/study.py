@@ -220,30 +220,24 @@ def paired_generations(
     offsets = [0] * len(conditions) if seed_offsets is None else list(seed_offsets)
     if len(offsets) != len(conditions):
         raise ValueError(f"{len(offsets)} seed offsets for {len(conditions)} conditions")
-    per = len(prompts) * n_samples
-    rows = [p for p in prompts for _ in range(n_samples)]
-    seeds = [
-        seed + 1000 * p + s + off
-        for off in offsets
+    rows = [
+        (p, vec, alpha, seed + 1000 * p + s + off)
+        for (vec, alpha), off in zip(conditions, offsets)
         for p in range(len(prompts))
         for s in range(n_samples)
     ]
-    stacked = stack_vectors(vectors)
-    coef = condition_rows(conditions, len(vectors), per)
-    share = positions in ("generated", "last_and_generated")
-    texts: list[str] = []
-    for i in tqdm(range(0, coef.shape[0], batch_size), desc="generate", disable=not progress):
-        chunk = coef[i : i + batch_size]
-        with steer(model, stacked, chunk, positions=positions):
-            texts += generate(
-                model,
-                [rows[(i + r) % per] for r in range(len(chunk))],
-                max_new_tokens=max_new_tokens,
-                temperature=temperature,
-                seed=seeds[i : i + len(chunk)],
-                chat=False,
-                share_prefix=share,
-            )
+    texts = generate_rows(
+        model,
+        vectors,
+        rows,
+        prompts,
+        positions=positions,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        batch_size=batch_size,
+        progress=progress,
+    )
+    per = len(prompts) * n_samples
     return [
         [
             texts[c * per + p * n_samples : c * per + (p + 1) * n_samples]
@@ -251,6 +245,48 @@ def paired_generations(
         ]
         for c in range(len(conditions))
     ]
+
+
+def generate_rows(
+    model: HookedTransformer,
+    vectors: Sequence[SteeringVector],
+    rows: Sequence[tuple[int, int, float, int]],
+    prompts: Sequence[str],
+    positions: Positions = "last_and_generated",
+    max_new_tokens: int = 40,
+    temperature: float = 0.8,
+    batch_size: int = 128,
+    progress: bool = True,
+) -> list[str]:
+    """One text per row ``(prompt index, vector index, alpha, sampling seed)``, in row order,
+    every row in one stacked batch (the general form of `paired_generations`, for designs in
+    which each row carries its own vector, such as δ draws assigned to samples).
+
+    Rows with the same seed and prompt share their sampling noise. ``prompts`` are used as
+    given (format them with `chat` first).
+    """
+    if not rows:
+        raise ValueError("no rows to generate")
+    bad = [r for r in rows if not 0 <= r[0] < len(prompts)]
+    if bad:
+        raise ValueError(f"row {bad[0]!r} names a prompt outside the {len(prompts)} given")
+    stacked = stack_vectors(vectors)
+    coef = condition_rows([(vec, alpha) for _, vec, alpha, _ in rows], len(vectors), 1)
+    share = positions in ("generated", "last_and_generated")
+    texts: list[str] = []
+    for i in tqdm(range(0, len(rows), batch_size), desc="generate", disable=not progress):
+        chunk = rows[i : i + batch_size]
+        with steer(model, stacked, coef[i : i + len(chunk)], positions=positions):
+            texts += generate(
+                model,
+                [prompts[p] for p, _, _, _ in chunk],
+                max_new_tokens=max_new_tokens,
+                temperature=temperature,
+                seed=[s for _, _, _, s in chunk],
+                chat=False,
+                share_prefix=share,
+            )
+    return texts
 
 
 @torch.no_grad()

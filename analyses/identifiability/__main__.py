@@ -1,0 +1,3 @@
+from analyses.identifiability import main
+
+main()
