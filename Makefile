@@ -84,11 +84,12 @@ bench: install
 	    --skip-tl --repeats 2; \
 	else echo "(Qwen2.5-Coder benchmarks skipped: run make models first)"; fi
 
-# The identifiability study at publication size (~45 min SmolLM2, longer for Gemma on 2 cores;
+# The pre-registered identifiability grid (analyses/preregistration/identifiability.json):
+# SmolLM2 first, then Gemma; hours on 2 cores (docs/studies/identifiability.md has the times);
 # resumable cells under figures/.cells/, committed so a later session resumes them).
 identifiability: install
 	$(PY) -m analyses.identifiability --model smollm2-135m-instruct
-	$(PY) -m analyses.identifiability --model gemma-3-270m --max-traits 3
+	$(PY) -m analyses.identifiability --model gemma-3-270m
 
 # Steered synthetic data for safety detectors (Deshpande et al.): SmolLM2 + Gemma-3-270M,
 # 4 concepts x 2 methods x 3 strengths (r 0.2, 0.4, 0.8) x 200 texts (resumable cells under figures/.cells/).

@@ -6,7 +6,8 @@ Each operator maps a hook activation x (per position) to a new one:
 - clamp:  x − P x + Σ_j c_j u_j,   u_j the orthonormalised directions
 
 Positions are counted in the *unpadded* sequence so they mean the same with and without the KV
-cache: ``"all"``, ``"prompt"`` (positions < prompt length), ``"generated"`` (the rest),
+cache: ``"all"``, ``"all_but_first"`` (all but position 0, the attention sink: where SAEs
+trained without it may act), ``"prompt"`` (positions < prompt length), ``"generated"`` (the rest),
 ``"last_and_generated"`` (the last prompt token and every generated one: what adding at the
 last position does under a KV cache, the non-identifiability paper's protocol), or
 explicit ints (negative ints count back from the prompt's end, so -1 is the last prompt token).
@@ -28,9 +29,10 @@ from transformer_lens import HookedTransformer
 
 from interp_steer.vectors import SteeringVector, check_hook
 
-# "all", "prompt", "generated", or explicit unpadded positions (negative: from the prompt end)
-Positions = Literal["all", "prompt", "generated", "last_and_generated"] | Sequence[int]
-POSITION_NAMES = ("all", "prompt", "generated", "last_and_generated")
+# a name, or explicit unpadded positions (negative: from the prompt end)
+PositionName = Literal["all", "all_but_first", "prompt", "generated", "last_and_generated"]
+Positions = PositionName | Sequence[int]
+POSITION_NAMES = ("all", "all_but_first", "prompt", "generated", "last_and_generated")
 
 
 @dataclass
@@ -95,6 +97,8 @@ def position_mask(
     real = pos >= 0
     if positions == "all":
         return real
+    if positions == "all_but_first":
+        return pos >= 1
     if positions == "prompt":
         return real & (pos < plen[:, None])
     if positions == "generated":

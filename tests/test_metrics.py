@@ -78,6 +78,34 @@ def test_kl_is_zero_at_alpha_zero_and_grows(llama):
     assert same == pytest.approx(0.0, abs=1e-9) and other > 0
 
 
+def test_kl_at_generation_positions_matches_rows_computed_alone(llama):
+    """With completions, KL is averaged over the last prompt token and the completion's
+    tokens, and a "last_and_generated" edit acts there: the same as each row computed alone
+    without padding, where the generation positions are explicit."""
+    from interp_steer.activations import encode
+
+    v = build_vector(llama, PAIRS, HOOK, progress=False)
+    prompts, comps = ["hello there my", "hi"], [" friend, how are you", " you"]
+    got = metrics.kl_under(
+        llama,
+        prompts,
+        [lambda: steer(llama, v, 3.0, positions="last_and_generated")],
+        completions=comps,
+    )[0]
+    total, count = 0.0, 0
+    for p, c in zip(prompts, comps):
+        n = len(encode(llama, p))
+        toks = torch.tensor([encode(llama, p + c)])
+        base = llama(toks).double().log_softmax(-1)[0]
+        with steer(llama, v, 3.0, positions=list(range(n - 1, toks.shape[1]))):
+            lp = llama(toks).double().log_softmax(-1)[0]
+        kl = (lp.exp() * (lp - base)).sum(-1)[n - 1 :]
+        total, count = total + float(kl.sum()), count + kl.numel()
+    assert got == pytest.approx(total / count, rel=1e-6)
+    with pytest.raises(ValueError, match="completions"):
+        metrics.kl_under(llama, prompts, [], completions=comps[:1])
+
+
 def test_sweep_table_and_files(llama, tmp_path):
     v = build_vector(llama, PAIRS, HOOK, progress=False)
     embed = lambda ts: np.stack([np.r_[len(t), 1.0] / np.hypot(len(t), 1.0) for t in ts])  # noqa: E731

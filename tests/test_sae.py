@@ -84,11 +84,12 @@ def test_ablation_keeping_error_moves_only_along_decoder(model, trained):
     with S.ablate_features(model, sae, j):
         y = _cache(model, text)
     d = sae.W_dec[j] / sae.W_dec[j].norm()
-    diff = y - x
+    assert torch.equal(y[0], x[0])  # the sink, where the SAE was not trained, is left alone
+    diff = (y - x)[1:]
     along = diff @ d
     assert diff.abs().max() > 1e-3
     assert torch.allclose(diff, along[:, None] * d[None], atol=1e-4)
-    assert torch.allclose(along, -f[:, j] * sae.W_dec[j].norm(), atol=1e-4)
+    assert torch.allclose(along, -f[1:, j] * sae.W_dec[j].norm(), atol=1e-4)
 
 
 def test_feature_edits_respect_positions_and_error_flag(model, trained):
@@ -103,7 +104,23 @@ def test_feature_edits_respect_positions_and_error_flag(model, trained):
         z = _cache(model, text)
     f = sae.encode(x)
     f[:, 0] = 0
-    assert torch.allclose(z, sae.decode(f), atol=1e-5)
+    assert torch.allclose(z[1:], sae.decode(f)[1:], atol=1e-5)
+    assert torch.equal(z[0], x[0])
+
+
+def test_feature_edits_skip_position_0_unless_asked(model, trained):
+    """SAEs are trained without the attention sink: by default no edit touches position 0;
+    positions="all" does."""
+    sae, _ = trained
+    text = "hello there friend"
+    x = _cache(model, text)
+    with S.clamp_features(model, sae, [0, 1], 5.0):
+        y = _cache(model, text)
+    changed = (y - x).abs().amax(-1) > 1e-6
+    assert changed.tolist() == [i > 0 for i in range(len(x))]
+    with S.clamp_features(model, sae, [0, 1], 5.0, positions="all"):
+        y = _cache(model, text)
+    assert ((y - x).abs().amax(-1) > 1e-6).all()
 
 
 def test_hooks_removed_after_exception(model, trained):
@@ -122,7 +139,25 @@ def test_mean_ablation_uses_reference_means(model, trained):
     with S.ablate_features(model, sae, j, mean_acts=means):
         y = _cache(model, "abc")
     expected = (means[j] - sae.encode(x)[:, j])[:, None] * sae.W_dec[j][None]
+    expected[0] = 0  # position 0 is not edited
     assert torch.allclose(y - x, expected, atol=1e-4)
+
+
+def test_scaled_ablation_moves_the_latent_part_way(model, trained):
+    """scale is the fraction of the way to the ablation target: 0 is no edit, 0.5 half the
+    full ablation's change (the decoder is linear), and the full ablation is scale 1."""
+    sae, _ = trained
+    x = _cache(model, "some text here")
+    j = int((sae.encode(x) > 0).sum(0).argmax())
+    out = {}
+    for scale in (0.0, 0.5, 1.0):
+        with S.ablate_features(model, sae, j, scale=scale):
+            out[scale] = _cache(model, "some text here") - x
+    assert out[0.0].abs().max() == 0
+    assert out[1.0].abs().max() > 1e-3
+    assert torch.allclose(out[0.5], 0.5 * out[1.0], atol=1e-5)
+    with pytest.raises(ValueError, match="scale"):
+        S.ablate_features(model, sae, j, scale=float("nan")).__enter__()
 
 
 def test_decompose_finds_a_planted_feature(model, trained):

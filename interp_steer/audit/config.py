@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Literal
 
-Positions = Literal["all", "prompt", "generated", "last_and_generated"]
+from interp_steer.interventions import PositionName as Positions
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from transformer_lens import HookedTransformer
 from interp_steer.activations import encode, forward_kwargs, pad_left, tokenize
 from interp_steer.eval import sandbox
 from interp_steer.generation import generate
-from interp_steer.interventions import steer
+from interp_steer.interventions import positions_context, steer
 
 # ---------------------------------------------------------------- success
 
@@ -283,20 +283,48 @@ def kl_under(
     prompts: Sequence[str],
     contexts: Sequence[Callable],
     reference: Callable | None = None,
+    completions: Sequence[str] | None = None,
 ) -> np.ndarray:
-    """Mean next-token KL(P_edited ‖ P_reference) in nats over prompt positions, one value per
-    intervention: each of ``contexts`` (and ``reference``; default: no intervention) is a
-    zero-argument factory of a context manager."""
-    batch = tokenize(model, list(prompts))
+    """Mean next-token KL(P_edited ‖ P_reference) in nats, one value per intervention: each of
+    ``contexts`` (and ``reference``; default: no intervention) is a zero-argument factory of a
+    context manager.
+
+    Args:
+        model: the model.
+        prompts: formatted prompts.
+        contexts: factories of the interventions to compare.
+        reference: the factory of the reference (default: none).
+        completions: when given, each prompt is followed by its completion (e.g. unsteered
+            text) and KL is averaged over the generation positions (the last prompt token and
+            every completion token), where a steered model's output is read; the edits see
+            the prompt/completion layout (`positions_context`). Without them, KL is averaged
+            over every prompt position.
+    """
+    if completions is None:
+        batch = tokenize(model, list(prompts))
+        where = batch.mask
+        layout = nullcontext
+    else:
+        if len(completions) != len(prompts):
+            raise ValueError(f"{len(completions)} completions for {len(prompts)} prompts")
+        heads = [encode(model, p) for p in prompts]
+        batch = pad_left(model, [encode(model, p + c) for p, c in zip(prompts, completions)])
+        plen = torch.tensor([len(h) for h in heads], device=batch.tokens.device)
+        pos = torch.arange(batch.tokens.shape[1], device=plen.device)[None] - batch.pad[:, None]
+        where = batch.mask & (pos >= plen[:, None] - 1)
+
+        def layout():
+            return positions_context(model, batch.pad, plen)
+
     kw = forward_kwargs(batch)
-    with (reference or nullcontext)():
+    with layout(), (reference or nullcontext)():
         base = model(batch.tokens, **kw).double().log_softmax(-1)
     out = []
     for make in contexts:
-        with make():
+        with layout(), make():
             lp = model(batch.tokens, **kw).double().log_softmax(-1)
         kl = (lp.exp() * (lp - base)).sum(-1)
-        out.append(float(kl[batch.mask].mean()))
+        out.append(float(kl[where].mean()))
     return np.array(out)
 
 

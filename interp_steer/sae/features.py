@@ -9,6 +9,7 @@ replaces x.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
@@ -77,10 +78,15 @@ def edit_features(
     model: HookedTransformer,
     sae,
     edit: Callable[[Tensor], Tensor],
-    positions: Positions = "all",
+    positions: Positions = "all_but_first",
     keep_error: bool = True,
 ) -> Iterator[None]:
-    """Run ``edit`` on the SAE latents at the SAE's hook (hooks removed on exit)."""
+    """Run ``edit`` on the SAE latents at the SAE's hook (hooks removed on exit).
+
+    By default position 0 is left alone: the SAEs here are trained without it (the attention
+    sink, 10-1000x the norm of other tokens), so their latents mean nothing there, and zeroing
+    a latent at the sink can break every later position.
+    """
     check_sae(model, sae)
 
     def edit_acts(x: Tensor) -> Tensor:
@@ -100,14 +106,20 @@ def ablate_features(
     sae,
     features: int | Sequence[int],
     mean_acts: Float[Tensor, "d_sae"] | None = None,
-    positions: Positions = "all",
+    positions: Positions = "all_but_first",
     keep_error: bool = True,
+    scale: float = 1.0,
 ):
-    """Zero-ablate latents, or mean-ablate them when ``mean_acts`` (see `feature_means`) is given."""
+    """Zero-ablate latents, or mean-ablate them when ``mean_acts`` (see `feature_means`) is
+    given. ``scale`` moves each latent that fraction of the way to its target (1: the full
+    ablation, 0: no edit, 2: as far past it), a strength to calibrate against a target KL."""
     idx = _feature_index(sae, features)
+    if not math.isfinite(scale):
+        raise ValueError(f"scale must be finite, got {scale}")
 
     def edit(f: Tensor) -> Tensor:
-        f[..., idx] = 0.0 if mean_acts is None else mean_acts.to(f)[idx]
+        target = torch.zeros_like(f[..., idx]) if mean_acts is None else mean_acts.to(f)[idx]
+        f[..., idx] = f[..., idx] + scale * (target - f[..., idx])
         return f
 
     with edit_features(model, sae, edit, positions, keep_error):
@@ -120,7 +132,7 @@ def clamp_features(
     sae,
     features: int | Sequence[int],
     value: float | Sequence[float],
-    positions: Positions = "all",
+    positions: Positions = "all_but_first",
     keep_error: bool = True,
 ):
     """Set latents to ``value`` (one value, or one per feature) at every edited position."""
