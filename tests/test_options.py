@@ -91,6 +91,12 @@ def test_sae_config_refuses_the_other_architectures_parameter(kw, named):
 
 
 def test_cli_generate_accepts_every_position_mode():
+    from interp_steer.interventions import POSITION_NAMES
+
+    for verb in ("generate", "audit"):
+        sub = parser()._subparsers._group_actions[0].choices[verb]
+        (action,) = [a for a in sub._actions if "--positions" in a.option_strings]
+        assert tuple(action.choices) == POSITION_NAMES, verb
     args = parser().parse_args(["generate", "--prompt", "hi", "--positions", "last_and_generated"])
     assert args.positions == "last_and_generated"
 
