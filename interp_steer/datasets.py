@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib.resources import files
 
+import numpy as np
+
 Pair = tuple[str, str]
 
 
@@ -119,3 +121,46 @@ def contrastive_pairs(data) -> tuple[list[tuple], str]:
             "negative) non-empty strings"
         )
     return pairs, f"custom:{len(pairs)} pairs"
+
+
+# Surface features that a contrastive set can separate its poles by without any concept: a
+# vector (or an SAE latent chosen by contrast) then encodes the cue, not the trait.
+SURFACE_CUES = {
+    "ends_with_period": lambda t: float(t.rstrip().endswith(".")),
+    "ends_with_punctuation": lambda t: float(t.rstrip()[-1:] in ".!?"),
+    "exclamations": lambda t: float(t.count("!")),
+    "starts_capitalised": lambda t: float(t.lstrip()[:1].isupper()),
+    "uppercase_fraction": lambda t: (
+        sum(c.isupper() for c in t) / max(1, sum(c.isalpha() for c in t))
+    ),
+    "n_words": lambda t: float(len(t.split())),
+}
+
+
+def surface_cues(data, threshold: float = 0.75) -> dict[str, dict]:
+    """How well each surface cue alone separates the positive from the negative texts.
+
+    Args:
+        data: anything `contrastive_pairs` accepts.
+        threshold: a cue whose AUROC (or 1 − AUROC) reaches this is flagged a confound.
+
+    Returns:
+        Per cue: ``auroc`` (positive texts scored above negative ones; 0.5 = no signal),
+        ``positive_mean``, ``negative_mean`` and ``confound``.
+    """
+    from interp_steer.eval.stats import auc
+
+    pairs, _ = contrastive_pairs(data)
+    pos, neg = [p[-2] for p in pairs], [p[-1] for p in pairs]
+    y = [1] * len(pos) + [0] * len(neg)
+    out = {}
+    for name, fn in SURFACE_CUES.items():
+        score = [fn(t) for t in pos + neg]
+        a = float(auc(np.asarray(y), np.asarray(score)))
+        out[name] = {
+            "auroc": a,
+            "positive_mean": float(np.mean(score[: len(pos)])),
+            "negative_mean": float(np.mean(score[len(pos) :])),
+            "confound": bool(max(a, 1 - a) >= threshold),
+        }
+    return out

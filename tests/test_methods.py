@@ -116,6 +116,32 @@ def test_shipped_datasets():
         assert all(a != b for a, b in ds.train)
 
 
+def test_surface_cues_flag_a_planted_confound_and_not_a_balanced_set():
+    rng = __import__("random").Random(0)
+    words = ["the plan works", "we met today", "it rained", "prices rose", "she called"]
+    planted = [(f"{w} well.", f"{w} badly") for w in words * 4]  # positives alone end in "."
+    cues = datasets.surface_cues(planted)
+    assert cues["ends_with_period"]["auroc"] == 1.0 and cues["ends_with_period"]["confound"]
+    assert cues["ends_with_period"]["positive_mean"] == 1.0
+    balanced = [(a, b) if rng.random() < 0.5 else (a[:-1], b + ".") for a, b in planted]
+    assert not datasets.surface_cues(balanced)["ends_with_period"]["confound"]
+    # the shipped formality set is register by punctuation and casing as much as by words
+    assert datasets.surface_cues("formality")["ends_with_period"]["confound"]
+
+
+def test_trait_prompts_are_apart_from_the_datasets_and_refuse_bad_counts():
+    for trait in ["formality", "politeness", "sentiment", "agreeableness", "truthfulness"]:
+        ds = datasets.load(trait)
+        prompts = datasets.trait_prompts(trait)
+        assert len(prompts) >= 100 and len(set(prompts)) == len(prompts)
+        assert not set(prompts) & (set(ds.prompts) | {t for p in ds.train + ds.test for t in p})
+    assert datasets.trait_prompts("sentiment", 240) == datasets.trait_prompts("sentiment")[:240]
+    with pytest.raises(ValueError, match="asked for 1000"):
+        datasets.trait_prompts("formality", 1000)
+    with pytest.raises(ValueError, match="no evaluation prompts"):
+        datasets.trait_prompts("weddings")
+
+
 def test_sae_feature_without_an_sae_is_a_clear_error(tiny):
     # the full sae_feature pipeline (with a trained SAE) is in tests/test_sae.py
     with pytest.raises(ValueError, match="needs sae="):
