@@ -164,3 +164,17 @@ class EmbedOnce:
         if new:
             self.seen.update(zip(new, self.embed(new)))
         return np.stack([self.seen[t] for t in texts])
+
+
+def git(repo, *args: str) -> str:
+    """Run git in ``repo`` with a throwaway identity; its stdout, stripped (tests that build a
+    small history, e.g. a pre-registration committed between code commits)."""
+    import subprocess
+
+    return subprocess.run(
+        ["git", "-c", "user.email=t@t", "-c", "user.name=t", *args],
+        cwd=repo,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()

@@ -194,6 +194,14 @@ CASES = {
     "paired_generations": lambda c: idf.paired_generations(
         c.model, [c.vec], [(0, 0.0), (0, 1.0)], PROMPTS, 2, max_new_tokens=3, progress=False
     ),
+    "generate_rows": lambda c: idf.generate_rows(
+        c.model,
+        [c.vec],
+        [(0, 0, 1.0, 0), (1, 0, 0.0, 1)],
+        PROMPTS,
+        max_new_tokens=3,
+        progress=False,
+    ),
     "logit_checks": lambda c: idf.logit_checks(c.model, c.vec, PROMPTS, 1.0, {"o": c.other}),
     # sae (parameters of a returned SAE are compared by value)
     "sae.train": lambda c: _tiny_sae(c.model)[0].W_dec.detach(),
@@ -335,6 +343,8 @@ EXEMPT = {
             "paired_t",
             "spearman",
             "logistic_threshold",
+            "retained_two_level",
+            "holm",
         ]
     },
     "sweep.save_sweep": "writes DataFrames and JSON: no tensors",

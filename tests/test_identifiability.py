@@ -313,3 +313,35 @@ def test_paired_generations_share_noise_only_when_seeds_match():
     assert [t for p in texts[3] for t in p] == plain
     with pytest.raises(ValueError, match="seed offsets"):
         paired_generations(model, [v], [(0, 1.0)], prompts, seed_offsets=[0, 1])
+
+
+def test_generate_rows_steers_each_row_with_its_own_vector():
+    """A row with vector j, alpha a and seed s gives the text of steering by a·v_j alone with
+    that seed; rows are independent of their batch-mates and bad rows are refused."""
+    from interp_steer.generation import generate
+    from interp_steer.identifiability import generate_rows
+    from interp_steer.interventions import steer
+    from interp_steer.testing import tiny_model
+
+    model = tiny_model("llama")
+    g = torch.Generator().manual_seed(0)
+    vs = [
+        SteeringVector(3 * torch.randn(model.cfg.d_model, generator=g), "blocks.1.hook_resid_pre")
+        for _ in range(3)
+    ]
+    prompts = ["hello there", "the cat sat"]
+    rows = [(0, 2, 1.0, 5), (1, 0, 2.0, 6), (0, 1, 0.0, 7), (1, 2, 1.0, 5)]
+    got = generate_rows(
+        model, vs, rows, prompts, max_new_tokens=6, temperature=1.0, batch_size=3, progress=False
+    )
+    for (p, j, a, s), text in zip(rows, got):
+        with steer(model, vs[j], a, positions="last_and_generated"):
+            alone = generate(
+                model, [prompts[p]], max_new_tokens=6, temperature=1.0, seed=[s], chat=False
+            )
+        assert text == alone[0]
+    assert got[0] != got[3]  # same vector and seed, other prompt
+    with pytest.raises(ValueError, match="outside the 2 given"):
+        generate_rows(model, vs, [(2, 0, 1.0, 0)], prompts)
+    with pytest.raises(ValueError, match="vector index"):
+        generate_rows(model, vs, [(0, 3, 1.0, 0)], prompts)

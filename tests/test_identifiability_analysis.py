@@ -4,14 +4,13 @@ cells computed before the pre-registration."""
 
 import functools
 import json
-import subprocess
 import warnings
 
 import numpy as np
 import pytest
 from scipy import stats as st
 
-from interp_steer.testing import tiny_model
+from interp_steer.testing import git, tiny_model
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
@@ -192,16 +191,6 @@ def test_resume_rewrites_no_cell(tiny_run):
     assert again["summary"]["grid"] == json.loads(json.dumps(res["summary"]["grid"]))
 
 
-def _git(repo, *args):
-    return subprocess.run(
-        ["git", "-c", "user.email=t@t", "-c", "user.name=t", *args],
-        cwd=repo,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
-
-
 def test_results_refuse_cells_from_before_the_preregistration(tiny_run, tmp_path):
     import shutil
 
@@ -210,18 +199,18 @@ def test_results_refuse_cells_from_before_the_preregistration(tiny_run, tmp_path
     out, cfg, model, coherence, _ = tiny_run
     repo = tmp_path / "repo"
     repo.mkdir()
-    _git(repo, "init", "-q")
+    git(repo, "init", "-q")
     (repo / "code.py").write_text("x = 1\n")
-    _git(repo, "add", "code.py")
-    _git(repo, "commit", "-q", "-m", "code")
-    early = _git(repo, "rev-parse", "HEAD")
+    git(repo, "add", "code.py")
+    git(repo, "commit", "-q", "-m", "code")
+    early = git(repo, "rev-parse", "HEAD")
     (repo / "prereg.json").write_text('{"margin": [0.8, 1.2]}\n')
-    _git(repo, "add", "prereg.json")
-    _git(repo, "commit", "-q", "-m", "pre-register")
-    registered = _git(repo, "rev-parse", "HEAD")
+    git(repo, "add", "prereg.json")
+    git(repo, "commit", "-q", "-m", "pre-register")
+    registered = git(repo, "rev-parse", "HEAD")
     (repo / "code.py").write_text("x = 2\n")
-    _git(repo, "commit", "-qam", "the study's code")
-    late = _git(repo, "rev-parse", "HEAD")
+    git(repo, "commit", "-qam", "the study's code")
+    late = git(repo, "rev-parse", "HEAD")
     copy = tmp_path / "out"
     shutil.copytree(out / ".cells", copy / ".cells")
     cell_dir = _cells(copy)

@@ -1,38 +1,27 @@
 """Pre-registration before cells: `runs.provenance.require_after` on a real git history."""
 
-import subprocess
-
 import pytest
 
 from interp_steer.runs.provenance import file_commit, require_after
-
-
-def _git(repo, *args):
-    return subprocess.run(
-        ["git", "-c", "user.email=t@t", "-c", "user.name=t", *args],
-        cwd=repo,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
+from interp_steer.testing import git
 
 
 def test_cells_must_come_after_the_preregistration(tmp_path):
-    _git(tmp_path, "init", "-q")
+    git(tmp_path, "init", "-q")
     (tmp_path / "code.py").write_text("x = 1\n")
-    _git(tmp_path, "add", "code.py")
-    _git(tmp_path, "commit", "-q", "-m", "code")
-    before = _git(tmp_path, "rev-parse", "HEAD")
+    git(tmp_path, "add", "code.py")
+    git(tmp_path, "commit", "-q", "-m", "code")
+    before = git(tmp_path, "rev-parse", "HEAD")
     pre = tmp_path / "prereg.json"
     with pytest.raises(ValueError, match="not committed"):
         file_commit(pre)
     pre.write_text('{"margin": 0.2}\n')
-    _git(tmp_path, "add", "prereg.json")
-    _git(tmp_path, "commit", "-q", "-m", "pre-register")
-    registered = _git(tmp_path, "rev-parse", "HEAD")
+    git(tmp_path, "add", "prereg.json")
+    git(tmp_path, "commit", "-q", "-m", "pre-register")
+    registered = git(tmp_path, "rev-parse", "HEAD")
     (tmp_path / "code.py").write_text("x = 2\n")
-    _git(tmp_path, "commit", "-qam", "more code")
-    after = _git(tmp_path, "rev-parse", "HEAD")
+    git(tmp_path, "commit", "-qam", "more code")
+    after = git(tmp_path, "rev-parse", "HEAD")
 
     assert require_after(pre, [f"0.1.0+g{registered[:12]}", f"0.1.0+g{after[:12]}"]) == registered
     with pytest.raises(ValueError, match="does not come after"):
