@@ -41,6 +41,7 @@ from analyses.identifiability import grid as G  # noqa: E402
 from analyses.identifiability import logit as L  # noqa: E402
 from analyses.identifiability import spaces as S  # noqa: E402
 from analyses.identifiability.config import (  # noqa: E402
+    ADDED_LATER,
     ANALYSIS_ONLY,
     NORM_DEFINITION,
     PRIMARY,
@@ -82,11 +83,14 @@ def run(
     layer = cfg.layer if cfg.layer is not None else model.cfg.n_layers // 2
     hook = f"blocks.{layer}.hook_resid_pre"
     stem = Path(out_dir) / f"identifiability_{cfg.model}{'_quick' if cfg.quick else ''}"
-    cells = Path(out_dir) / ".cells" / f"{stem.name}_{config_hash(cfg, ANALYSIS_ONLY)}"
+    # fields added after the first cells of the rerun were computed stay out of the hash at
+    # their defaults, so those cells keep their folder
+    later = tuple(k for k, v in ADDED_LATER.items() if getattr(cfg, k) == v)
+    cells = Path(out_dir) / ".cells" / f"{stem.name}_{config_hash(cfg, ANALYSIS_ONLY + later)}"
     got = partial(cell, allow_compute=compute)
 
     corpus = cell(cells / "corpus.json", partial(S.corpus_cell, model, cfg, hook))
-    raw_corpus, sets = S.corpus_prompts()
+    raw_corpus, sets = S.corpus_prompts(cfg.corpus_prompts)
     typical = typical_norm(model, hook, [chat(model, p) for p in raw_corpus], chat=False)
     sp = S.spaces(model, cfg, hook, corpus)
     S.spectrum_figure(cfg, sp["numbers"], Path(f"{stem}_spectrum"))

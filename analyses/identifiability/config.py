@@ -33,6 +33,8 @@ ANALYSIS_ONLY = (
     "conditions_traits",
     "preregistration",
 )
+# fields (with their defaults) added after the rerun's first cells: see run()
+ADDED_LATER = {"corpus_prompts": None}
 
 
 @dataclass
@@ -64,6 +66,7 @@ class Config:
             this far apart.
         min_power: the negative control's TOST power needed before any verdict.
         covariance_tokens: generated tokens whose activations give the covariance.
+        corpus_prompts: how many of the corpus prompts generate them (None: all 204).
         null_rule: the covariance null-space rule (`interp_steer.identifiability.RULES`).
         jacobian_prompts: prompts (with generated continuations) of the Jacobian null space.
         jacobian_k: the Jacobian-signal δ lies in its top-k right singular directions.
@@ -112,6 +115,7 @@ class Config:
     max_new_tokens: int = 40
     temperature: float = 0.8
     covariance_tokens: int = 50_000
+    corpus_prompts: int | None = None
     null_rule: str = "energy"
     jacobian_prompts: int = 20
     jacobian_k: int = 4
@@ -146,7 +150,8 @@ class Config:
             n_draws=3,
             sizes=[1.0, 0.25],
             max_new_tokens=16,
-            covariance_tokens=2000,
+            covariance_tokens=1500,
+            corpus_prompts=48,
             jacobian_prompts=2,
             conditions_traits=1,
             k_span=[1, 5],

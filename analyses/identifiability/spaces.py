@@ -28,17 +28,20 @@ from interp_steer.identifiability import (
 from interp_steer.vectors import SteeringVector
 
 
-def corpus_prompts() -> tuple[list[str], dict[str, list[str]]]:
-    """Raw prompts of every shipped prompt set and contrastive dataset (the covariance corpus),
-    and the prompt sets by name."""
+def corpus_prompts(n: int | None = None) -> tuple[list[str], dict[str, list[str]]]:
+    """Raw prompts of every shipped prompt set and contrastive dataset (the covariance corpus;
+    ``n`` of them, evenly spaced, when given), and the prompt sets by name."""
     sets = datasets.prompt_sets()
     ds = [p for name in datasets.available() for p in datasets.load(name).prompts]
-    return [p for v in sets.values() for p in v] + ds, sets
+    prompts = [p for v in sets.values() for p in v] + ds
+    if n is not None and n < len(prompts):
+        prompts = [prompts[i] for i in np.linspace(0, len(prompts) - 1, n).astype(int)]
+    return prompts, sets
 
 
 def corpus_cell(model, cfg: Config, hook: str) -> dict:
     """Unsteered generations from the corpus prompts, enough for ``covariance_tokens``."""
-    prompts, _ = corpus_prompts()
+    prompts, _ = corpus_prompts(cfg.corpus_prompts)
     per = math.ceil(cfg.covariance_tokens / (cfg.max_new_tokens * len(prompts)))
     rows = [(p, 0, 0.0, cfg.seed + 1000 * p + s) for p in range(len(prompts)) for s in range(per)]
     zero = SteeringVector(torch.zeros(1, model.cfg.d_model), hook=hook)  # α = 0 everywhere

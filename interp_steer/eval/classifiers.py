@@ -104,7 +104,16 @@ class MiniLM:
         global _EMBEDDER
         if _EMBEDDER is None:
             st = _require("sentence_transformers", "sentence-transformers")
-            _EMBEDDER = st.SentenceTransformer(str(minilm_path()), device="cpu")
+            from transformers.utils import logging as hf_logging
+
+            # a local model: transformers' "Loading weights" bar says nothing to a reader
+            bar = hf_logging.is_progress_bar_enabled()
+            hf_logging.disable_progress_bar()
+            try:
+                _EMBEDDER = st.SentenceTransformer(str(minilm_path()), device="cpu")
+            finally:
+                if bar:
+                    hf_logging.enable_progress_bar()
         self._model = _EMBEDDER
 
     def __call__(self, texts: Sequence[str]) -> np.ndarray:

@@ -9,6 +9,7 @@ tested against a textbook value, an independent implementation or a brute-force 
 from __future__ import annotations
 
 import numbers
+import warnings
 from collections.abc import Callable
 
 import numpy as np
@@ -70,15 +71,20 @@ def cluster_bootstrap(
         return statistic(x[i.astype(int)])
 
     for method in ("BCa", "percentile"):
-        res = scipy_stats.bootstrap(
-            (idx,),
-            stat,
-            n_resamples=n_boot,
-            confidence_level=conf,
-            method=method,
-            vectorized=False,
-            random_state=np.random.default_rng(seed),
-        )
+        # scipy warns when BCa is undefined (degenerate data); the percentile fallback below
+        # is this function's documented answer, so the warning would only be noise
+        with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
+            warnings.simplefilter("ignore", RuntimeWarning)
+            warnings.simplefilter("ignore", scipy_stats.DegenerateDataWarning)
+            res = scipy_stats.bootstrap(
+                (idx,),
+                stat,
+                n_resamples=n_boot,
+                confidence_level=conf,
+                method=method,
+                vectorized=False,
+                random_state=np.random.default_rng(seed),
+            )
         lo, hi = res.confidence_interval
         if np.isfinite(lo) and np.isfinite(hi):
             return float(lo), float(hi)
