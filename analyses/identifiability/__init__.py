@@ -202,23 +202,15 @@ def run(
             f"primary family is {PRIMARY}",
         }
 
-    if extra_traits := list(studied)[: cfg.conditions_traits]:
-        extra = {
-            t: cell(
-                cells / f"{t}_conditions.json",
-                partial(
-                    L.conditions_cell,
-                    model,
-                    cfg,
-                    t,
-                    setup[t][0],
-                    hook,
-                    sp["null_space"],
-                    setup[t][3]["alpha"],
-                ),
-            )
-            for t in extra_traits
-        }
+    extra = {}
+    for t in list(studied)[: cfg.conditions_traits]:
+        v, _, _, op = setup[t]
+        make = partial(L.conditions_cell, model, cfg, t, v, hook, sp["null_space"], op["alpha"])
+        try:
+            extra[t] = got(cells / f"{t}_conditions.json", make)
+        except MissingCell:
+            continue
+    if extra:
         L.conditions_figure(cfg, extra, Path(f"{stem}_conditions"))
     overlap = S.overlap_figure(
         model,
