@@ -27,8 +27,8 @@ import numpy as np
 import torch
 
 from analyses._common import save_figure, single_model_main, stem
-from analyses.identifiability import covariance_prompts
-from interp_steer import build_vector, datasets, generate, load_model, steer
+from analyses.identifiability.spaces import corpus_prompts
+from interp_steer import build_vector, chat, datasets, generate, load_model, steer
 from interp_steer import sae as S
 from interp_steer.activations import get_activations
 from interp_steer.eval import metrics, stats
@@ -129,7 +129,9 @@ def run(cfg: Config, out_dir: Path = Path("figures"), model=None, sae=None) -> d
     model = model or load_model(cfg.model)
     sae = sae or S.load_default(model)
     hook = S.sae_hook(sae)
-    cov = activation_covariance(model, covariance_prompts(model)[0], hook, progress=False)
+    cov = activation_covariance(
+        model, [chat(model, p) for p in corpus_prompts()[0]], hook, progress=False
+    )
     ns = null_space(cov, cfg.null_rule)
     results = {}
     for trait in cfg.traits:
