@@ -145,7 +145,9 @@ def test_summary_recomputes_from_the_cells(tiny_run):
             multipletests([row["tost_p"]], method="holm")[1][0]
         )
         neg_ok = summary["controls"]["negative"]["politeness"]["passed"]
-        pos_ok = summary["controls"]["positive"]["politeness"].get("detected", False)
+        pos = json.loads((out / "identifiability_tiny-llama_quick_summary.json").read_text())
+        pos = pos["traits"]["politeness"]["positive"].get(str(row["size"]), {})
+        pos_ok = pos.get("detected", False)
         if row["coherence_ratio"] < cfg.broken_ratio:
             assert row["verdict"] == "broken"
         elif not (neg_ok and pos_ok):

@@ -255,7 +255,7 @@ def analyse_trait(
 def verdicts(traits: dict, cfg: Config) -> list[dict]:
     """Every grid row with its Holm-adjusted TOST p and verdict (the pre-registered rule):
     "broken" when coherence falls below ``broken_ratio`` × v's; otherwise a verdict only if the
-    trait's controls passed: "equivalent" (adjusted p < 0.05), "different" (the CI of retained
+    trait's negative control passed and its positive control separates at the row's size: "equivalent" (adjusted p < 0.05), "different" (the CI of retained
     wholly outside 1 ± margin) or "inconclusive"."""
     rows = [row for t in traits.values() for row in t["rows"]]
     families: dict = {}
@@ -268,8 +268,11 @@ def verdicts(traits: dict, cfg: Config) -> list[dict]:
     lo_m, hi_m = 1 - cfg.margin, 1 + cfg.margin
     for row in rows:
         t = traits[row["trait"]]
-        pos = t["positive"].get(str(max(float(k) for k in t["positive"])) if t["positive"] else "")
-        controls_ok = t["negative"]["passed"] and bool(pos and pos["detected"])
+        # the positive control at the row's own size: at a size where even signal-space δ
+        # keeps the effect, the design cannot tell a null-space δ from any other
+        pos = t["positive"].get(str(row["size"]))
+        row["positive_control_detected"] = bool(pos and pos["detected"])
+        controls_ok = t["negative"]["passed"] and row["positive_control_detected"]
         lo, hi = row["retained_ci"]
         if row["coherence_ratio"] < cfg.broken_ratio:
             row["verdict"] = "broken"
