@@ -96,9 +96,10 @@ def test_kl_at_generation_positions_matches_rows_computed_alone(llama):
     for p, c in zip(prompts, comps):
         n = len(encode(llama, p))
         toks = torch.tensor([encode(llama, p + c)])
-        base = llama(toks).double().log_softmax(-1)[0]
-        with steer(llama, v, 3.0, positions=list(range(n - 1, toks.shape[1]))):
-            lp = llama(toks).double().log_softmax(-1)[0]
+        with torch.no_grad():
+            base = llama(toks).double().log_softmax(-1)[0]
+            with steer(llama, v, 3.0, positions=list(range(n - 1, toks.shape[1]))):
+                lp = llama(toks).double().log_softmax(-1)[0]
         kl = (lp.exp() * (lp - base)).sum(-1)[n - 1 :]
         total, count = total + float(kl.sum()), count + kl.numel()
     assert got == pytest.approx(total / count, rel=1e-6)
