@@ -169,14 +169,13 @@ def run(
                 if abs(c["alpha"] - strength * op["alpha"]) > 1e-9 * max(1.0, abs(op["alpha"])):
                     raise RuntimeError(f"{trait}: a cached cell is at another alpha; delete it")
             res = G.analyse_trait(trait, base, grids, cfg, strength, strength * op["r"])
+            draws = {s: G.delta_draws(v, sp["bases"], cfg, s) for s in grids}
             for row in res["rows"]:
-                draws = G.delta_draws(v, sp["bases"], cfg, row["size"])[row["source"]]
+                deltas = torch.stack(
+                    [d.vector - v.vector for d in draws[row["size"]][row["source"]]]
+                )
                 row["mahalanobis"] = float(
-                    sum(
-                        S.mahalanobis(row["alpha"] * (d.vector - v.vector), sp["cov"])
-                        for d in draws
-                    )
-                    / len(draws)
+                    S.mahalanobis(row["alpha"] * deltas, sp["whiten"]).mean()
                 )
             traits[trait].update(res, r=strength * op["r"])
             traits[trait]["examples"] = {
@@ -239,12 +238,7 @@ def run(
         "grid": rows,
         "controls": {
             "negative": {t: e["negative"] for t, e in studied.items()},
-            "positive": {
-                t: e["positive"].get(str(max(float(k) for k in e["positive"])), {})
-                if e["positive"]
-                else {}
-                for t, e in studied.items()
-            },
+            "positive": {t: G.largest_size(e["positive"]) for t, e in studied.items()},
         },
         "n_prompts": {t: e["n_prompts"] for t, e in studied.items()},
         "traits": {t: {k: v for k, v in e.items() if k != "rows"} for t, e in traits.items()},

@@ -252,6 +252,12 @@ def analyse_trait(
     }
 
 
+def largest_size(positive: dict) -> dict:
+    """The positive control at the largest δ size run ({} when none was): the summary's and
+    the figure's headline control (``positive`` is keyed by the size as a string)."""
+    return positive[max(positive, key=float)] if positive else {}
+
+
 def verdicts(traits: dict, cfg: Config) -> list[dict]:
     """Every grid row with its Holm-adjusted TOST p and verdict (the pre-registered rule):
     "broken" when coherence falls below ``broken_ratio`` × v's; otherwise a verdict only if the
@@ -344,7 +350,7 @@ def grid_figure(cfg: Config, traits: dict, rows: list[dict], out: Path) -> None:
             axc.plot(x, [r["coherence_ratio"] for r in sel], "o-", color=COLORS[src])
         e = traits[t]["efficacy"]
         neg, pos = traits[t]["negative"], traits[t]["positive"]
-        pos1 = pos.get(str(max(float(k) for k in pos))) if pos else None
+        pos1 = largest_size(pos)
         ax.set(
             xscale="log",
             title=f"{t}: r = {traits[t]['r']}, efficacy {e['mean']:+.3f}\n"

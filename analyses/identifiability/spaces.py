@@ -108,21 +108,16 @@ def jacobian_contexts(corpus: dict, model, n: int, seed: int) -> list[str]:
     return out
 
 
-def mahalanobis(delta: torch.Tensor, cov: torch.Tensor, floor: float = 1e-6) -> float:
-    """sqrt(δᵀ Σ⁻¹ δ) with eigenvalues floored at ``floor`` × the largest (Σ is singular)."""
+def whitener(cov: torch.Tensor, floor: float = 1e-6) -> torch.Tensor:
+    """W with ‖xW‖ = sqrt(xᵀ Σ⁻¹ x), eigenvalues floored at ``floor`` × the largest (Σ is
+    singular); one eigendecomposition serves every distance below."""
     lam, u = torch.linalg.eigh(cov)
-    lam = lam.clamp_min(floor * float(lam.max()))
-    z = u.T @ delta.double()
-    return float((z**2 / lam).sum().sqrt())
+    return u / lam.clamp_min(floor * float(lam.max())).sqrt()
 
 
-def typical_mahalanobis(acts: torch.Tensor, cov: torch.Tensor, floor: float = 1e-6) -> float:
-    """The median Mahalanobis distance of a token's activation from the mean (the scale
-    beside which a δ's distance is read)."""
-    lam, u = torch.linalg.eigh(cov)
-    lam = lam.clamp_min(floor * float(lam.max()))
-    z = (acts[:: max(1, acts.shape[0] // 5000)] - acts.mean(0)) @ u
-    return float(((z**2) / lam).sum(1).sqrt().median())
+def mahalanobis(x: torch.Tensor, whiten: torch.Tensor) -> torch.Tensor:
+    """Mahalanobis length of each row of ``x`` (or of one vector), with `whitener`'s W."""
+    return (x.double() @ whiten).norm(dim=-1)
 
 
 def spaces(model, cfg: Config, hook: str, corpus: dict) -> dict:
@@ -140,6 +135,7 @@ def spaces(model, cfg: Config, hook: str, corpus: dict) -> dict:
     if jac.dim == 0:
         raise ValueError(f"the Jacobian at {hook} has no null space at tol {cfg.jacobian_tol}")
     lam = torch.linalg.eigvalsh(cov).flip(0).clamp_min(1e-12)
+    whiten = whitener(cov)
     numbers = {
         "hook": hook,
         "n_tokens": int(acts.shape[0]),
@@ -163,7 +159,10 @@ def spaces(model, cfg: Config, hook: str, corpus: dict) -> dict:
             "sigma_relative": (jac.spectrum.clamp_min(0).sqrt() / jac.spectrum[0].sqrt()).tolist(),
         },
         "overlap_covariance_jacobian_null": subspace_overlap(ns.basis, jac.basis),
-        "typical_token_mahalanobis": typical_mahalanobis(acts, cov),
+        # the median token's distance from the mean: the scale beside which a δ's is read
+        "typical_token_mahalanobis": float(
+            mahalanobis(acts[:: max(1, acts.shape[0] // 5000)] - acts.mean(0), whiten).median()
+        ),
     }
     bases = {
         "covariance_null": ns.basis,
@@ -171,7 +170,7 @@ def spaces(model, cfg: Config, hook: str, corpus: dict) -> dict:
         "jacobian_null": jac.basis,
         "jacobian_signal": jac.signal[:, : cfg.jacobian_k],
     }
-    return {"numbers": numbers, "bases": bases, "cov": cov, "null_space": ns}
+    return {"numbers": numbers, "bases": bases, "whiten": whiten, "null_space": ns}
 
 
 def spectrum_figure(cfg: Config, numbers: dict, out: Path) -> None:
