@@ -404,6 +404,9 @@ def operating_figure(cfg: Config, traits: dict, out: Path) -> None:
             ylabel="coherence / unsteered",
         )
         ax.legend(fontsize=8)
+    for ax in axes.ravel():  # ticks at the r values tried, not log-minor labels that collide
+        ax.set_xticks(cfg.rel_strengths, [f"{x:g}" for x in cfg.rel_strengths])
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     fig.suptitle(
         f"{cfg.model}: operating points on the selection prompts ({cfg.calib_samples} samples x "
         f"{cfg.selection_prompts} prompts per r; CI: bootstrap over prompts)"

@@ -184,7 +184,7 @@ def spectrum_figure(cfg: Config, numbers: dict, out: Path) -> None:
             r["signal_dim"] + 0.5, color=color, ls="--", label=f"{rule}: null {r['null_dim']}"
         )
     ax.set(
-        title=f"{cfg.model} {numbers['hook']}: covariance of {numbers['n_tokens']} "
+        title=f"{cfg.model} {numbers['hook']}\ncovariance of {numbers['n_tokens']} "
         "generated tokens",
         xlabel="eigen-direction rank",
         ylabel="variance",
@@ -201,7 +201,7 @@ def spectrum_figure(cfg: Config, numbers: dict, out: Path) -> None:
         xscale="log",
         xlabel="generated tokens (random subsets)",
         ylabel="estimated null dimension",
-        title="null dim against token count (pre-registered: < 2% over the last doubling)",
+        title="null dim against token count\n(pre-registered: < 2% over the last doubling)",
     )
     counts = conv[RULES[0]]["counts"]
     ax.set_xticks(counts, [str(c) for c in counts])
