@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.interp_steer_installed
 # Elsewhere fall back to PyTorch's CPU index so nobody pulls a multi-GB CUDA build by accident.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install models demo test lint docs bench figures window identifiability synthetic sae notebooks clean
+.PHONY: install models demo test lint docs bench figures window identifiability sae-vs-steering synthetic sae notebooks clean
 
 $(STAMP): pyproject.toml Makefile
 	# bubblewrap: the sandbox that model-written code runs in (interp_steer.eval.sandbox).
@@ -90,6 +90,10 @@ bench: install
 identifiability: install
 	$(PY) -m analyses.identifiability --model smollm2-135m-instruct
 	$(PY) -m analyses.identifiability --model gemma-3-270m
+
+# Vectors against SAE interventions at equal KL (pre-registered; resumable cells).
+sae-vs-steering: install
+	$(PY) -m analyses.sae_vs_steering --model smollm2-135m-instruct
 
 # Steered synthetic data for safety detectors (Deshpande et al.): SmolLM2 + Gemma-3-270M,
 # 4 concepts x 2 methods x 3 strengths (r 0.2, 0.4, 0.8) x 200 texts (resumable cells under figures/.cells/).

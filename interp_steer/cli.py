@@ -170,6 +170,8 @@ def cmd_sae_train(args) -> None:
         s, report = sae.train(model, hook, config=cfg, corpus_config=corpus_cfg)
         sae.save(s, path, report)
     print(sae_table(sae.report_of(path)) + f"\n(full report: {path}/interp_steer.json)")
+    if args.ship:
+        print(f"shipped (float16) as {sae.ship(path)}")
 
 
 def sae_table(report: dict) -> str:
@@ -320,6 +322,12 @@ def parser() -> argparse.ArgumentParser:
 
     s = with_model(add("sae-train", cmd_sae_train, "Train (and cache) an SAE with sae-lens."))
     s.add_argument("--hook", help="default: middle layer hook_resid_pre")
+    s.add_argument(
+        "--ship",
+        action="store_true",
+        help="also copy it (float16, sha256 sums) into interp_steer/data/saes, where "
+        "load_default finds it without training",
+    )
     s.add_argument("--architecture", choices=["topk", "standard"], help="default: topk")
     s.add_argument("--k", type=int, help="topk latents per token (default 64)")
     s.add_argument("--expansion", type=int, help="d_sae / d_model (default 4)")

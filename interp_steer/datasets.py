@@ -137,6 +137,19 @@ SURFACE_CUES = {
 }
 
 
+def strip_surface_cues(data) -> list[tuple]:
+    """The pairs of ``data`` with the cues a text can lose without changing its meaning
+    removed from both sides: final punctuation, exclamation marks, and a lower-case first
+    letter (capitalised). Length and inner casing stay: check them with `surface_cues`."""
+
+    def strip(t: str) -> str:
+        t = t.replace("!", "").strip().rstrip(".?;:, ").strip()
+        return t[:1].upper() + t[1:]
+
+    pairs, _ = contrastive_pairs(data)
+    return [(*p[:-2], strip(p[-2]), strip(p[-1])) for p in pairs]
+
+
 def surface_cues(data, threshold: float = 0.75) -> dict[str, dict]:
     """How well each surface cue alone separates the positive from the negative texts.
 

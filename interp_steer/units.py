@@ -15,6 +15,11 @@ from interp_steer.activations import token_activations
 from interp_steer.generation import format_prompts
 from interp_steer.vectors import SteeringVector
 
+NORM_DEFINITION = (
+    "typical norm = median per-token L2 norm at the hook over the study's chat-formatted "
+    "prompts, position 0 excluded; r = |alpha| * ||v|| / typical norm"
+)
+
 
 def typical_norm(
     model: HookedTransformer, hook: str, prompts: Sequence[str], chat: bool = True

@@ -129,6 +129,14 @@ def test_surface_cues_flag_a_planted_confound_and_not_a_balanced_set():
     assert datasets.surface_cues("formality")["ends_with_period"]["confound"]
 
 
+def test_strip_surface_cues_removes_punctuation_and_first_letter_case():
+    assert datasets.strip_surface_cues([("Well done!", "meh.")]) == [("Well done", "Meh")]
+    assert datasets.strip_surface_cues([("p", "Nice work.", "bad")]) == [("p", "Nice work", "Bad")]
+    cues = datasets.surface_cues(datasets.strip_surface_cues("formality"))
+    for cue in ("ends_with_period", "ends_with_punctuation", "starts_capitalised", "exclamations"):
+        assert not cues[cue]["confound"], cue
+
+
 def test_trait_prompts_are_apart_from_the_datasets_and_refuse_bad_counts():
     for trait in ["formality", "politeness", "sentiment", "agreeableness", "truthfulness"]:
         ds = datasets.load(trait)

@@ -239,6 +239,33 @@ def test_corrupt_default_sae_cache_is_rebuilt(model, trained, tmp_path, monkeypa
     assert S.load_default(model, HOOK) is not None and retrained == [1]  # now a clean hit
 
 
+def test_shipped_default_sae_loads_without_training(model, trained, tmp_path, monkeypatch):
+    """A shipped float16 SAE is checked against its sha256 sums, written to the cache in
+    float32 and loaded without training; a tampered one raises naming the file."""
+    import interp_steer.sae.io as sae_io
+
+    sae, report = trained
+    saved = S.save(sae, tmp_path / "trained", report)
+    cache = tmp_path / "cache" / "default_sae"
+    monkeypatch.setattr(sae_io, "default_path", lambda *a, **k: cache)
+    monkeypatch.setattr(sae_io, "SHIPPED_DIR", tmp_path / "shipped")
+    monkeypatch.setattr(sae_io, "train", lambda *a, **k: pytest.fail("trained instead"))
+    shipped = S.ship(saved, tmp_path / "shipped" / cache.name)
+    half = (shipped / sae_io.WEIGHTS_FILE).stat().st_size
+    assert half < 0.6 * (saved / sae_io.WEIGHTS_FILE).stat().st_size
+    loaded = S.load_default(model, HOOK)
+    assert loaded.W_dec.dtype == torch.float32
+    assert torch.equal(loaded.W_dec, sae.W_dec.half().float())
+    assert S.report_of(cache) == S.report_of(saved)
+
+    import shutil
+
+    shutil.rmtree(cache)
+    (shipped / "cfg.json").write_text((shipped / "cfg.json").read_text() + " ")
+    with pytest.raises(ValueError, match="cfg.json does not match its sha256"):
+        S.load_default(model, HOOK)
+
+
 def test_default_sae_is_keyed_by_its_corpus(model):
     """Two generic-corpus configs give two cached SAEs; a corpus with a corpus config is
     ambiguous and refused before any activation is collected."""
@@ -397,3 +424,39 @@ def test_train_reports_each_given_heldout_genre(model):
     n = sum(r["n_tokens"] for r in report["heldout_by_genre"].values())
     assert report["heldout"]["n_tokens"] == n and report["train_tokens_unique"] > 0
     assert "generic_eval" not in report  # only by default with the generic corpus
+
+
+def test_error_share_is_zero_for_an_exact_and_one_for_a_null_reconstruction(trained):
+    x = torch.randn(50, 8)
+    v = torch.randn(8)
+    assert S.error_share(_Identity(1.0), v, x) == pytest.approx(0.0, abs=1e-6)
+    assert S.error_share(_Identity(0.0), v, x) == pytest.approx(1.0)
+    # a real SAE: the same number by hand
+    sae, _ = trained
+    acts = torch.randn(64, sae.cfg.d_in) * 3
+    v = torch.randn(sae.cfg.d_in)
+    with torch.no_grad():
+        e0 = acts - sae.decode(sae.encode(acts))
+        e1 = acts + v - sae.decode(sae.encode(acts + v))
+    want = float(((e1 - e0) @ v).mean() / (v @ v))
+    assert S.error_share(sae, v, acts) == pytest.approx(want, rel=1e-4)
+
+
+def test_matched_random_latents_match_frequency_and_avoid_the_given():
+    rates = torch.linspace(0, 1, 200)
+    feats = [10, 100, 190]
+    got = S.matched_random_latents(rates, feats, seed=3, pool=5)
+    assert len(set(got)) == 3 and not set(got) & set(feats)
+    assert all(abs(int(g) - f) <= 5 for g, f in zip(got, feats))  # rates are sorted by index
+    assert got == S.matched_random_latents(rates, feats, seed=3, pool=5)
+
+
+def test_effect_survival_with_given_features_ablates_those(model, trained):
+    sae, _ = trained
+    v = SteeringVector(torch.randn(1, model.cfg.d_model), HOOK)
+    prompts = ["a cat sat", "the dog ran"]
+    ranked = S.effect_survival(model, sae, v, prompts, [0, 2], 2.0)
+    same = S.effect_survival(model, sae, v, prompts, [0, 2], 2.0, features=ranked[-1]["features"])
+    assert same[-1]["survival"] == pytest.approx(ranked[-1]["survival"])
+    with pytest.raises(ValueError, match="1 features given for k up to 2"):
+        S.effect_survival(model, sae, v, prompts, [0, 2], 2.0, features=[3])

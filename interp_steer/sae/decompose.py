@@ -70,6 +70,7 @@ def effect_survival(
     ks: Sequence[int],
     alpha: float = 1.0,
     reference_acts: Float[Tensor, "n d"] | None = None,
+    features: Sequence[int] | None = None,
 ) -> list[dict]:
     """How much of a vector's effect on next-token logits survives ablating its top-k latents.
 
@@ -77,12 +78,19 @@ def effect_survival(
     ranked by encoder gain of αv on ``reference_acts`` (the TopK encoder is nonlinear, so the
     ranking is taken at the strength that is applied; decoder cosine without them). survival(k) =
     ⟨Δ_k, Δ_0⟩ / ‖Δ_0‖²: 1 = the effect does not go through those latents, 0 = it all does.
+    ``features`` replaces the ranking by a given order (e.g. random latents, the control).
     """
 
     if sae_hook(sae) != vec.hook:
         raise ValueError(f"vector at {vec.hook}, SAE at {sae_hook(sae)}")
-    key = "by_encoder_gain" if reference_acts is not None else "by_decoder_cosine"
-    ranked = [r["feature"] for r in decompose(sae, vec * alpha, reference_acts, top=max(ks))[key]]
+    if features is not None:
+        ranked = [int(f) for f in features]
+        if len(ranked) < max(ks):
+            raise ValueError(f"{len(ranked)} features given for k up to {max(ks)}")
+    else:
+        key = "by_encoder_gain" if reference_acts is not None else "by_decoder_cosine"
+        top = decompose(sae, vec * alpha, reference_acts, top=max(ks))[key]
+        ranked = [r["feature"] for r in top]
     batch = tokenize(model, list(prompts))
 
     def logits() -> Tensor:
@@ -105,3 +113,40 @@ def effect_survival(
             {"k": k, "survival": float((dk * d0).sum() / d0.pow(2).sum()), "features": ranked[:k]}
         )
     return rows
+
+
+@torch.no_grad()
+def firing_rates(sae, acts: Float[Tensor, "n d"]) -> Float[Tensor, "d_sae"]:
+    """Fraction of the tokens in ``acts`` on which each latent is active."""
+    return (sae.encode(acts.to(sae.W_dec)) > 0).float().mean(0)
+
+
+def matched_random_latents(
+    rates: Float[Tensor, "d_sae"], features: Sequence[int], seed: int = 0, pool: int = 20
+) -> list[int]:
+    """For each latent in ``features``, a random other latent among the ``pool`` whose firing
+    rates are nearest its own (the frequency-matched control for claims about those latents)."""
+    g = torch.Generator().manual_seed(seed)
+    taken = set(int(f) for f in features)
+    out = []
+    for f in features:
+        order = (rates - rates[f]).abs().argsort().tolist()
+        near = [j for j in order if j not in taken][:pool]
+        j = near[int(torch.randint(len(near), (1,), generator=g))]
+        taken.add(j)
+        out.append(j)
+    return out
+
+
+@torch.no_grad()
+def error_share(sae, vec: SteeringVector | Tensor, reference_acts: Float[Tensor, "n d"]) -> float:
+    """The share of a vector carried by the SAE's error term: the mean over ``reference_acts``
+    of ⟨e(x + v) − e(x), v⟩ / ‖v‖², with e(x) = x − decode(encode(x)). 0 = the SAE
+    reconstructs the whole push; 1 = none of it."""
+    v = (vec.vector if isinstance(vec, SteeringVector) else vec).float().to(sae.W_dec.device)
+    x = reference_acts.float().to(v.device)
+
+    def err(a: Tensor) -> Tensor:
+        return a - sae.decode(sae.encode(a.to(sae.W_dec.dtype))).float()
+
+    return float(((err(x + v) - err(x)) @ v).mean() / v.pow(2).sum())

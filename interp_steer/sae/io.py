@@ -19,6 +19,11 @@ from interp_steer.sae.training import SAETrainConfig, train
 from interp_steer.vectors import check_hook, model_fingerprint
 
 META_FILE = "interp_steer.json"
+WEIGHTS_FILE = "sae_weights.safetensors"
+SUMS_FILE = "SHA256SUMS"
+# Default SAEs trained by `make sae` ship here in float16 (see `ship`), so that
+# `load_default` returns in seconds instead of training for an hour.
+SHIPPED_DIR = Path(__file__).resolve().parent.parent / "data" / "saes"
 
 
 def save(sae, path: str | Path, report: dict | None = None) -> Path:
@@ -54,6 +59,63 @@ def load(path_or_release: str | Path, sae_id: str | None = None, device: str = "
             f"could not load SAE {path_or_release}/{sae_id} from the sae-lens registry "
             f"(is the Hugging Face hub reachable?): {e}"
         ) from e
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def ship(path: str | Path, dest: str | Path | None = None) -> Path:
+    """Copy a saved SAE into the package's shipped SAEs in float16, with sha256 sums.
+
+    Args:
+        path: a folder written by `save` (a cached default SAE).
+        dest: the shipped folder; default ``SHIPPED_DIR / path.name``, which is where
+            `load_default` looks.
+    """
+    from safetensors.torch import load_file, save_file
+
+    path = Path(path)
+    dest = Path(dest) if dest is not None else SHIPPED_DIR / path.name
+    names = [n for n in ("cfg.json", META_FILE, "corpus_manifest.json") if (path / n).exists()]
+
+    def fill(tmp: Path) -> None:
+        weights = load_file(path / WEIGHTS_FILE)
+        save_file({k: v.half().contiguous() for k, v in weights.items()}, tmp / WEIGHTS_FILE)
+        for n in names:
+            shutil.copyfile(path / n, tmp / n)
+        sums = {n: _sha256(tmp / n) for n in [WEIGHTS_FILE, *names]}
+        (tmp / SUMS_FILE).write_text("".join(f"{h}  {n}\n" for n, h in sums.items()))
+
+    if dest.exists():
+        shutil.rmtree(dest)
+    return atomic_dir(dest, fill)
+
+
+def unship(shipped: str | Path, path: str | Path) -> Path:
+    """Check a shipped SAE's sha256 sums and write it to ``path`` in float32."""
+    from safetensors.torch import load_file, save_file
+
+    shipped = Path(shipped)
+    sums = dict(
+        reversed(line.split("  ", 1)) for line in (shipped / SUMS_FILE).read_text().splitlines()
+    )
+    for name, want in sums.items():
+        if _sha256(shipped / name) != want:
+            raise ValueError(f"shipped SAE {shipped}: {name} does not match its sha256")
+
+    def fill(tmp: Path) -> None:
+        weights = load_file(shipped / WEIGHTS_FILE)
+        save_file({k: v.float().contiguous() for k, v in weights.items()}, tmp / WEIGHTS_FILE)
+        for name in sums:
+            if name != WEIGHTS_FILE:
+                shutil.copyfile(shipped / name, tmp / name)
+
+    return atomic_dir(path, fill)
 
 
 def report_of(path: str | Path) -> dict | None:
@@ -105,6 +167,9 @@ def load_default(
     hook = hook or default_hook(model)
     check_hook(model, hook)
     path = default_path(model, hook, config, corpus_config)
+    shipped = SHIPPED_DIR / path.name
+    if not path.exists() and shipped.exists():
+        unship(shipped, path)
     if path.exists():
         try:
             sae = load(path, device=str(model.cfg.device))

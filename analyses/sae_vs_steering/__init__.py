@@ -1,0 +1,285 @@
+"""Steering vectors against SAE interventions at equal KL (issue 42), to the pre-registered
+design of analyses/preregistration/sae_vs_steering.json.
+
+python -m analyses.sae_vs_steering [--model smollm2-135m-instruct] [--quick] [--from-cells]
+
+Per trait (sentiment, formality, politeness), at the default SAE's hook:
+1. The contrastive pairs lose their surface cues (final punctuation, "!", a lower-case first
+   letter); mean_diff is built from them, and the latent is chosen on the trait dataset's own
+   prompts (never evaluated) by its output effect: among the top latents by contrast and by
+   decoder cosine, the one whose decoder direction gives the most coherent success at KL 0.3.
+2. Four methods, each calibrated by bisection to every target KL (0.1 … 1.0 nats, measured at
+   the generation positions of the evaluation prompts; a level a method cannot reach is
+   reported, never filled with a boundary value): mean_diff (α·v), sae_feature (α along the
+   latent's decoder direction), sae_clamp (the latent set to c), sae_ablate (the latents most
+   active on the negative side moved a fraction s of the way to 0, s may exceed 1). Every edit
+   skips position 0, which the SAE never saw.
+3. On `datasets.trait_prompts` (written apart): samples paired by prompt and seed; success =
+   the trait score where the model-text coherence measure calls the text coherent; each SAE
+   method minus mean_diff per prompt, cluster-bootstrap CI, paired t, Holm over the trait's
+   contrasts. "Falls short" only where that holds at >= 3 of 5 KL levels.
+4. Beside it: a prompting baseline, concept detection AUROC on held-out hand-written texts,
+   survival of mean_diff's effect after ablating its top latents against frequency-matched
+   random latents, the share of the vector in the SAE's error term, and the SAE's EV and CE
+   recovered on this study's own text.
+Cells are written atomically under <out>/.cells/; --from-cells assembles from those present.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from functools import partial
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import torch  # noqa: E402
+
+from analyses._common import arg_parser, cell, config_hash, require_clean  # noqa: E402
+from analyses.sae_vs_steering import analysis as A  # noqa: E402
+from analyses.sae_vs_steering import conditions as C  # noqa: E402
+from analyses.sae_vs_steering.config import (  # noqa: E402
+    ANALYSIS_ONLY,
+    KL_DEFINITION,
+    METHODS,
+    PROMPTING,
+    Config,
+)
+from analyses.sae_vs_steering.figures import figure  # noqa: E402
+from interp_steer import chat, datasets, load_model  # noqa: E402
+from interp_steer import sae as S  # noqa: E402
+from interp_steer._io import write_json  # noqa: E402
+from interp_steer.eval.classifiers import success_scorer  # noqa: E402
+from interp_steer.eval.coherence import coherence_measure  # noqa: E402
+from interp_steer.runs.cells import MissingCell  # noqa: E402
+from interp_steer.runs.provenance import code_version, require_after  # noqa: E402
+from interp_steer.units import NORM_DEFINITION, r_of, typical_norm  # noqa: E402
+from interp_steer.vectors import SteeringVector, model_fingerprint  # noqa: E402
+
+__all__ = ["Config", "run", "headline", "main"]
+
+
+def trait_cells(model, sae, trait, cfg, cells: Path, coherence, compute: bool) -> dict:
+    """Every cell of one trait (selection, base, calibration, each reachable condition)."""
+    got = partial(cell, allow_compute=compute)
+    success = success_scorer(trait)
+    selection = [chat(model, p) for p in datasets.load(trait).prompts]
+    raw = datasets.trait_prompts(trait, cfg.n_prompts)
+    prompts = [chat(model, p) for p in raw]
+    parts = got(
+        cells / f"{trait}_selection.json",
+        partial(C.selection_cell, model, sae, trait, cfg, selection, success, coherence),
+    )
+    reps = [p for p in prompts for _ in range(cfg.n_samples)]
+
+    def base():
+        prompted = [chat(model, p, system=PROMPTING[trait]) for p in raw]
+        return {
+            "unsteered": C.score_texts(
+                reps, C.sample(model, prompts, cfg, cfg.n_samples), success, coherence
+            ),
+            "prompting": C.score_texts(
+                reps, C.sample(model, prompted, cfg, cfg.n_samples), success, coherence
+            ),
+        }
+
+    base_cell = got(cells / f"{trait}_base.json", base)
+    # the KL reference: sample 0 of each prompt, unsteered
+    completions = base_cell["unsteered"]["texts"][:: cfg.n_samples]
+    cal = got(
+        cells / f"{trait}_calibration.json",
+        partial(C.calibration_cell, model, sae, cfg, parts, prompts, completions),
+    )["settings"]
+    makers = C.edits(model, sae, cfg, parts)
+    grid = {}
+    for t in cfg.target_kls:
+        for m in METHODS:
+            c = cal[m][f"{t:g}"]
+            if c["setting"] is None:
+                continue
+
+            def make(m=m, c=c):
+                texts = C.sample(
+                    model, prompts, cfg, cfg.n_samples, lambda: makers[m](c["setting"])
+                )
+                return C.score_texts(reps, texts, success, coherence)
+
+            try:
+                grid[(m, t)] = got(cells / f"{trait}_{m}_kl{t:g}.json", make)
+            except MissingCell:
+                continue
+    return {"parts": parts, "base": base_cell, "calibration": cal, "grid": grid, "prompts": prompts}
+
+
+def run(
+    cfg: Config,
+    out_dir: Path = Path("figures"),
+    model=None,
+    sae=None,
+    coherence=None,
+    compute: bool = True,
+) -> dict:
+    """Run (or with ``compute=False`` only assemble) the study.
+
+    Args:
+        cfg: the configuration.
+        out_dir: where the figure, the summary and ``.cells/`` go.
+        model: overrides loading ``cfg.model`` (tests).
+        sae: overrides `sae.load_default` (tests).
+        coherence: a (prompts, texts) -> [0, 1] measure; default the model-text head.
+        compute: False assembles from the cells present and computes none.
+    """
+    t_start = time.time()
+    model = model if model is not None else load_model(cfg.model)
+    sae = sae if sae is not None else S.load_default(model, progress=False)
+    if coherence is None:
+        coherence = coherence_measure(model, "model-text")[0]
+    hook = S.sae_hook(sae)
+    stem = Path(out_dir) / f"sae_vs_steering_{cfg.model}{'_quick' if cfg.quick else ''}"
+    cells = Path(out_dir) / ".cells" / f"{stem.name}_{config_hash(cfg, ANALYSIS_ONLY)}"
+    traits, conditions, contrasts, commits = {}, [], [], set()
+    for trait in cfg.traits:
+        try:
+            tc = trait_cells(model, sae, trait, cfg, cells, coherence, compute)
+        except MissingCell:
+            continue
+        parts, cal = tc["parts"], tc["calibration"]
+        norm = typical_norm(model, hook, tc["prompts"], chat=False)
+        md = SteeringVector(torch.tensor([parts["mean_diff"]]), hook, model_fingerprint(model))
+        commits |= {parts["_commit"], tc["base"]["_commit"]}
+        rows = []
+        for m in METHODS:
+            for t in cfg.target_kls:
+                c = cal[m][f"{t:g}"]
+                if (m, t) not in tc["grid"]:
+                    rows.append(
+                        {
+                            "trait": trait,
+                            "method": m,
+                            "target_kl": t,
+                            "kl": c["kl"],
+                            "unreachable": c["unreachable"],
+                            "success": None,
+                        }
+                    )
+                    continue
+                r = r_of(md, c["setting"], norm) if m == "mean_diff" else None
+                rows.append(A.condition_row(trait, m, t, tc["grid"][(m, t)], c, cfg, r))
+                commits.add(tc["grid"][(m, t)]["_commit"])
+        for k in ("unsteered", "prompting"):
+            rows.append(A.condition_row(trait, k, None, tc["base"][k], None, cfg))
+        within = [
+            r["kl"] is not None and abs(r["kl"] / r["target_kl"] - 1) <= cfg.kl_tolerance
+            for r in rows
+            if r["target_kl"] is not None and r["success"] is not None
+        ]
+        con = A.paired_contrasts(trait, tc["grid"], cfg)
+        conditions += rows
+        contrasts += con
+        traits[trait] = {
+            "latent": parts["latent"],
+            "candidates": parts["candidates"],
+            "ablated": parts["ablated"],
+            "surface_cues_before": parts["surface_cues_before"],
+            "surface_cues_left": parts["surface_cues_left"],
+            "all_within_kl_tolerance": bool(all(within)),
+            "verdicts": A.method_verdicts(con, cfg),
+            "detection_auroc": A.detection(model, sae, trait, parts, cfg),
+        }
+        md_cal = cal["mean_diff"][f"{cfg.selection_kl:g}"]
+        if md_cal["setting"] is not None:
+            ref = S.token_activations(
+                model,
+                S.Corpus.from_texts(model, tc["base"]["unsteered"]["texts"][:20]),
+                hook,
+                progress=False,
+            )[0]
+            traits[trait]["random_latent_control"] = cell(
+                cells / f"{trait}_survival.json",
+                partial(
+                    A.survival_cell, model, sae, parts, md_cal["setting"], tc["prompts"], ref, cfg
+                ),
+                allow_compute=compute,
+            )
+        traits[trait]["sae_quality_texts"] = [
+            p + t for p, t in zip(tc["prompts"], tc["base"]["unsteered"]["texts"][:: cfg.n_samples])
+        ]
+    texts = [t for e in traits.values() for t in e.pop("sae_quality_texts")]
+    saes = {}
+    if texts:
+        report = S.report_of(S.default_path(model, hook)) or {}
+        saes["default"] = {
+            **A.sae_quality(model, sae, texts),
+            "d_sae": int(sae.cfg.d_sae),
+            "heldout": report.get("heldout"),
+        }
+    commits = sorted(commits)
+    prereg = None
+    if cfg.preregistration is not None and commits:
+        prereg = {
+            "file": cfg.preregistration,
+            "commit": require_after(cfg.preregistration, commits),
+        }
+    summary = {
+        "config": asdict(cfg),
+        "interp_steer": code_version(),
+        "seed": cfg.seed,
+        "model": cfg.model,
+        "hook": hook,
+        "kl_definition": KL_DEFINITION,
+        "norm_definition": NORM_DEFINITION,
+        "preregistration": prereg,
+        "cell_commits": commits,
+        "conditions": conditions,
+        "contrasts": contrasts,
+        "prompting": {r["trait"]: r for r in conditions if r["method"] == "prompting"},
+        "detection_auroc": {t: e["detection_auroc"] for t, e in traits.items()},
+        "random_latent_control": {t: e.get("random_latent_control") for t, e in traits.items()},
+        "saes": saes,
+        "traits": traits,
+        "seconds": time.time() - t_start,
+    }
+    write_json(Path(f"{stem}_summary.json"), summary)
+    if conditions:
+        figure(cfg, summary, stem)
+    return {"summary": summary}
+
+
+def headline(res: dict, cfg: Config) -> str:
+    s = res["summary"]
+    lines = [f"sae vs steering ({cfg.model}, {s['hook']}, {s['seconds']:.0f} s): coherent success"]
+    for t, e in s["traits"].items():
+        rows = [r for r in s["conditions"] if r["trait"] == t]
+        base = {r["method"]: r for r in rows if r["target_kl"] is None}
+        lines.append(
+            f"  {t} (latent {e['latent']}): unsteered {base['unsteered']['success']:.2f}, "
+            f"prompting {base['prompting']['success']:.2f}"
+        )
+        for m in METHODS:
+            cells_ = [r for r in rows if r["method"] == m]
+            vals = " ".join(
+                f"{r['target_kl']:g}:{'—' if r['success'] is None else format(r['success'], '.2f')}"
+                for r in cells_
+            )
+            lines.append(f"    {m:<12} {vals}   {e['verdicts'].get(m, '')}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    ap = arg_parser(__doc__)
+    ap.add_argument("--model", default="smollm2-135m-instruct")
+    ap.add_argument("--traits", nargs="+", default=None, help="subset of traits, in order")
+    ap.add_argument(
+        "--from-cells", action="store_true", help="assemble from the cells present; compute none"
+    )
+    args = ap.parse_args(argv)
+    require_clean(args)
+    kw = {"model": args.model, "seed": args.seed}
+    if args.traits:
+        kw["traits"] = args.traits
+    cfg = (Config.quick_config if args.quick else Config)(**kw)
+    res = run(cfg, args.out, compute=not args.from_cells)
+    print(headline(res, cfg))

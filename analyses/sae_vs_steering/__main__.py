@@ -1,0 +1,3 @@
+from analyses.sae_vs_steering import main
+
+main()

@@ -1,0 +1,155 @@
+"""From cells to numbers: coherent success per condition, the paired contrasts against the
+vector with Holm, concept detection, the random-latent control and the SAE's quality on
+this study's own text."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from analyses.sae_vs_steering.config import SAE_METHODS, Config
+from interp_steer import sae as S
+from interp_steer.eval import stats
+from interp_steer.eval.classifiers import trait_eval_set
+from interp_steer.vectors import SteeringVector, model_fingerprint
+
+
+def outcome(c: dict, cfg: Config) -> np.ndarray:
+    """Coherent success per text, [prompt, sample]: the trait score where the model-text
+    coherence measure calls the text coherent, else 0."""
+    s = np.asarray(c["success"], float) * (np.asarray(c["coherence"]) >= cfg.coherent_threshold)
+    return s.reshape(cfg.n_prompts, cfg.n_samples)
+
+
+def condition_row(trait, method, target, c: dict, cal: dict | None, cfg: Config, r=None) -> dict:
+    y = outcome(c, cfg)
+    coherent = np.asarray(c["coherence"]) >= cfg.coherent_threshold
+    return {
+        "trait": trait,
+        "method": method,
+        "target_kl": target,
+        "kl": None if cal is None else cal["kl"],
+        "setting": None if cal is None else cal["setting"],
+        "success": float(y.mean()),
+        "success_ci": list(stats.cluster_bootstrap(y, n_boot=cfg.n_boot, seed=cfg.seed)),
+        "trait_score": float(np.mean(c["success"])),
+        "coherent_fraction": float(coherent.mean()),
+        "r": r,
+        "alpha": None if method != "mean_diff" or cal is None else cal["setting"],
+        "n": int(y.size),
+        "example": c["texts"][0],
+    }
+
+
+def paired_contrasts(trait: str, grid: dict, cfg: Config) -> list[dict]:
+    """Each SAE method against mean_diff at each KL level both reach: the mean per-prompt
+    difference of coherent success (samples share seeds), its prompt-clustered CI, the paired
+    t-test's p, Holm-adjusted over this trait's contrasts."""
+    rows = []
+    for m in SAE_METHODS:
+        for t in cfg.target_kls:
+            a, b = grid.get(("mean_diff", t)), grid.get((m, t))
+            if a is None or b is None:
+                continue
+            d = outcome(b, cfg) - outcome(a, cfg)  # [prompt, sample], paired by seed
+            per_prompt = d.mean(1)
+            rows.append(
+                {
+                    "trait": trait,
+                    "method": m,
+                    "target_kl": t,
+                    "diff": float(d.mean()),
+                    "diff_ci": list(stats.cluster_bootstrap(d, n_boot=cfg.n_boot, seed=cfg.seed)),
+                    "p": stats.paired_t(np.zeros_like(per_prompt), per_prompt),
+                }
+            )
+    for row, p in zip(rows, stats.holm([r["p"] for r in rows])):
+        row["p_holm"] = float(p)
+    return rows
+
+
+def method_verdicts(contrasts: list[dict], cfg: Config) -> dict[str, str]:
+    """ "falls short" / "exceeds" where a Holm-significant difference of one sign holds at
+    >= ``cfg.min_levels`` KL levels, else "no difference shown"."""
+    out = {}
+    for m in SAE_METHODS:
+        rows = [r for r in contrasts if r["method"] == m]
+        short = sum(r["p_holm"] < cfg.alpha and r["diff"] < 0 for r in rows)
+        more = sum(r["p_holm"] < cfg.alpha and r["diff"] > 0 for r in rows)
+        if not rows:
+            out[m] = "not measured (no KL level reached by both)"
+        elif short >= cfg.min_levels:
+            out[m] = f"falls short of mean_diff ({short} of {len(rows)} KL levels)"
+        elif more >= cfg.min_levels:
+            out[m] = f"exceeds mean_diff ({more} of {len(rows)} KL levels)"
+        else:
+            out[m] = f"no difference shown ({short} short, {more} above, of {len(rows)} levels)"
+    return out
+
+
+@torch.no_grad()
+def detection(model, sae, trait: str, parts: dict, cfg: Config) -> dict:
+    """Concept detection on the trait's hand-written held-out texts (`trait_eval_set`): AUROC
+    of the mean activation (position 0 excluded) projected on mean_diff, and of the chosen
+    latent's mean activation."""
+    hook = S.sae_hook(sae)
+    items = trait_eval_set(trait)
+    texts, y = [it["text"] for it in items], np.array([int(it["label"]) for it in items])
+    # one document each: token_activations leaves out every document's position 0
+    acts = [
+        S.token_activations(model, S.Corpus.from_texts(model, [t]), hook, progress=False)[0]
+        for t in texts
+    ]
+    v = torch.tensor(parts["mean_diff"])
+    proj = np.array([float((a @ v).mean()) for a in acts])
+    j = parts["latent"]
+    lat = np.array([float(sae.encode(a.to(sae.W_dec))[:, j].mean()) for a in acts])
+    out = {}
+    for name, score in [("mean_diff", proj), ("sae_latent", lat)]:
+        a, lo, hi = stats.auroc(y, score, n_boot=cfg.n_boot, seed=cfg.seed)
+        out[name] = {"auroc": a, "ci": [lo, hi]}
+    out["n"] = len(texts)
+    return out
+
+
+def survival_cell(model, sae, parts: dict, alpha: float, prompts, ref_acts, cfg: Config) -> dict:
+    """How much of mean_diff's next-token effect survives ablating its top-k latents, against
+    k frequency-matched random latents (``cfg.random_draws`` draws): the top latents carry
+    the effect only where their survival falls below the random draws'."""
+    hook = S.sae_hook(sae)
+    v = SteeringVector(torch.tensor([parts["mean_diff"]]), hook, model_fingerprint(model))
+    ks = [0, *cfg.survival_ks]
+    top = S.effect_survival(model, sae, v, prompts, ks, alpha, ref_acts)
+    ranked = top[-1]["features"]
+    rates = S.firing_rates(sae, ref_acts)
+    draws = []
+    for d in range(cfg.random_draws):
+        feats = S.matched_random_latents(rates, ranked, seed=cfg.seed + d)
+        rows = S.effect_survival(model, sae, v, prompts, ks, alpha, features=feats)
+        draws.append([r["survival"] for r in rows[1:]])
+    draws = np.array(draws)
+    return {
+        "ks": cfg.survival_ks,
+        "top": [r["survival"] for r in top[1:]],
+        "top_features": ranked,
+        "random": draws.tolist(),
+        "random_p5": np.percentile(draws, 5, axis=0).tolist(),
+        "error_share": S.error_share(sae, v.vector * alpha, ref_acts),
+    }
+
+
+@torch.no_grad()
+def sae_quality(model, sae, texts: list[str]) -> dict:
+    """Explained variance, L0 and CE loss recovered on this study's own prompts and
+    unsteered generations (position 0 excluded, as in training)."""
+    hook = S.sae_hook(sae)
+    corpus = S.Corpus.from_texts(model, texts)
+    acts = S.token_activations(model, corpus, hook, progress=False)[0]
+    q = S.evaluate(sae, acts)
+    ce = S.ce_loss_recovered(model, sae, corpus, hook)
+    return {
+        "ev": q["explained_variance"],
+        "l0": q["l0"],
+        "ce_recovered": ce["ce_loss_recovered"],
+        "n_tokens": int(acts.shape[0]),
+    }
