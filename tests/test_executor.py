@@ -57,7 +57,14 @@ def test_ray_sweep_equals_local_and_resumes(llama, tmp_path):
 
     local, s_local = _sweep(llama, alphas_per_cell=1)
     try:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        # as run_grid starts its own instance: workers at niceness 0, or the other xdist
+        # worker starves them (Ray's default niceness is 15)
+        ray.init(
+            num_cpus=2,
+            include_dashboard=False,
+            log_to_driver=False,
+            _system_config={"worker_niceness": 0},
+        )
         remote, s_remote = _sweep(
             llama,
             alphas_per_cell=1,

@@ -221,12 +221,16 @@ def _run_ray(cells: list[Cell], work, model: ModelSource, workers: int | None):
     started = not ray.is_initialized()
     if started:
         address = os.environ.get("RAY_ADDRESS")
-        # a local instance gets one CPU per worker; a cluster brings its own resources
+        # a local instance gets one CPU per worker; a cluster brings its own resources.
+        # Ray renices its workers to 15, so on a busy machine any other process starves them
+        # (the cells are the work here, not background chores): keep them at 0 locally.
+        local = {} if address else {"_system_config": {"worker_niceness": 0}}
         ray.init(
             address=address or None,
             num_cpus=None if address else (workers or os.cpu_count()),
             include_dashboard=False,
             log_to_driver=False,
+            **local,
         )
     n = workers or max(1, int(ray.available_resources().get("CPU", 1)))
     threads = max(1, (os.cpu_count() or 1) // n) if not os.environ.get("RAY_ADDRESS") else None
