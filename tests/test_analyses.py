@@ -299,8 +299,8 @@ def test_emergent_misalignment_analysis(tmp_path, monkeypatch, embedding_judge):
         check_min=0.0,
     )  # check_min 0: a random tiny model writes no snippet, yet every vector must go on
     # the paper's prompts, cut short: the tiny tokenizer spells text character by character
-    monkeypatch.setattr(em, "PREFIX", "```python\n# Log error\n")
-    monkeypatch.setattr(em, "HACKER", "You hack.")
+    monkeypatch.setattr(em.config, "PREFIX", "```python\n# Log error\n")
+    monkeypatch.setattr(em.config, "HACKER", "You hack.")
     model = tiny_model("llama", n_ctx=512)
     per_model = em.run(cfg, tmp_path, models={"tiny": model}, judge=embedding_judge)
     m = per_model["tiny"]
@@ -370,8 +370,8 @@ def test_emergent_misalignment_analysis(tmp_path, monkeypatch, embedding_judge):
         (cells / em.condition_file(name)).write_text(json.dumps(cell))
 
     # a second run computes nothing: every vector and condition is a finished cell
-    monkeypatch.setattr(em, "run_condition", lambda *a, **k: pytest.fail("recomputed"))
-    monkeypatch.setattr(em, "harmful_vector", lambda *a, **k: pytest.fail("recomputed"))
+    monkeypatch.setattr(em.grid, "run_condition", lambda *a, **k: pytest.fail("recomputed"))
+    monkeypatch.setattr(em.grid, "harmful_vector", lambda *a, **k: pytest.fail("recomputed"))
     again = em.run(cfg, tmp_path, models={"tiny": model}, judge=embedding_judge)
     assert again["tiny"]["conditions"].keys() == m["conditions"].keys()
     assert again["tiny"]["missing_conditions"] == []

@@ -1,0 +1,3 @@
+from analyses.emergent_misalignment import main
+
+main()
