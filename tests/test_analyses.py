@@ -104,7 +104,7 @@ def test_steering_window_analysis_and_resume(tmp_path, monkeypatch):
     ]
     (cells / f"{fact}_last_capability.json").write_text(json.dumps(cap))
     # resume: every cell is on disk, so a second run generates nothing
-    monkeypatch.setattr(sw, "generate", lambda *a, **k: pytest.fail("a finished cell re-ran"))
+    monkeypatch.setattr(sw.cells, "generate", lambda *a, **k: pytest.fail("a finished cell re-ran"))
     sw.run(cfg, tmp_path, models={"tiny": model})
     assert _check_window(tmp_path, cfg) == (0.5, 1.0, 0.5)
     # assembling from cells only: a fresh directory has none, and says so

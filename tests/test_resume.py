@@ -342,7 +342,7 @@ def _window_job(out: Path, log: Path, delay: float, resume: bool) -> None:
 
         return real(path, delayed, allow_compute)
 
-    sw.cell = cell
+    sw.cell = sw.cells.cell = cell  # the screen's cell and the facts' cells
     cfg = sw.Config.quick_config(**TINY_WINDOW)
     sw.run(cfg, out, models={"tiny": tiny_model("llama", n_ctx=512)})
 

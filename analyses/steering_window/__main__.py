@@ -1,0 +1,3 @@
+from analyses.steering_window import main
+
+main()
