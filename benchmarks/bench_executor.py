@@ -17,7 +17,7 @@ import numpy as np
 
 from interp_steer import build_vector, datasets, load_model
 from interp_steer.eval.sweep import sweep
-from interp_steer.models.fast import cpu_model
+from interp_steer.models.gemm import cpu_model
 
 
 def main(argv=None) -> None:

@@ -21,7 +21,7 @@ from interp_steer import SteeringVector, generate, load_model
 from interp_steer.activations import tokenize
 from interp_steer.generation import format_prompts
 from interp_steer.models import gguf_path
-from interp_steer.models.fast import cpu_model
+from interp_steer.models.gemm import cpu_model
 
 PROMPTS = [
     "Tell me about your favourite season.",
@@ -48,7 +48,7 @@ def _hf_with_onednn(hf):
     """A copy of ``hf`` whose nn.Linear layers run interp_steer's packed oneDNN GEMM."""
     import copy
 
-    from interp_steer.models.fast import FrozenLinear
+    from interp_steer.models.gemm import FrozenLinear
 
     twin = copy.deepcopy(hf)
     with torch.no_grad():

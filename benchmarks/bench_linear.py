@@ -13,7 +13,7 @@ import time
 import torch
 import torch.nn.functional as F  # noqa: N812
 
-from interp_steer.models.fast import (
+from interp_steer.models.gemm import (
     ONEDNN_AVAILABLE,
     FrozenLinear,
     backend_choices,

@@ -10,11 +10,11 @@ seeded by *copying* its assembled GGUF and converted safetensors from there (see
 `seed_model_cache`; the converted SmolLM2 up front when integration tests are collected); what
 the real cache lacks is built in the test cache, as a first load would build it.
 
-GEMM pinning. `interp_steer.models.fast` picks oneDNN-packed or ``F.linear`` per weight shape and row
+GEMM pinning. `interp_steer.models.gemm` picks oneDNN-packed or ``F.linear`` per weight shape and row
 bucket by timing, and remembers the pick in ``gemm_choices.json``: the exact-equality tests
 (cached == uncached, shared prefix == full prefill, batch row == row alone) would otherwise
 run on a kernel mix that depends on load and the machine's history. Here every choice is
-fixed: in this process by answering `fast._stored_choice` (so nothing is timed or written,
+fixed: in this process by answering `gemm._stored_choice` (so nothing is timed or written,
 also where a test points the cache elsewhere), and in subprocesses through a choices file
 covering the tiny models' shapes. ``INTERP_STEER_TEST_GEMM`` = ``packed`` (the default where
 oneDNN is available: the kernel that wins on AMD EPYC), ``dense`` (``F.linear``) or ``timed``
@@ -40,7 +40,7 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)
 
 from interp_steer._io import atomic_dir, atomic_path, cache_dir, file_lock, write_json  # noqa: E402
-from interp_steer.models import fast  # noqa: E402
+from interp_steer.models import gemm  # noqa: E402
 from interp_steer.models import registry as models  # noqa: E402
 from interp_steer.testing import tiny_model  # noqa: E402
 
@@ -119,11 +119,11 @@ def seed_model_cache(name: str) -> None:
 # --- GEMM backend pinning -------------------------------------------------------------------
 GEMM_MODES = ("packed", "dense", "timed")
 _TEST_DEVICE = os.environ.get("INTERP_STEER_TEST_DEVICE", "cpu")  # as interp_steer.testing
-_library_stored_choice = fast._stored_choice
+_library_stored_choice = gemm._stored_choice
 
 
 def _gemm_mode() -> str:
-    mode = os.environ.get("INTERP_STEER_TEST_GEMM", "packed" if fast.ONEDNN_AVAILABLE else "dense")
+    mode = os.environ.get("INTERP_STEER_TEST_GEMM", "packed" if gemm.ONEDNN_AVAILABLE else "dense")
     if mode not in GEMM_MODES:
         raise pytest.UsageError(f"INTERP_STEER_TEST_GEMM must be one of {GEMM_MODES}, got {mode!r}")
     return mode
@@ -132,9 +132,9 @@ def _gemm_mode() -> str:
 def pin_gemm_choices(mp: pytest.MonkeyPatch, mode: str) -> None:
     """Until ``mp`` is undone, every FrozenLinear call of this process uses ``mode``'s kernel
     (``timed``: the library's timing, from a clean slate)."""
-    mp.setattr(fast, "_CHOICES", {})  # forget choices made before
+    mp.setattr(gemm, "_CHOICES", {})  # forget choices made before
     pinned = _library_stored_choice if mode == "timed" else lambda key: mode == "packed"
-    mp.setattr(fast, "_stored_choice", pinned)
+    mp.setattr(gemm, "_stored_choice", pinned)
 
 
 def _tiny_gemm_shapes() -> set[tuple[int, int]]:
@@ -146,8 +146,8 @@ def _tiny_gemm_shapes() -> set[tuple[int, int]]:
         return False
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(fast, "_CHOICES", {})
-        mp.setattr(fast, "_stored_choice", record)
+        mp.setattr(gemm, "_CHOICES", {})
+        mp.setattr(gemm, "_stored_choice", record)
         for kind in ("llama", "gpt2"):
             with torch.no_grad():
                 tiny_model(kind)(torch.zeros((1, 2), dtype=torch.long))
@@ -157,19 +157,19 @@ def _tiny_gemm_shapes() -> set[tuple[int, int]]:
 def _write_gemm_choices(mode: str) -> None:
     """A choices file fixing the tiny models' kernels for subprocesses (Ray workers ...), at
     every row bucket and for every thread count a subprocess may run with."""
-    path = TEST_CACHE / fast.CHOICES_FILE
-    if mode == "timed" or not fast.ONEDNN_AVAILABLE or torch.device(_TEST_DEVICE).type != "cpu":
+    path = TEST_CACHE / gemm.CHOICES_FILE
+    if mode == "timed" or not gemm.ONEDNN_AVAILABLE or torch.device(_TEST_DEVICE).type != "cpu":
         return
     with file_lock(TEST_CACHE / "locks" / "gemm_choices.lock"):
         if path.exists():
             return
         shapes = _tiny_gemm_shapes()
-        buckets = sorted({fast.row_bucket(1 << i) for i in range(13)})
+        buckets = sorted({gemm.row_bucket(1 << i) for i in range(13)})
         entries = {f"{o},{i},{r}": mode == "packed" for o, i in shapes for r in buckets}
         keys = {}
         for n in range(1, max(os.cpu_count() or 1, torch.get_num_threads()) + 1):
             with mock.patch.object(torch, "get_num_threads", lambda n=n: n):
-                keys[fast._machine_key()] = entries
+                keys[gemm._machine_key()] = entries
         write_json(path, keys)
 
 

@@ -240,7 +240,7 @@ def test_packed_linear_matches_dense_and_copies(pin_gemm):
     import copy
     import pickle
 
-    from interp_steer.models.fast import ONEDNN_AVAILABLE, FrozenLinear, backend_choices
+    from interp_steer.models.gemm import ONEDNN_AVAILABLE, FrozenLinear, backend_choices
 
     pin_gemm("packed")  # the packed kernel really runs (where oneDNN exists), whatever is pinned
     g = torch.Generator().manual_seed(0)
@@ -333,36 +333,36 @@ def test_sampling_follows_the_tempered_softmax(temperature):
 def test_gemm_backend_is_chosen_per_shape_and_row_bucket(monkeypatch, tmp_path, pin_gemm):
     """The first call per (shape, row bucket) times both kernels; the faster one is kept, in
     this process and on disk for the next one; a damaged choices file is re-timed."""
-    from interp_steer.models import fast
+    from interp_steer.models import gemm
 
-    if not fast.ONEDNN_AVAILABLE:
+    if not gemm.ONEDNN_AVAILABLE:
         pytest.skip("no oneDNN linear in this torch build")
     pin_gemm("timed")  # undo the session's pinning (conftest.py): this tests the timing
     monkeypatch.setenv("INTERP_STEER_CACHE", str(tmp_path))
-    monkeypatch.setattr(fast, "_CHOICES", {})
-    lin = fast.FrozenLinear(torch.randn(6, 4), pack=True)
+    monkeypatch.setattr(gemm, "_CHOICES", {})
+    lin = gemm.FrozenLinear(torch.randn(6, 4), pack=True)
     calls = []
 
     def fake_wins(dense, packed, x):  # packed "wins" only above one row
         calls.append(x.shape)
         return x.numel() // x.shape[-1] > 1
 
-    monkeypatch.setattr(fast, "_packed_wins", fake_wins)
+    monkeypatch.setattr(gemm, "_packed_wins", fake_wins)
     x1, x16 = torch.randn(1, 4), torch.randn(3, 5, 4)
     assert torch.allclose(lin(x1), torch.nn.functional.linear(x1, lin.w), atol=1e-6)
     assert torch.allclose(lin(x16), torch.nn.functional.linear(x16, lin.w), atol=1e-5)
     lin(torch.randn(1, 4))  # same bucket: no new timing
     assert len(calls) == 2
-    assert fast.backend_choices() == {"6x4 rows<=1": "F.linear", "6x4 rows<=16": "oneDNN packed"}
+    assert gemm.backend_choices() == {"6x4 rows<=1": "F.linear", "6x4 rows<=16": "oneDNN packed"}
     # a new process (an empty in-process table) reads the decisions instead of timing
-    monkeypatch.setattr(fast, "_CHOICES", {})
+    monkeypatch.setattr(gemm, "_CHOICES", {})
     lin(x1), lin(x16)
-    assert len(calls) == 2 and fast.backend_choices()["6x4 rows<=16"] == "oneDNN packed"
-    (tmp_path / fast.CHOICES_FILE).write_text("{not json")
-    monkeypatch.setattr(fast, "_CHOICES", {})
+    assert len(calls) == 2 and gemm.backend_choices()["6x4 rows<=16"] == "oneDNN packed"
+    (tmp_path / gemm.CHOICES_FILE).write_text("{not json")
+    monkeypatch.setattr(gemm, "_CHOICES", {})
     lin(x1)
     assert len(calls) == 3  # damaged: timed again, and the file is whole again
-    assert json.loads((tmp_path / fast.CHOICES_FILE).read_text())
+    assert json.loads((tmp_path / gemm.CHOICES_FILE).read_text())
 
 
 def test_packed_wins_compares_alternating_medians():
@@ -370,7 +370,7 @@ def test_packed_wins_compares_alternating_medians():
     other is hit by a stall (a median, not a mean)."""
     import time
 
-    from interp_steer.models import fast
+    from interp_steer.models import gemm
 
     def slow(x):
         time.sleep(0.004)
@@ -382,7 +382,7 @@ def test_packed_wins_compares_alternating_medians():
         time.sleep(0.05 if len(calls) == 3 else 0.0005)  # one stall
 
     x = torch.zeros(1, 4)
-    assert fast._packed_wins(slow, fast_fn, x) and not fast._packed_wins(fast_fn, slow, x)
+    assert gemm._packed_wins(slow, fast_fn, x) and not gemm._packed_wins(fast_fn, slow, x)
 
 
 def test_draw_is_exact_across_blocks():
