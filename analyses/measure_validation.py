@@ -133,7 +133,7 @@ def score_reader(cfg: Config, items: list[dict], name: str) -> dict:
 
 
 def score_embedding_judge(cfg: Config, items: list[dict]) -> dict:
-    from interp_steer.eval.judges import EmbeddingJudge
+    from interp_steer.eval.embedding_judge import EmbeddingJudge
 
     judge = EmbeddingJudge()
     qs = [it["prompt"] or "" for it in items]

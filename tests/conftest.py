@@ -231,6 +231,6 @@ def smollm2():
 @pytest.fixture(scope="session")
 def embedding_judge():
     """The offline misalignment judge (trained on the shipped labels; ~15 s), built once."""
-    from interp_steer.eval.judges import EmbeddingJudge
+    from interp_steer.eval.embedding_judge import EmbeddingJudge
 
     return EmbeddingJudge()

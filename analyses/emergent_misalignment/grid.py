@@ -44,7 +44,7 @@ from interp_steer import (
     steer,
 )
 from interp_steer.eval import stats
-from interp_steer.eval.judges import EmbeddingJudge
+from interp_steer.eval.embedding_judge import EmbeddingJudge
 from interp_steer.units import typical_norm
 
 

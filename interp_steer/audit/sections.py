@@ -15,7 +15,8 @@ from interp_steer import identifiability as idf
 from interp_steer.activations import tokenize
 from interp_steer.audit.config import AuditConfig
 from interp_steer.eval import metrics, stats
-from interp_steer.eval.judges import EM_QUESTIONS, EmbeddingJudge
+from interp_steer.eval.embedding_judge import EmbeddingJudge
+from interp_steer.eval.judges import EM_QUESTIONS
 from interp_steer.eval.window import window, window_ci
 from interp_steer.generation import format_prompts, generate, generate_tokens
 from interp_steer.interventions import steer
