@@ -1,0 +1,3 @@
+from analyses.measure_validation import main
+
+main()
