@@ -1,0 +1,3 @@
+from analyses.synthetic_data import main
+
+main()
