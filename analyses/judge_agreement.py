@@ -40,8 +40,8 @@ from analyses.emergent_misalignment import QUESTIONS, cells_dir, condition_file,
 from analyses.emergent_misalignment import Config as EMConfig
 from interp_steer import load_model
 from interp_steer.eval import stats
+from interp_steer.eval.embedding_judge import EmbeddingJudge
 from interp_steer.eval.judges import (
-    EmbeddingJudge,
     ModelJudge,
     heldout_report,
     judge_agreement,

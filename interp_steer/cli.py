@@ -7,13 +7,15 @@ import json
 import sys
 from pathlib import Path
 
-ANALYSES = [
-    "identifiability",
-    "steering_window",
-    "synthetic_data",
-    "sae_vs_steering",
-    "emergent_misalignment",
-]
+
+def analysis_names() -> list[str] | None:
+    """The analyses of this checkout (`analyses.ANALYSES`), or None outside a checkout: the
+    analyses are not installed with the package."""
+    try:
+        from analyses import ANALYSES
+    except ImportError:
+        return None
+    return list(ANALYSES)
 
 
 def _floats(s: str) -> list[float]:
@@ -189,12 +191,13 @@ def sae_table(report: dict) -> str:
 
 
 def _run_analysis(name: str, quick: bool, seed: int) -> None:
-    import importlib
+    if analysis_names() is None:
+        raise SystemExit(
+            "error: the analyses live in the repository, not the package: run from a checkout"
+        )
+    from analyses import load
 
-    try:
-        mod = importlib.import_module(f"analyses.{name}")
-    except ImportError as e:
-        raise SystemExit(f"error: cannot import analyses.{name} ({e}); run from a checkout") from e
+    mod = load(name)
     argv = ["--quick"] if quick else []
     mod.main([*argv, "--seed", str(seed)])
 
@@ -216,7 +219,11 @@ def cmd_figures(args) -> None:
     and --resume skips the analyses a killed run had finished."""
     from interp_steer.runs.executor import Cell, ResultStore, run_grid
 
-    names = args.only or ANALYSES
+    names = args.only or analysis_names()
+    if names is None:
+        raise SystemExit(
+            "error: the analyses live in the repository, not the package: run from a checkout"
+        )
     cells = [Cell(n, {"quick": args.quick, "seed": args.seed}) for n in names]
     store = ResultStore(
         Path("figures") / ".runs" / f"figures{'_quick' if args.quick else ''}_seed{args.seed}",
@@ -343,7 +350,7 @@ def parser() -> argparse.ArgumentParser:
 
     s = add("figures", cmd_figures, "Regenerate the analyses' figures and JSON in figures/.")
     s.add_argument("--quick", action="store_true")
-    s.add_argument("--only", action="append", choices=ANALYSES)
+    s.add_argument("--only", action="append", choices=analysis_names())
     with_executor(s)
     return p
 

@@ -1,7 +1,7 @@
 """Non-identifiability of steering vectors, regenerated at our scale (Venkatesh & Kurapath),
 to the pre-registered design of analyses/preregistration/identifiability.json.
 
-python -m analyses.identifiability [--model smollm2-135m-instruct] [--quick] [--from-cells]
+python -m analyses.identifiability [--model smollm2-135m-instruct] [--quick] [--no-compute]
 
 Per trait (formality, politeness, sentiment, agreeableness, truthfulness):
 1. v = mean-diff of last-token residuals at blocks.{L//2}.hook_resid_pre; α·v is added at the
@@ -20,7 +20,7 @@ Per trait (formality, politeness, sentiment, agreeableness, truthfulness):
    control (Jacobian null against signal δ) separates them.
 Cells are written atomically under <out>/.cells/; the run computes every trait's base and
 largest size first, then the smaller sizes, so a stopped run leaves whole traits.
---from-cells assembles the figures and summary from the cells present, computing none.
+--no-compute assembles the figures and summary from the cells present, computing none.
 """
 
 from __future__ import annotations
@@ -280,7 +280,7 @@ def main(argv=None) -> None:
     ap.add_argument("--traits", nargs="+", default=None, help="subset of traits, in order")
     ap.add_argument("--sizes", nargs="+", type=float, default=None, help="‖δ‖/‖v‖ values to run")
     ap.add_argument(
-        "--from-cells", action="store_true", help="assemble from the cells present; compute none"
+        "--no-compute", action="store_true", help="assemble from the cells present; compute none"
     )
     args = ap.parse_args(argv)
     require_clean(args)
@@ -290,7 +290,7 @@ def main(argv=None) -> None:
     if args.sizes:
         kw["sizes"] = args.sizes
     cfg = (Config.quick_config if args.quick else Config)(**kw)
-    res = run(cfg, args.out, compute=not args.from_cells)
+    res = run(cfg, args.out, compute=not args.no_compute)
     print(headline(res, cfg))
     name = f"identifiability_{cfg.model}{'_quick' if cfg.quick else ''}_summary.json"
     print(f"(every number, with its config: {args.out}/{name})")

@@ -176,14 +176,15 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     require_clean(args)
     readers = tuple(r for r in args.readers.split(",") if r)
-    cfg = Config(seed=args.seed, readers=readers)
+    cfg = (Config.quick_config if args.quick else Config)(seed=args.seed, readers=readers)
     res = run(cfg, compute=not args.no_compute)
     head = res.pop("_cheap_head")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    figure(res, out / "measure_validation.png")
+    stem = f"measure_validation{'_quick' if cfg.quick else ''}"
+    figure(res, out / f"{stem}.png")
     version = code_version()
-    write_json(out / "measure_validation.json", {**res, "interp_steer": version})
+    write_json(out / f"{stem}.json", {**res, "interp_steer": version})
     name = "head: cheap features"
     shipped = CoherenceHead.from_pipeline(
         head,
@@ -196,9 +197,9 @@ def main(argv=None) -> None:
             "interp_steer": version,
         },
     )
-    if Path(args.out).resolve() == FIGURES:  # the committed run also ships the head
+    if Path(args.out).resolve() == FIGURES and not cfg.quick:  # the committed run ships it
         write_json(
-            Path(__file__).resolve().parents[1] / "interp_steer" / "data" / HEAD_FILE,
+            Path(__file__).resolve().parents[2] / "interp_steer" / "data" / HEAD_FILE,
             shipped.to_json(),
         )
     print(headline(res))

@@ -20,6 +20,12 @@ class Config:
     reader_dtype: str = "float32"
     n_boot: int = 2000
     seed: int = 0
+    quick: bool = False
+
+    @classmethod
+    def quick_config(cls, **kw) -> Config:
+        """Fewer bootstrap resamples, from the same cells."""
+        return cls(**{"n_boot": 200, "quick": True, **kw})
 
 
 def _data_dir():

@@ -68,7 +68,7 @@ def score_embedding_judge(cfg: Config, items: list[dict]) -> dict:
 
 
 def cells_dir(cfg: Config, items: list[dict]) -> Path:
-    h = config_hash(cfg, exclude=("n_boot", "readers", "seed"))
+    h = config_hash(cfg, exclude=("n_boot", "readers", "seed", "quick"))
     digest = hashlib.sha256(json.dumps(items, sort_keys=True).encode()).hexdigest()[:8]
     return FIGURES / ".cells" / f"measure_validation_{h}_{digest}"
 

@@ -1,7 +1,7 @@
 """Steering vectors against SAE interventions at equal KL (issue 42), to the pre-registered
 design of analyses/preregistration/sae_vs_steering.json.
 
-python -m analyses.sae_vs_steering [--model smollm2-135m-instruct] [--quick] [--from-cells]
+python -m analyses.sae_vs_steering [--model smollm2-135m-instruct] [--quick] [--no-compute]
 
 Per trait (sentiment, formality, politeness), at the default SAE's hook:
 1. The contrastive pairs lose their surface cues (final punctuation, "!", a lower-case first
@@ -22,7 +22,7 @@ Per trait (sentiment, formality, politeness), at the default SAE's hook:
    survival of mean_diff's effect after ablating its top latents against frequency-matched
    random latents, the share of the vector in the SAE's error term, and the SAE's EV and CE
    recovered on this study's own text.
-Cells are written atomically under <out>/.cells/; --from-cells assembles from those present.
+Cells are written atomically under <out>/.cells/; --no-compute assembles from those present.
 """
 
 from __future__ import annotations
@@ -273,7 +273,7 @@ def main(argv=None) -> None:
     ap.add_argument("--model", default="smollm2-135m-instruct")
     ap.add_argument("--traits", nargs="+", default=None, help="subset of traits, in order")
     ap.add_argument(
-        "--from-cells", action="store_true", help="assemble from the cells present; compute none"
+        "--no-compute", action="store_true", help="assemble from the cells present; compute none"
     )
     args = ap.parse_args(argv)
     require_clean(args)
@@ -281,5 +281,5 @@ def main(argv=None) -> None:
     if args.traits:
         kw["traits"] = args.traits
     cfg = (Config.quick_config if args.quick else Config)(**kw)
-    res = run(cfg, args.out, compute=not args.from_cells)
+    res = run(cfg, args.out, compute=not args.no_compute)
     print(headline(res, cfg))
