@@ -238,6 +238,15 @@ def test_sae_train_trains_caches_and_reports(tmp_path, capsys, monkeypatch):
     again = capsys.readouterr().out
     assert again.startswith(f"cached SAE at {path}")
     assert again.splitlines()[1:] == lines[head:]
+    # --ship copies it into the package's shipped SAEs; a later call prints both tables
+    monkeypatch.setattr(sae.io, "SHIPPED_DIR", tmp_path / "shipped")
+    cli.main([*argv, "--ship"])
+    shipped = tmp_path / "shipped" / path.name
+    assert f"shipped (float16) as {shipped}" in capsys.readouterr().out
+    assert (shipped / "SHA256SUMS").exists()
+    cli.main(argv)
+    both = capsys.readouterr().out
+    assert f"the shipped SAE ({shipped}):" in both and both.count("held-out books") == 2
 
 
 @pytest.mark.filterwarnings("ignore")
