@@ -172,12 +172,12 @@ def cmd_sae_train(args) -> None:
         s, report = sae.train(model, hook, config=cfg, corpus_config=corpus_cfg)
         sae.save(s, path, report)
     print(sae_table(sae.report_of(path)) + f"\n(full report: {path}/interp_steer.json)")
-    shipped = sae.io.SHIPPED_DIR / path.name
-    if shipped.exists() and shipped.resolve() != path.resolve():
+    shipped = sae.shipped_path(model, hook, cfg, corpus_cfg)
+    if shipped.exists():
         # a retrain reproduces the shipped SAE when these agree within noise
         print(f"\nthe shipped SAE ({shipped}):\n" + sae_table(sae.report_of(shipped)))
     if args.ship:
-        print(f"shipped (float16) as {sae.ship(path)}")
+        print(f"shipped (float16) as {sae.ship(path, shipped)}")
 
 
 def sae_table(report: dict) -> str:

@@ -241,7 +241,7 @@ def test_sae_train_trains_caches_and_reports(tmp_path, capsys, monkeypatch):
     # --ship copies it into the package's shipped SAEs; a later call prints both tables
     monkeypatch.setattr(sae.io, "SHIPPED_DIR", tmp_path / "shipped")
     cli.main([*argv, "--ship"])
-    shipped = tmp_path / "shipped" / path.name
+    (shipped,) = (tmp_path / "shipped").iterdir()
     assert f"shipped (float16) as {shipped}" in capsys.readouterr().out
     assert (shipped / "SHA256SUMS").exists()
     cli.main(argv)

@@ -250,7 +250,8 @@ def test_shipped_default_sae_loads_without_training(model, trained, tmp_path, mo
     monkeypatch.setattr(sae_io, "default_path", lambda *a, **k: cache)
     monkeypatch.setattr(sae_io, "SHIPPED_DIR", tmp_path / "shipped")
     monkeypatch.setattr(sae_io, "train", lambda *a, **k: pytest.fail("trained instead"))
-    shipped = S.ship(saved, tmp_path / "shipped" / cache.name)
+    shipped = S.ship(saved, S.shipped_path(model, HOOK))
+    assert shipped.parent == tmp_path / "shipped"
     half = (shipped / sae_io.WEIGHTS_FILE).stat().st_size
     assert half < 0.6 * (saved / sae_io.WEIGHTS_FILE).stat().st_size
     loaded = S.load_default(model, HOOK)

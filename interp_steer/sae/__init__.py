@@ -36,6 +36,7 @@ from interp_steer.sae.io import (
     report_of,
     save,
     ship,
+    shipped_path,
 )
 from interp_steer.sae.training import (
     ARCHITECTURES,
@@ -70,6 +71,7 @@ __all__ = [
     "load",
     "load_default",
     "ship",
+    "shipped_path",
     "report_of",
     "sae_hook",
     "save",

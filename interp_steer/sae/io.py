@@ -69,18 +69,16 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def ship(path: str | Path, dest: str | Path | None = None) -> Path:
-    """Copy a saved SAE into the package's shipped SAEs in float16, with sha256 sums.
+def ship(path: str | Path, dest: str | Path) -> Path:
+    """Copy a saved SAE into ``dest`` in float16, with sha256 sums.
 
     Args:
         path: a folder written by `save` (a cached default SAE).
-        dest: the shipped folder; default ``SHIPPED_DIR / path.name``, which is where
-            `load_default` looks.
+        dest: the shipped folder; `shipped_path` is where `load_default` looks.
     """
     from safetensors.torch import load_file, save_file
 
-    path = Path(path)
-    dest = Path(dest) if dest is not None else SHIPPED_DIR / path.name
+    path, dest = Path(path), Path(dest)
     names = [n for n in ("cfg.json", META_FILE, "corpus_manifest.json") if (path / n).exists()]
 
     def fill(tmp: Path) -> None:
@@ -152,6 +150,33 @@ def default_path(
     return cache_dir() / "sae" / f"{name}-{hook}-{cfg.architecture}-{key}"
 
 
+def shipped_path(
+    model: HookedTransformer,
+    hook: str | None = None,
+    config: SAETrainConfig | None = None,
+    corpus_config: GenericCorpusConfig | None = None,
+) -> Path:
+    """Where the default SAE for these settings ships in the package (it may not exist).
+
+    Keyed like `default_path` except for the corpus: by its config, not by the versions of
+    the installed packages it was read from, so a shipped SAE serves every environment."""
+    hook = hook or default_hook(model)
+    cfg = config or SAETrainConfig()
+    blob = json.dumps(
+        [
+            model_fingerprint(model),
+            hook,
+            {**asdict(cfg), "k": cfg.k or 64, "l1_coefficient": cfg.l1_coefficient or 5.0},
+            asdict(corpus_config or GenericCorpusConfig()),
+        ],
+        sort_keys=True,
+        default=str,
+    )
+    key = hashlib.sha256(blob.encode()).hexdigest()[:12]
+    name = model.cfg.model_name.replace("/", "_")
+    return SHIPPED_DIR / f"{name}-{hook}-{cfg.architecture}-{key}"
+
+
 def load_default(
     model: HookedTransformer,
     hook: str | None = None,
@@ -167,7 +192,7 @@ def load_default(
     hook = hook or default_hook(model)
     check_hook(model, hook)
     path = default_path(model, hook, config, corpus_config)
-    shipped = SHIPPED_DIR / path.name
+    shipped = shipped_path(model, hook, config, corpus_config)
     if not path.exists() and shipped.exists():
         unship(shipped, path)
     if path.exists():
