@@ -143,11 +143,15 @@ def strip_surface_cues(data) -> list[tuple]:
     letter (capitalised). Length and inner casing stay: check them with `surface_cues`."""
 
     def strip(t: str) -> str:
-        t = t.replace("!", "").strip().rstrip(".?;:, ").strip()
+        t = t.replace("!", "").strip().rstrip(".?;:, …").strip()
         return t[:1].upper() + t[1:]
 
     pairs, _ = contrastive_pairs(data)
-    return [(*p[:-2], strip(p[-2]), strip(p[-1])) for p in pairs]
+    out = [(*p[:-2], strip(p[-2]), strip(p[-1])) for p in pairs]
+    empty = [p[-2:] for p, q in zip(pairs, out) if not q[-1] or not q[-2]]
+    if empty:
+        raise ValueError(f"{len(empty)} texts are only surface cues, e.g. {empty[0]!r}")
+    return out
 
 
 def surface_cues(data, threshold: float = 0.75) -> dict[str, dict]:

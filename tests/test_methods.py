@@ -132,6 +132,8 @@ def test_surface_cues_flag_a_planted_confound_and_not_a_balanced_set():
 def test_strip_surface_cues_removes_punctuation_and_first_letter_case():
     assert datasets.strip_surface_cues([("Well done!", "meh.")]) == [("Well done", "Meh")]
     assert datasets.strip_surface_cues([("p", "Nice work.", "bad")]) == [("p", "Nice work", "Bad")]
+    with pytest.raises(ValueError, match="only surface cues"):
+        datasets.strip_surface_cues([("Fine.", "!!!")])
     cues = datasets.surface_cues(datasets.strip_surface_cues("formality"))
     for cue in ("ends_with_period", "ends_with_punctuation", "starts_capitalised", "exclamations"):
         assert not cues[cue]["confound"], cue

@@ -257,13 +257,22 @@ def test_shipped_default_sae_loads_without_training(model, trained, tmp_path, mo
     loaded = S.load_default(model, HOOK)
     assert loaded.W_dec.dtype == torch.float32
     assert torch.equal(loaded.W_dec, sae.W_dec.half().float())
-    assert S.report_of(cache) == S.report_of(saved)
+    assert S.report_of(cache) == {**S.report_of(saved), "weights": S.report_of(cache)["weights"]}
+    assert S.report_of(cache)["weights"].startswith("float16 as shipped")
+    again = S.ship(saved, shipped)  # shipping over a shipped copy replaces it whole
+    assert again == shipped and sorted(p.name for p in shipped.parent.iterdir()) == [shipped.name]
 
     import shutil
 
     shutil.rmtree(cache)
     (shipped / "cfg.json").write_text((shipped / "cfg.json").read_text() + " ")
     with pytest.raises(ValueError, match="cfg.json does not match its sha256"):
+        S.load_default(model, HOOK)
+    (shipped / "SHA256SUMS").write_text("abc  cfg.json\n")
+    with pytest.raises(ValueError, match="malformed SHA256SUMS"):
+        S.load_default(model, HOOK)
+    (shipped / "SHA256SUMS").unlink()
+    with pytest.raises(ValueError, match="has no SHA256SUMS"):
         S.load_default(model, HOOK)
 
 
@@ -461,3 +470,38 @@ def test_effect_survival_with_given_features_ablates_those(model, trained):
     assert same[-1]["survival"] == pytest.approx(ranked[-1]["survival"])
     with pytest.raises(ValueError, match="1 features given for k up to 2"):
         S.effect_survival(model, sae, v, prompts, [0, 2], 2.0, features=[3])
+    with pytest.raises(ValueError, match="no effect on the logits"):
+        S.effect_survival(model, sae, v, prompts, [0, 2], 0.0)
+
+
+def test_effect_survival_counts_positions_per_prompt_in_a_padded_batch(model, trained):
+    """Prompts of different lengths in one left-padded batch give each prompt the survival
+    rows it gets alone, summed as the batch sums them (the ablation skips each prompt's own
+    first token, not column 0)."""
+    sae, _ = trained
+    v = SteeringVector(torch.randn(1, model.cfg.d_model) * 3, HOOK)
+    short, long = "a cat", "the dog ran far away today"
+    feats = S.decompose(sae, v * 2.0, top=4)["by_decoder_cosine"]
+    feats = [r["feature"] for r in feats]
+    kw = dict(ks=[0, 4], alpha=2.0, features=feats, positions="all_but_first")
+    both = S.effect_survival(model, sae, v, [short, long], **kw)[-1]["survival"]
+
+    def parts(prompt):  # <Δ_k, Δ_0> and ‖Δ_0‖² of one prompt alone
+        from interp_steer.interventions import steer
+
+        t = model.to_tokens(prompt)
+        with torch.no_grad():
+            base = model(t)[:, -1]
+            with steer(model, v, 2.0, positions="all_but_first"):
+                d0 = model(t)[:, -1] - base
+            with S.ablate_features(model, sae, feats):
+                bk = model(t)[:, -1]
+            with (
+                steer(model, v, 2.0, positions="all_but_first"),
+                S.ablate_features(model, sae, feats),
+            ):
+                dk = model(t)[:, -1] - bk
+        return float((dk * d0).sum()), float(d0.pow(2).sum())
+
+    (a1, b1), (a2, b2) = parts(short), parts(long)
+    assert both == pytest.approx((a1 + a2) / (b1 + b2), rel=1e-4)

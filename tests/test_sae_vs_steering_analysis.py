@@ -115,10 +115,54 @@ def test_success_and_contrasts_recomputed_from_cells(tiny_run):
         p = 1.0 if np.ptp(per) == 0 and per[0] == 0 else st.ttest_1samp(per, 0).pvalue
         assert con["p"] == pytest.approx(p)
         ps.append(con["p"])
-    if ps:
-        assert [c["p_holm"] for c in s["contrasts"]] == pytest.approx(
-            list(multipletests(ps, method="holm")[1])
-        )
+    assert ps, "no contrast was made: the test would check nothing"
+    family = 3 * len(cfg.target_kls)  # missing contrasts enter Holm as p = 1
+    want = multipletests(ps + [1.0] * (family - len(ps)), method="holm")[1][: len(ps)]
+    assert [c["p_holm"] for c in s["contrasts"]] == pytest.approx(list(want))
+    assert len({round(r["success"], 9) for r in s["conditions"] if r["success"] is not None}) > 2
+
+
+def test_samples_are_paired_by_prompt_and_seed(tiny_run):
+    """Text i of a condition is prompt i // n_samples sampled with seed i % n_samples."""
+    out, cfg, model, _, _ = tiny_run
+    from interp_steer import chat, datasets, generate
+
+    prompts = [chat(model, p) for p in datasets.trait_prompts("politeness", cfg.n_prompts)]
+    base = _cell(out, "politeness_base.json")["unsteered"]["texts"]
+    i = 2 * cfg.n_samples + 1
+    again = generate(
+        model,
+        [prompts[i // cfg.n_samples]],
+        max_new_tokens=cfg.max_new_tokens,
+        temperature=cfg.temperature,
+        seed=[i % cfg.n_samples],
+        chat=False,
+    )
+    assert again == [base[i]]
+
+
+def test_contrasts_skip_conditions_outside_the_kl_tolerance():
+    from analyses.sae_vs_steering import analysis as A
+    from analyses.sae_vs_steering.config import Config
+
+    cfg = Config.quick_config(n_prompts=3, n_samples=2, target_kls=[0.1, 0.3])
+    assert A.within_tolerance(0.105, 0.1, cfg) and not A.within_tolerance(0.12, 0.1, cfg)
+    c = {"success": [1.0, 0.0, 1.0, 1.0, 0.0, 0.5], "coherence": [1.0] * 6}
+    grid = {("mean_diff", 0.1): c, ("sae_feature", 0.1): c}
+    (row,) = A.paired_contrasts("t", grid, cfg)
+    assert row["diff"] == 0 and row["holm_family"] == 6 and row["p_holm"] == 1.0
+    verdicts = A.method_verdicts([row], cfg)
+    assert verdicts["sae_feature"].startswith("no difference shown")
+    assert verdicts["sae_clamp"].startswith("not testable (0 of 2")
+
+
+def test_a_run_that_is_not_the_registered_design_refuses():
+    from analyses.sae_vs_steering import Config, check_design
+
+    with pytest.raises(ValueError, match=r"n_prompts=8 \(registered 20\)"):
+        check_design(Config(n_prompts=8))
+    with pytest.raises(ValueError, match="no prompting line"):
+        Config(traits=["weddings"])
 
 
 def test_summary_carries_what_the_issue_names(tiny_run):
@@ -128,12 +172,13 @@ def test_summary_carries_what_the_issue_names(tiny_run):
     row = next(
         r for r in s["conditions"] if r["method"] == "mean_diff" and r["success"] is not None
     )
-    assert row["r"] > 0 and row["alpha"] == row["setting"]
+    assert row["r"] > 0 and row["kl_at_zero"] == 0.0
     det = s["detection_auroc"]["politeness"]
     assert {"mean_diff", "sae_latent"} <= set(det) and det["n"] == 40
     ctl = s["random_latent_control"]["politeness"]
     assert len(ctl["random"]) == cfg.random_draws and len(ctl["top"]) == len(cfg.survival_ks)
-    assert 0 < s["saes"]["default"]["ev"] <= 1
+    assert ctl["carries"] == [t < q for t, q in zip(ctl["top"], ctl["random_p5"])]
+    assert 0 < s["saes"]["given"]["ev"] <= 1 and s["saes"]["given"]["heldout_at_training"] is None
     sel = _cell(out, "politeness_selection.json")
     assert sel["latent"] in [c["latent"] for c in sel["candidates"]]
     assert (out / "sae_vs_steering_tiny_quick.png").stat().st_size > 10_000

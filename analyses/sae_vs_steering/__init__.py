@@ -27,6 +27,8 @@ Cells are written atomically under <out>/.cells/; --no-compute assembles from th
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from dataclasses import asdict
 from functools import partial
@@ -43,6 +45,7 @@ from analyses.sae_vs_steering import analysis as A  # noqa: E402
 from analyses.sae_vs_steering import conditions as C  # noqa: E402
 from analyses.sae_vs_steering.config import (  # noqa: E402
     ANALYSIS_ONLY,
+    DESIGN,
     KL_DEFINITION,
     METHODS,
     PROMPTING,
@@ -55,15 +58,46 @@ from interp_steer._io import write_json  # noqa: E402
 from interp_steer.eval.classifiers import success_scorer  # noqa: E402
 from interp_steer.eval.coherence import coherence_measure  # noqa: E402
 from interp_steer.runs.cells import MissingCell  # noqa: E402
-from interp_steer.runs.provenance import code_version, require_after  # noqa: E402
+from interp_steer.runs.provenance import (  # noqa: E402
+    code_version,
+    file_commit,
+    require_after,
+)
 from interp_steer.units import NORM_DEFINITION, r_of, typical_norm  # noqa: E402
 from interp_steer.vectors import SteeringVector, model_fingerprint  # noqa: E402
 
 __all__ = ["Config", "run", "headline", "main"]
 
 
+def check_design(cfg: Config) -> str:
+    """The pre-registration's commit, after checking that ``cfg`` is its design (the fields
+    in `DESIGN`, and traits among its traits) and that this checkout is clean: a run that
+    would not be the registered design refuses before computing anything."""
+    reg = json.loads(Path(cfg.preregistration).read_text())
+    want = reg["config"]
+    diff = [f for f in DESIGN if getattr(cfg, f) != want[f]]
+    extra = [t for t in cfg.traits if t not in reg["traits"]]
+    if diff or extra:
+        raise ValueError(
+            f"not the pre-registered design ({cfg.preregistration}): "
+            + ", ".join([f"{f}={getattr(cfg, f)!r} (registered {want[f]!r})" for f in diff])
+            + (f" traits {extra} not registered" if extra else "")
+        )
+    if "+dirty" in code_version():
+        raise RuntimeError("refusing to compute pre-registered cells from a dirty checkout")
+    return file_commit(cfg.preregistration)
+
+
+def cells_key(cfg: Config, sae, coherence) -> str:
+    """Cells depend on the config, the SAE's weights and the coherence measure."""
+    h = hashlib.sha256(sae.W_dec.detach().float().cpu().numpy().tobytes())
+    h.update(str(getattr(coherence, "name", type(coherence).__name__)).encode())
+    return f"{config_hash(cfg, ANALYSIS_ONLY)}_{h.hexdigest()[:8]}"
+
+
 def trait_cells(model, sae, trait, cfg, cells: Path, coherence, compute: bool) -> dict:
-    """Every cell of one trait (selection, base, calibration, each reachable condition)."""
+    """Every cell of one trait (selection, base, calibration, each reachable condition, the
+    random-latent control); a cell missing under ``compute=False`` is left out."""
     got = partial(cell, allow_compute=compute)
     success = success_scorer(trait)
     selection = [chat(model, p) for p in datasets.load(trait).prompts]
@@ -89,10 +123,11 @@ def trait_cells(model, sae, trait, cfg, cells: Path, coherence, compute: bool) -
     base_cell = got(cells / f"{trait}_base.json", base)
     # the KL reference: sample 0 of each prompt, unsteered
     completions = base_cell["unsteered"]["texts"][:: cfg.n_samples]
-    cal = got(
+    calib = got(
         cells / f"{trait}_calibration.json",
         partial(C.calibration_cell, model, sae, cfg, parts, prompts, completions),
-    )["settings"]
+    )
+    cal = calib["settings"]
     makers = C.edits(model, sae, cfg, parts)
     grid = {}
     for t in cfg.target_kls:
@@ -105,13 +140,44 @@ def trait_cells(model, sae, trait, cfg, cells: Path, coherence, compute: bool) -
                 texts = C.sample(
                     model, prompts, cfg, cfg.n_samples, lambda: makers[m](c["setting"])
                 )
-                return C.score_texts(reps, texts, success, coherence)
+                return {"setting": c["setting"], **C.score_texts(reps, texts, success, coherence)}
 
             try:
-                grid[(m, t)] = got(cells / f"{trait}_{m}_kl{t:g}.json", make)
+                g = got(cells / f"{trait}_{m}_kl{t:g}.json", make)
             except MissingCell:
                 continue
-    return {"parts": parts, "base": base_cell, "calibration": cal, "grid": grid, "prompts": prompts}
+            if g["setting"] != c["setting"]:  # the calibration was recomputed since
+                raise RuntimeError(f"{trait} {m} KL {t:g}: the cell's setting is stale; delete it")
+            grid[(m, t)] = g
+    survival = None
+    md = cal["mean_diff"][f"{cfg.selection_kl:g}"]
+    if md["setting"] is not None:
+        # reference activations: every prompt with its unsteered completion
+        ref = S.token_activations(
+            model,
+            S.Corpus.from_texts(model, [p + c for p, c in zip(prompts, completions)]),
+            S.sae_hook(sae),
+            progress=False,
+        )[0]
+        try:
+            survival = got(
+                cells / f"{trait}_survival.json",
+                partial(A.survival_cell, model, sae, parts, md["setting"], prompts, ref, cfg),
+            )
+        except MissingCell:
+            pass
+    return {
+        "parts": parts,
+        "base": base_cell,
+        "calibration": cal,
+        "commits": [parts["_commit"], base_cell["_commit"], calib["_commit"]]
+        + [g["_commit"] for g in grid.values()]
+        + ([survival["_commit"]] if survival else []),
+        "grid": grid,
+        "survival": survival,
+        "prompts": prompts,
+        "completions": completions,
+    }
 
 
 def run(
@@ -133,50 +199,52 @@ def run(
         compute: False assembles from the cells present and computes none.
     """
     t_start = time.time()
+    if cfg.preregistration is not None and compute:
+        check_design(cfg)
     model = model if model is not None else load_model(cfg.model)
+    default_sae = sae is None
     sae = sae if sae is not None else S.load_default(model, progress=False)
     if coherence is None:
         coherence = coherence_measure(model, "model-text")[0]
     hook = S.sae_hook(sae)
     stem = Path(out_dir) / f"sae_vs_steering_{cfg.model}{'_quick' if cfg.quick else ''}"
-    cells = Path(out_dir) / ".cells" / f"{stem.name}_{config_hash(cfg, ANALYSIS_ONLY)}"
-    traits, conditions, contrasts, commits = {}, [], [], set()
+    cells = Path(out_dir) / ".cells" / f"{stem.name}_{cells_key(cfg, sae, coherence)}"
+    traits, conditions, contrasts, commits, texts = {}, [], [], set(), []
     for trait in cfg.traits:
         try:
             tc = trait_cells(model, sae, trait, cfg, cells, coherence, compute)
         except MissingCell:
             continue
         parts, cal = tc["parts"], tc["calibration"]
+        commits |= set(tc["commits"])
         norm = typical_norm(model, hook, tc["prompts"], chat=False)
         md = SteeringVector(torch.tensor([parts["mean_diff"]]), hook, model_fingerprint(model))
-        commits |= {parts["_commit"], tc["base"]["_commit"]}
-        rows = []
+        rows, usable = [], {}
         for m in METHODS:
             for t in cfg.target_kls:
                 c = cal[m][f"{t:g}"]
                 if (m, t) not in tc["grid"]:
+                    why = c["unreachable"] or "not computed (cell missing)"
                     rows.append(
                         {
                             "trait": trait,
                             "method": m,
                             "target_kl": t,
                             "kl": c["kl"],
-                            "unreachable": c["unreachable"],
+                            "kl_at_zero": c["kl_at_zero"],
+                            "unreachable": why,
                             "success": None,
                         }
                     )
                     continue
                 r = r_of(md, c["setting"], norm) if m == "mean_diff" else None
-                rows.append(A.condition_row(trait, m, t, tc["grid"][(m, t)], c, cfg, r))
-                commits.add(tc["grid"][(m, t)]["_commit"])
+                row = A.condition_row(trait, m, t, tc["grid"][(m, t)], c, cfg, r)
+                rows.append(row)
+                if row["within_tolerance"]:
+                    usable[(m, t)] = tc["grid"][(m, t)]
         for k in ("unsteered", "prompting"):
             rows.append(A.condition_row(trait, k, None, tc["base"][k], None, cfg))
-        within = [
-            r["kl"] is not None and abs(r["kl"] / r["target_kl"] - 1) <= cfg.kl_tolerance
-            for r in rows
-            if r["target_kl"] is not None and r["success"] is not None
-        ]
-        con = A.paired_contrasts(trait, tc["grid"], cfg)
+        con = A.paired_contrasts(trait, usable, cfg)
         conditions += rows
         contrasts += con
         traits[trait] = {
@@ -185,36 +253,19 @@ def run(
             "ablated": parts["ablated"],
             "surface_cues_before": parts["surface_cues_before"],
             "surface_cues_left": parts["surface_cues_left"],
-            "all_within_kl_tolerance": bool(all(within)),
             "verdicts": A.method_verdicts(con, cfg),
             "detection_auroc": A.detection(model, sae, trait, parts, cfg),
+            "random_latent_control": tc["survival"],
         }
-        md_cal = cal["mean_diff"][f"{cfg.selection_kl:g}"]
-        if md_cal["setting"] is not None:
-            ref = S.token_activations(
-                model,
-                S.Corpus.from_texts(model, tc["base"]["unsteered"]["texts"][:20]),
-                hook,
-                progress=False,
-            )[0]
-            traits[trait]["random_latent_control"] = cell(
-                cells / f"{trait}_survival.json",
-                partial(
-                    A.survival_cell, model, sae, parts, md_cal["setting"], tc["prompts"], ref, cfg
-                ),
-                allow_compute=compute,
-            )
-        traits[trait]["sae_quality_texts"] = [
-            p + t for p, t in zip(tc["prompts"], tc["base"]["unsteered"]["texts"][:: cfg.n_samples])
-        ]
-    texts = [t for e in traits.values() for t in e.pop("sae_quality_texts")]
+        texts += [p + c for p, c in zip(tc["prompts"], tc["completions"])]
     saes = {}
     if texts:
-        report = S.report_of(S.default_path(model, hook)) or {}
-        saes["default"] = {
+        report = S.report_of(S.default_path(model, hook)) if default_sae else None
+        saes["default" if default_sae else "given"] = {
             **A.sae_quality(model, sae, texts),
             "d_sae": int(sae.cfg.d_sae),
-            "heldout": report.get("heldout"),
+            "heldout_at_training": (report or {}).get("heldout"),
+            "weights": (report or {}).get("weights", "float32"),
         }
     commits = sorted(commits)
     prereg = None
@@ -237,7 +288,7 @@ def run(
         "contrasts": contrasts,
         "prompting": {r["trait"]: r for r in conditions if r["method"] == "prompting"},
         "detection_auroc": {t: e["detection_auroc"] for t, e in traits.items()},
-        "random_latent_control": {t: e.get("random_latent_control") for t, e in traits.items()},
+        "random_latent_control": {t: e["random_latent_control"] for t, e in traits.items()},
         "saes": saes,
         "traits": traits,
         "seconds": time.time() - t_start,

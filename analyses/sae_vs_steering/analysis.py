@@ -21,6 +21,10 @@ def outcome(c: dict, cfg: Config) -> np.ndarray:
     return s.reshape(cfg.n_prompts, cfg.n_samples)
 
 
+def within_tolerance(kl: float | None, target: float, cfg: Config) -> bool:
+    return kl is not None and abs(kl / target - 1) <= cfg.kl_tolerance
+
+
 def condition_row(trait, method, target, c: dict, cal: dict | None, cfg: Config, r=None) -> dict:
     y = outcome(c, cfg)
     coherent = np.asarray(c["coherence"]) >= cfg.coherent_threshold
@@ -29,7 +33,9 @@ def condition_row(trait, method, target, c: dict, cal: dict | None, cfg: Config,
         "method": method,
         "target_kl": target,
         "kl": None if cal is None else cal["kl"],
+        "within_tolerance": None if cal is None else within_tolerance(cal["kl"], target, cfg),
         "setting": None if cal is None else cal["setting"],
+        "kl_at_zero": None if cal is None else cal["kl_at_zero"],
         "success": float(y.mean()),
         "success_ci": list(stats.cluster_bootstrap(y, n_boot=cfg.n_boot, seed=cfg.seed)),
         "trait_score": float(np.mean(c["success"])),
@@ -42,9 +48,11 @@ def condition_row(trait, method, target, c: dict, cal: dict | None, cfg: Config,
 
 
 def paired_contrasts(trait: str, grid: dict, cfg: Config) -> list[dict]:
-    """Each SAE method against mean_diff at each KL level both reach: the mean per-prompt
-    difference of coherent success (samples share seeds), its prompt-clustered CI, the paired
-    t-test's p, Holm-adjusted over this trait's contrasts."""
+    """Each SAE method against mean_diff at each KL level where both ran within the KL
+    tolerance: the mean per-prompt difference of coherent success (samples share seeds), its
+    prompt-clustered CI, the paired t-test's p, and Holm over the trait's whole registered
+    family (3 methods × the KL levels; a contrast that could not be made counts as p = 1, so
+    an unreachable level never weakens the correction)."""
     rows = []
     for m in SAE_METHODS:
         for t in cfg.target_kls:
@@ -63,25 +71,29 @@ def paired_contrasts(trait: str, grid: dict, cfg: Config) -> list[dict]:
                     "p": stats.paired_t(np.zeros_like(per_prompt), per_prompt),
                 }
             )
-    for row, p in zip(rows, stats.holm([r["p"] for r in rows])):
+    family = len(SAE_METHODS) * len(cfg.target_kls)
+    padded = [r["p"] for r in rows] + [1.0] * (family - len(rows))
+    for row, p in zip(rows, stats.holm(padded)):
         row["p_holm"] = float(p)
+        row["holm_family"] = family
     return rows
 
 
 def method_verdicts(contrasts: list[dict], cfg: Config) -> dict[str, str]:
     """ "falls short" / "exceeds" where a Holm-significant difference of one sign holds at
-    >= ``cfg.min_levels`` KL levels, else "no difference shown"."""
+    >= ``cfg.min_levels`` KL levels; "not testable" where fewer levels could be compared."""
     out = {}
     for m in SAE_METHODS:
         rows = [r for r in contrasts if r["method"] == m]
         short = sum(r["p_holm"] < cfg.alpha and r["diff"] < 0 for r in rows)
         more = sum(r["p_holm"] < cfg.alpha and r["diff"] > 0 for r in rows)
-        if not rows:
-            out[m] = "not measured (no KL level reached by both)"
+        n = len(cfg.target_kls)
+        if len(rows) < cfg.min_levels:
+            out[m] = f"not testable ({len(rows)} of {n} KL levels comparable)"
         elif short >= cfg.min_levels:
-            out[m] = f"falls short of mean_diff ({short} of {len(rows)} KL levels)"
+            out[m] = f"falls short of mean_diff ({short} of {n} KL levels)"
         elif more >= cfg.min_levels:
-            out[m] = f"exceeds mean_diff ({more} of {len(rows)} KL levels)"
+            out[m] = f"exceeds mean_diff ({more} of {n} KL levels)"
         else:
             out[m] = f"no difference shown ({short} short, {more} above, of {len(rows)} levels)"
     return out
@@ -113,27 +125,33 @@ def detection(model, sae, trait: str, parts: dict, cfg: Config) -> dict:
 
 
 def survival_cell(model, sae, parts: dict, alpha: float, prompts, ref_acts, cfg: Config) -> dict:
-    """How much of mean_diff's next-token effect survives ablating its top-k latents, against
-    k frequency-matched random latents (``cfg.random_draws`` draws): the top latents carry
-    the effect only where their survival falls below the random draws'."""
+    """How much of mean_diff's next-token effect (at ``alpha``, where ``cfg.positions``
+    says) survives ablating its top-k latents, against k random latents matched on firing
+    rate under the same steering (``cfg.random_draws`` draws): the top latents carry the
+    effect at k only where their survival is below the draws' 5th percentile."""
     hook = S.sae_hook(sae)
     v = SteeringVector(torch.tensor([parts["mean_diff"]]), hook, model_fingerprint(model))
     ks = [0, *cfg.survival_ks]
-    top = S.effect_survival(model, sae, v, prompts, ks, alpha, ref_acts)
+    kw = dict(positions=cfg.positions)
+    top = S.effect_survival(model, sae, v, prompts, ks, alpha, ref_acts, **kw)
     ranked = top[-1]["features"]
-    rates = S.firing_rates(sae, ref_acts)
+    # the top latents are ranked by what steering switches on: match rates under steering
+    rates = S.firing_rates(sae, ref_acts + alpha * v.vector)
     draws = []
     for d in range(cfg.random_draws):
         feats = S.matched_random_latents(rates, ranked, seed=cfg.seed + d)
-        rows = S.effect_survival(model, sae, v, prompts, ks, alpha, features=feats)
+        rows = S.effect_survival(model, sae, v, prompts, ks, alpha, features=feats, **kw)
         draws.append([r["survival"] for r in rows[1:]])
     draws = np.array(draws)
+    p5 = np.percentile(draws, 5, axis=0)
+    top_s = [r["survival"] for r in top[1:]]
     return {
         "ks": cfg.survival_ks,
-        "top": [r["survival"] for r in top[1:]],
+        "top": top_s,
         "top_features": ranked,
         "random": draws.tolist(),
-        "random_p5": np.percentile(draws, 5, axis=0).tolist(),
+        "random_p5": p5.tolist(),
+        "carries": [bool(t < q) for t, q in zip(top_s, p5)],
         "error_share": S.error_share(sae, v.vector * alpha, ref_acts),
     }
 
@@ -146,7 +164,7 @@ def sae_quality(model, sae, texts: list[str]) -> dict:
     corpus = S.Corpus.from_texts(model, texts)
     acts = S.token_activations(model, corpus, hook, progress=False)[0]
     q = S.evaluate(sae, acts)
-    ce = S.ce_loss_recovered(model, sae, corpus, hook)
+    ce = S.ce_loss_recovered(model, sae, corpus, hook, max_docs=len(texts))
     return {
         "ev": q["explained_variance"],
         "l0": q["l0"],

@@ -13,7 +13,7 @@ from interp_steer import build_vector, datasets, generate, steer
 from interp_steer import sae as S
 from interp_steer.activations import get_activations
 from interp_steer.eval import metrics
-from interp_steer.eval.sweep import bisect_increasing
+from interp_steer.eval.sweep import Unreachable, bisect_increasing
 from interp_steer.vectors import SteeringVector, model_fingerprint
 
 # the largest setting bisection may try, per method (α in activation units for the vectors,
@@ -52,13 +52,15 @@ def kl_of(model, make, prompts, completions) -> Callable[[float], float]:
 
 def calibrate(model, make, target: float, prompts, completions, max_x: float) -> dict:
     """The setting at which ``make`` reaches ``target`` KL, or why none does (no boundary value
-    is ever returned as if it were a crossing)."""
+    is ever returned as if it were a crossing), with the KL at setting 0 (for the clamp, that
+    of clamping the latent to 0, which is not the unsteered model)."""
     f = kl_of(model, make, prompts, completions)
+    at_zero = f(0.0)
     try:
         x = bisect_increasing(f, target, max_x)
-    except ValueError as e:
-        return {"setting": None, "kl": None, "unreachable": str(e)}
-    return {"setting": x, "kl": f(x), "unreachable": None}
+    except Unreachable as e:  # any other error is a bug or bad input: raise it
+        return {"setting": None, "kl": None, "unreachable": str(e), "kl_at_zero": at_zero}
+    return {"setting": x, "kl": f(x), "unreachable": None, "kl_at_zero": at_zero}
 
 
 def score_texts(prompts, texts, success, coherence) -> dict:

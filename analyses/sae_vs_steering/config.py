@@ -19,7 +19,26 @@ KL_DEFINITION = (
     "prompt token and each token of one unsteered sampled completion per evaluation prompt)"
 )
 # fields that change which cells are computed or how they are analysed, not what a cell holds
-ANALYSIS_ONLY = ("traits", "n_boot", "alpha", "min_levels", "preregistration")
+ANALYSIS_ONLY = ("traits", "n_boot", "alpha", "min_levels", "kl_tolerance", "preregistration")
+# fields the pre-registration fixes: a run that changes one is not the registered design
+DESIGN = (
+    "target_kls",
+    "kl_tolerance",
+    "positions",
+    "n_candidates",
+    "n_ablate",
+    "selection_samples",
+    "selection_kl",
+    "n_prompts",
+    "n_samples",
+    "max_new_tokens",
+    "temperature",
+    "coherent_threshold",
+    "survival_ks",
+    "random_draws",
+    "alpha",
+    "min_levels",
+)
 
 
 @dataclass
@@ -75,6 +94,20 @@ class Config:
     preregistration: str | None = PREREGISTRATION
     seed: int = 0
     quick: bool = False
+
+    def __post_init__(self):
+        unknown = [t for t in self.traits if t not in PROMPTING]
+        if unknown:
+            raise ValueError(f"traits {unknown} have no prompting line; have {list(PROMPTING)}")
+        if not self.target_kls or any(k <= 0 for k in self.target_kls):
+            raise ValueError(f"target_kls must be positive, got {self.target_kls}")
+        if self.selection_kl not in self.target_kls:
+            raise ValueError(f"selection_kl {self.selection_kl} must be one of target_kls")
+        if self.n_prompts < 2 or self.n_samples < 1:
+            raise ValueError("need n_prompts >= 2 (the bootstrap's clusters) and n_samples >= 1")
+        ks = list(self.survival_ks)
+        if not ks or ks != sorted(set(ks)) or ks[0] < 1:
+            raise ValueError(f"survival_ks must be increasing positive ints, got {ks}")
 
     @classmethod
     def quick_config(cls, **kw) -> Config:

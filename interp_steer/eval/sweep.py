@@ -296,29 +296,34 @@ def save_sweep(
     )
 
 
+class Unreachable(ValueError):
+    """`bisect_increasing` cannot bracket its target (not a bad input: the function's range)."""
+
+
 def bisect_increasing(
     f: Callable[[float], float], target: float, max_x: float, tol: float = 0.02
 ) -> float:
     """x ≥ 0 with f(x) ≈ target for an increasing f with f(0) < target (doubling, then
     bisection to a relative width ``tol``).
 
-    Raises instead of returning a boundary value when the target cannot be bracketed: f(0)
-    already at or above it, f below it up to ``max_x``, or a crossing that shrinks to x = 0.
+    Raises `Unreachable` (a ValueError) instead of returning a boundary value when the target
+    cannot be bracketed: f(0) already at or above it, f below it up to ``max_x``, or a
+    crossing that shrinks to x = 0.
     """
     f0 = f(0.0)
     if not f0 < target:
-        raise ValueError(f"f(0) = {f0:.4g} is already >= the target {target}: nothing to bracket")
+        raise Unreachable(f"f(0) = {f0:.4g} is already >= the target {target}: nothing to bracket")
     lo, hi = 0.0, 1.0
     while f(hi) < target:
         lo, hi = hi, hi * 2
         if hi > max_x:
-            raise ValueError(f"value stays below {target} up to {max_x}")
+            raise Unreachable(f"value stays below {target} up to {max_x}")
     for _ in range(64):
         if hi - lo <= tol * hi:
             return (lo + hi) / 2
         mid = (lo + hi) / 2
         lo, hi = (mid, hi) if f(mid) < target else (lo, mid)
-    raise ValueError(f"f jumps past {target} at x -> 0 (below {hi:.3g}): no interior crossing")
+    raise Unreachable(f"f jumps past {target} at x -> 0 (below {hi:.3g}): no interior crossing")
 
 
 def calibrate(

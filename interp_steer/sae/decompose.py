@@ -13,7 +13,7 @@ from torch import Tensor
 from transformer_lens import HookedTransformer
 
 from interp_steer.activations import forward_kwargs, tokenize
-from interp_steer.interventions import steer
+from interp_steer.interventions import Positions, positions_context, steer
 from interp_steer.sae.features import ablate_features, sae_hook
 from interp_steer.vectors import SteeringVector
 
@@ -71,6 +71,7 @@ def effect_survival(
     alpha: float = 1.0,
     reference_acts: Float[Tensor, "n d"] | None = None,
     features: Sequence[int] | None = None,
+    positions: Positions = "all",
 ) -> list[dict]:
     """How much of a vector's effect on next-token logits survives ablating its top-k latents.
 
@@ -78,7 +79,10 @@ def effect_survival(
     ranked by encoder gain of αv on ``reference_acts`` (the TopK encoder is nonlinear, so the
     ranking is taken at the strength that is applied; decoder cosine without them). survival(k) =
     ⟨Δ_k, Δ_0⟩ / ‖Δ_0‖²: 1 = the effect does not go through those latents, 0 = it all does.
-    ``features`` replaces the ranking by a given order (e.g. random latents, the control).
+    ``features`` replaces the ranking by a given order (e.g. random latents, the control);
+    ``positions`` is where αv is added (the ablations skip position 0, as the SAE did). The
+    prompts are left-padded in one batch, with each row's positions counted from its own
+    first token.
     """
 
     if sae_hook(sae) != vec.hook:
@@ -94,11 +98,15 @@ def effect_survival(
     batch = tokenize(model, list(prompts))
 
     def logits() -> Tensor:
-        return model(batch.tokens, **forward_kwargs(batch))[:, -1].float()
+        # a column index would put a shorter prompt's first token among the edited positions
+        with positions_context(model, batch.pad, batch.lengths):
+            return model(batch.tokens, **forward_kwargs(batch))[:, -1].float()
 
     base = logits()
-    with steer(model, vec, alpha):
+    with steer(model, vec, alpha, positions=positions):
         d0 = logits() - base
+    if not d0.pow(2).sum() > 0:
+        raise ValueError("the vector has no effect on the logits (alpha or the vector is 0)")
     rows = []
     for k in ks:
         if k == 0:
@@ -107,7 +115,10 @@ def effect_survival(
             with ablate_features(model, sae, ranked[:k]):
                 b_k = logits()
             # steer's hook must run before the ablation's, so enter it first
-            with steer(model, vec, alpha), ablate_features(model, sae, ranked[:k]):
+            with (
+                steer(model, vec, alpha, positions=positions),
+                ablate_features(model, sae, ranked[:k]),
+            ):
                 dk = logits() - b_k
         rows.append(
             {"k": k, "survival": float((dk * d0).sum() / d0.pow(2).sum()), "features": ranked[:k]}
@@ -126,6 +137,11 @@ def matched_random_latents(
 ) -> list[int]:
     """For each latent in ``features``, a random other latent among the ``pool`` whose firing
     rates are nearest its own (the frequency-matched control for claims about those latents)."""
+    if pool < 1:
+        raise ValueError(f"pool must be >= 1, got {pool}")
+    bad = [int(f) for f in features if not 0 <= int(f) < len(rates)]
+    if bad:
+        raise ValueError(f"latents {bad} are outside the {len(rates)} latents of rates")
     g = torch.Generator().manual_seed(seed)
     taken = set(int(f) for f in features)
     out = []
@@ -144,6 +160,8 @@ def error_share(sae, vec: SteeringVector | Tensor, reference_acts: Float[Tensor,
     of ⟨e(x + v) − e(x), v⟩ / ‖v‖², with e(x) = x − decode(encode(x)). 0 = the SAE
     reconstructs the whole push; 1 = none of it."""
     v = (vec.vector if isinstance(vec, SteeringVector) else vec).float().to(sae.W_dec.device)
+    if not v.norm() > 0:
+        raise ValueError("error_share of a zero vector is undefined")
     x = reference_acts.float().to(v.device)
 
     def err(a: Tensor) -> Tensor:

@@ -89,9 +89,18 @@ def ship(path: str | Path, dest: str | Path) -> Path:
         sums = {n: _sha256(tmp / n) for n in [WEIGHTS_FILE, *names]}
         (tmp / SUMS_FILE).write_text("".join(f"{h}  {n}\n" for n, h in sums.items()))
 
+    # build beside it, then swap: a failure leaves the old copy in place
+    shutil.rmtree(dest.with_name(dest.name + ".new"), ignore_errors=True)
+    staged = atomic_dir(dest.with_name(dest.name + ".new"), fill)
     if dest.exists():
-        shutil.rmtree(dest)
-    return atomic_dir(dest, fill)
+        old = dest.with_name(dest.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        dest.rename(old)
+        staged.rename(dest)
+        shutil.rmtree(old)
+    else:
+        staged.rename(dest)
+    return dest
 
 
 def unship(shipped: str | Path, path: str | Path) -> Path:
@@ -99,9 +108,17 @@ def unship(shipped: str | Path, path: str | Path) -> Path:
     from safetensors.torch import load_file, save_file
 
     shipped = Path(shipped)
-    sums = dict(
-        reversed(line.split("  ", 1)) for line in (shipped / SUMS_FILE).read_text().splitlines()
-    )
+    if not (shipped / SUMS_FILE).exists():
+        raise ValueError(f"shipped SAE {shipped} has no {SUMS_FILE}: reinstall the package")
+    sums = {}
+    for line in (shipped / SUMS_FILE).read_text().splitlines():
+        digest, sep, name = line.partition("  ")
+        if not sep or len(digest) != 64:
+            raise ValueError(f"shipped SAE {shipped}: malformed {SUMS_FILE} line {line!r}")
+        sums[name] = digest
+    missing = {WEIGHTS_FILE, "cfg.json"} - set(sums)
+    if missing:
+        raise ValueError(f"shipped SAE {shipped}: {SUMS_FILE} does not cover {sorted(missing)}")
     for name, want in sums.items():
         if _sha256(shipped / name) != want:
             raise ValueError(f"shipped SAE {shipped}: {name} does not match its sha256")
@@ -112,6 +129,10 @@ def unship(shipped: str | Path, path: str | Path) -> Path:
         for name in sums:
             if name != WEIGHTS_FILE:
                 shutil.copyfile(shipped / name, tmp / name)
+        if (tmp / META_FILE).exists():  # say what these weights are
+            report = json.loads((tmp / META_FILE).read_text())
+            report["weights"] = f"float16 as shipped in {shipped.name}, upcast to float32"
+            write_json(tmp / META_FILE, report)
 
     return atomic_dir(path, fill)
 
