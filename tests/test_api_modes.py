@@ -37,6 +37,7 @@ from interp_steer.eval import sweep as sw
 from interp_steer.generation import generate, generate_tokens, last_logits
 from interp_steer.methods.one_shot import completion_logprob
 from interp_steer.sae.corpus.chat import plain_texts
+from interp_steer.sae.io import unship
 from interp_steer.testing import AUTOGRAD_MODES as MODES
 from interp_steer.testing import SENTIMENT_PAIRS, tiny_model
 
@@ -76,6 +77,12 @@ def _gen(c, **kw):
 def _save_load_sae(c):
     path = S.save(c.sae, c.tmp / "sae", c.report)
     return S.load(path).W_dec.detach()  # an nn.Parameter: requires_grad by nature
+
+
+def _ship_load_sae(c):
+    path = S.save(c.sae, c.tmp / "sae_src", c.report)
+    shipped = S.ship(path, c.tmp / "sae_shipped")
+    return S.load(unship(shipped, c.tmp / "sae_unshipped")).W_dec.detach()
 
 
 def _under(c, make, fn):
@@ -225,6 +232,16 @@ CASES = {
     "sae.decompose": lambda c: S.decompose(c.sae, c.vec, c.x, top=3),
     "sae.contrast_features": lambda c: S.contrast_features(c.sae, c.x, c.x.flip(0), top=3),
     "sae.effect_survival": lambda c: S.effect_survival(c.model, c.sae, c.vec, PROMPTS, ks=[0, 2]),
+    "sae.firing_rates/matched_random_latents": lambda c: (
+        S.firing_rates(c.sae, c.x),
+        S.matched_random_latents(S.firing_rates(c.sae, c.x), [0, 1], pool=4),
+    ),
+    "sae.error_share": lambda c: S.error_share(c.sae, c.vec, c.x),
+    "sae.ce_loss_recovered": lambda c: S.ce_loss_recovered(
+        c.model, c.sae, S.Corpus.from_texts(c.model, PROMPTS), HOOK, max_docs=2
+    ),
+    # shipping halves the weights; loading the shipped copy creates parameters under the mode
+    "sae.ship": lambda c: _ship_load_sae(c),
     # metrics and sweep
     "perplexity": lambda c: metrics.perplexity(c.model, PROMPTS, [" yes", " no"]),
     "coherence": lambda c: metrics.coherence(c.model, [" yes yes", " no"]),
@@ -306,6 +323,7 @@ EXEMPT = {
     "sae.check_sae": "compares config names and sizes: no tensors",
     "sae.default_hook": "a hook name from the model's config: no tensors",
     "sae.default_path": "a cache path: no tensors",
+    "sae.shipped_path": "a package path: no tensors",
     # metrics, stats, sweep
     **{
         f"metrics.{n}": _NO_TORCH
