@@ -259,6 +259,12 @@ def test_shipped_default_sae_loads_without_training(model, trained, tmp_path, mo
     assert torch.equal(loaded.W_dec, sae.W_dec.half().float())
     assert S.report_of(cache) == {**S.report_of(saved), "weights": S.report_of(cache)["weights"]}
     assert S.report_of(cache)["weights"].startswith("float16 as shipped")
+    # a damaged cache of a shipped SAE is written again from the shipped copy, not retrained
+    weights = cache / sae_io.WEIGHTS_FILE
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.warns(UserWarning, match="unreadable.*unshipping"):
+        healed = S.load_default(model, HOOK)
+    assert torch.equal(healed.W_dec, sae.W_dec.half().float())
     again = S.ship(saved, shipped)  # shipping over a shipped copy replaces it whole
     assert again == shipped and sorted(p.name for p in shipped.parent.iterdir()) == [shipped.name]
 

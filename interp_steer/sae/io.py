@@ -214,16 +214,19 @@ def load_default(
     check_hook(model, hook)
     path = default_path(model, hook, config, corpus_config)
     shipped = shipped_path(model, hook, config, corpus_config)
-    if not path.exists() and shipped.exists():
-        unship(shipped, path)
-    if path.exists():
+    for _ in range(2):  # a damaged cache of a shipped SAE is unshipped again, once
+        if not path.exists() and shipped.exists():
+            unship(shipped, path)
+        if not path.exists():
+            break
         try:
             sae = load(path, device=str(model.cfg.device))
             check_sae(model, sae)
             return sae
         except Exception as e:  # a damaged cache: say so, then rebuild it
+            again = "unshipping" if shipped.exists() else "retraining"
             warnings.warn(
-                f"cached SAE {path} is unreadable ({type(e).__name__}: {e}); retraining it",
+                f"cached SAE {path} is unreadable ({type(e).__name__}: {e}); {again} it",
                 stacklevel=2,
             )
             shutil.rmtree(path, ignore_errors=True)
