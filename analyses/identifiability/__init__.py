@@ -264,10 +264,18 @@ def headline(res: dict, cfg: Config) -> str:
     for t, e in s["traits"].items():
         if not e.get("operating_point"):
             lines.append(f"  {t:<14}no operating point")
+            continue
+        op, eff = e["operating_point"], e["efficacy"]
+        lo, hi = eff["ci"]
+        lines.append(
+            f"  v on {t}: r = {op['r']:g} (α = {op['alpha']:.3g}), efficacy {eff['mean']:+.3f} "
+            f"[{lo:+.3f}, {hi:+.3f}] over {e['n_prompts']} prompts"
+            + ("" if lo > 0 else ": its CI includes 0, so retained fractions are not informative")
+        )
     for t, neg in s["controls"]["negative"].items():
         pos = s["controls"]["positive"][t]
         lines.append(
-            f"  controls {t}: negative {'pass' if neg['passed'] else 'FAIL'} (p {neg['tost_p']:.3g}, "
+            f"  controls {t}: negative {G.negative_label(neg, cfg)} (p {neg['tost_p']:.3g}, "
             f"power {neg['power']:.2f}); positive {'pass' if pos.get('detected') else 'FAIL'}"
             + (f" (p {pos['p']:.2g}, gap {pos['gap']:+.2f})" if pos else "")
         )

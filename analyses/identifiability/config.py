@@ -141,15 +141,17 @@ class Config:
 
     @classmethod
     def quick_config(cls, **kw) -> Config:
-        """Minutes on 2 cores: every stage, few prompts and draws, no pre-registration check."""
+        """Minutes on 2 cores: every stage on one trait, few prompts and draws, no
+        pre-registration check. Sentiment at r = 0.4 (the full study's SmolLM2 operating
+        point), 48 prompts and 40 tokens, so that its positive control is detected."""
         quick = dict(
-            traits=["formality", "sentiment"],
-            rel_strengths=[0.1, 0.4],
-            selection_prompts=4,
-            n_prompts={"formality": 6, "sentiment": 6},
+            traits=["sentiment"],
+            rel_strengths=[0.4],
+            selection_prompts=20,
+            n_prompts={"sentiment": 48},
             n_draws=3,
-            sizes=[1.0, 0.25],
-            max_new_tokens=16,
+            sizes=[1.0],
+            max_new_tokens=40,
             covariance_tokens=1500,
             corpus_prompts=48,
             jacobian_prompts=2,

@@ -252,6 +252,14 @@ def analyse_trait(
     }
 
 
+def negative_label(neg: dict, cfg: Config) -> str:
+    """ "pass"; "underpowered" when equivalence of v with v was not shown and the TOST had
+    less than ``min_power`` (too few samples to tell); "FAIL" when it had the power."""
+    if neg["passed"]:
+        return "pass"
+    return "underpowered" if neg["power"] < cfg.min_power else "FAIL"
+
+
 def largest_size(positive: dict) -> dict:
     """The positive control at the largest δ size run ({} when none was): the summary's and
     the figure's headline control (``positive`` is keyed by the size as a string)."""
@@ -354,7 +362,7 @@ def grid_figure(cfg: Config, traits: dict, rows: list[dict], out: Path) -> None:
         ax.set(
             xscale="log",
             title=f"{t}: r = {traits[t]['r']}, efficacy {e['mean']:+.3f}\n"
-            f"neg. ctl {'pass' if neg['passed'] else 'FAIL'} (power {neg['power']:.2f}); "
+            f"neg. ctl {negative_label(neg, cfg)} (power {neg['power']:.2f}); "
             f"pos. ctl {'pass' if pos1 and pos1['detected'] else 'FAIL'}",
             ylabel="efficacy retained by v + δ",
         )
