@@ -67,3 +67,22 @@ def test_python_m_analyses_lists_and_runs():
         cwd=ROOT,
     )
     assert helped.returncode == 0 and "--labels" in helped.stdout
+
+
+def test_committed_figures_carry_the_envelope():
+    """Every committed figure JSON of an analysis names its config (with the seed) and the
+    clean commit that made it."""
+    import json
+    import re
+
+    found = 0
+    for f in sorted((ROOT / "figures").glob("*.json")):
+        if not f.name.startswith(tuple(ANALYSES)):
+            continue  # a tool's record (mutation_check.json), not an analysis's figure
+        found += 1
+        d = json.loads(f.read_text())
+        assert isinstance(d.get("config"), dict) and "seed" in d["config"], f.name
+        assert re.fullmatch(r"\d+\.\d+\.\d+\+g[0-9a-f]{12}", str(d.get("interp_steer"))), (
+            f"{f.name}: interp_steer = {d.get('interp_steer')!r}, not a clean commit"
+        )
+    assert found, "no committed figure JSON found"
