@@ -25,6 +25,7 @@ def _cfg(**kw):
         model="tiny-llama",
         traits=["politeness", "sentiment"],
         n_prompts={"politeness": 6, "sentiment": 6},
+        sizes=[1.0, 0.25],  # two sizes: the largest first, then the smaller
         rel_strengths=[0.001, 0.3, 1.0, 3.0],
         selection_prompts=20,
         max_new_tokens=6,
