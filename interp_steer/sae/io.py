@@ -198,6 +198,23 @@ def shipped_path(
     return SHIPPED_DIR / f"{name}-{hook}-{cfg.architecture}-{key}"
 
 
+def _load_cached(model: HookedTransformer, path: Path, then: str):
+    """The SAE cached at ``path``, or None when there is none or it no longer loads (then it
+    is removed, with a warning that names what happens next)."""
+    if not path.exists():
+        return None
+    try:
+        sae = load(path, device=str(model.cfg.device))
+        check_sae(model, sae)
+        return sae
+    except Exception as e:  # a damaged cache: say so, then rebuild it
+        warnings.warn(
+            f"cached SAE {path} is unreadable ({type(e).__name__}: {e}); {then} it", stacklevel=3
+        )
+        shutil.rmtree(path, ignore_errors=True)
+        return None
+
+
 def load_default(
     model: HookedTransformer,
     hook: str | None = None,
@@ -214,22 +231,14 @@ def load_default(
     check_hook(model, hook)
     path = default_path(model, hook, config, corpus_config)
     shipped = shipped_path(model, hook, config, corpus_config)
-    for _ in range(2):  # a damaged cache of a shipped SAE is unshipped again, once
-        if not path.exists() and shipped.exists():
-            unship(shipped, path)
-        if not path.exists():
-            break
-        try:
-            sae = load(path, device=str(model.cfg.device))
-            check_sae(model, sae)
-            return sae
-        except Exception as e:  # a damaged cache: say so, then rebuild it
-            again = "unshipping" if shipped.exists() else "retraining"
-            warnings.warn(
-                f"cached SAE {path} is unreadable ({type(e).__name__}: {e}); {again} it",
-                stacklevel=2,
-            )
-            shutil.rmtree(path, ignore_errors=True)
+    if not path.exists() and shipped.exists():
+        unship(shipped, path)
+    sae = _load_cached(model, path, "unshipping" if shipped.exists() else "retraining")
+    if sae is None and shipped.exists():  # a damaged cache of a shipped SAE: unship it again
+        unship(shipped, path)
+        sae = _load_cached(model, path, "retraining")
+    if sae is not None:
+        return sae
     print(
         f"interp_steer: no cached SAE for {model.cfg.model_name} at {hook}; training one "
         f"with sae-lens (the generic corpus's activations and training take about an hour on a 2-core CPU for SmolLM2), cached in {path}"
