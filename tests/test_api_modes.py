@@ -251,6 +251,9 @@ CASES = {
     "kl_under/kl_from_unsteered": lambda c: metrics.kl_from_unsteered(
         c.model, c.vec, [1.0], PROMPTS
     ),
+    "kl_meter": lambda c: metrics.kl_meter(c.model, PROMPTS, completions=[" a", " b"])(
+        [lambda: iv.steer(c.model, c.vec, 1.0)]
+    ),
     "units.typical_norm/r_of/alpha_for": lambda c: (
         units.typical_norm(c.model, HOOK, PROMPTS),
         units.r_of(c.vec, 2.0, units.typical_norm(c.model, HOOK, PROMPTS)),

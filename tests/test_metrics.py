@@ -107,6 +107,26 @@ def test_kl_at_generation_positions_matches_rows_computed_alone(llama):
         metrics.kl_under(llama, prompts, [], completions=comps[:1])
 
 
+def test_kl_meter_runs_the_reference_once_and_matches_kl_under(llama):
+    """A bisection evaluates one intervention at a time; the meter runs the reference forward
+    once, and every value equals `kl_under`'s for the same intervention."""
+    v = build_vector(llama, PAIRS, HOOK, progress=False)
+    prompts, comps = ["hello there my", "hi"], [" friend, how are you", " you"]
+    calls = []
+    llama.hook_dict["hook_embed"].add_hook(lambda x, hook: calls.append(1))
+    try:
+        measure = metrics.kl_meter(llama, prompts, completions=comps)
+        assert len(calls) == 1
+        got = [measure([lambda a=a: steer(llama, v, a)])[0] for a in (0.5, 2.0, 4.0)]
+        assert len(calls) == 4  # one forward per evaluation, none for the reference
+    finally:
+        llama.reset_hooks()
+    want = metrics.kl_under(
+        llama, prompts, [lambda a=a: steer(llama, v, a) for a in (0.5, 2.0, 4.0)], completions=comps
+    )
+    assert got == pytest.approx(want.tolist(), rel=1e-12)
+
+
 def test_sweep_table_and_files(llama, tmp_path):
     v = build_vector(llama, PAIRS, HOOK, progress=False)
     embed = lambda ts: np.stack([np.r_[len(t), 1.0] / np.hypot(len(t), 1.0) for t in ts])  # noqa: E731

@@ -42,10 +42,11 @@ def edits(model, sae, cfg: Config, parts: dict) -> dict[str, Callable[[float], o
 
 
 def kl_of(model, make, prompts, completions) -> Callable[[float], float]:
+    # one unsteered forward for the whole bisection, not one per evaluation
+    measure = metrics.kl_meter(model, prompts, completions=completions)
+
     def f(x: float) -> float:
-        return float(
-            metrics.kl_under(model, prompts, [lambda: make(x)], completions=completions)[0]
-        )
+        return float(measure([lambda: make(x)])[0])
 
     return f
 

@@ -300,6 +300,21 @@ def kl_under(
             the prompt/completion layout (`positions_context`). Without them, KL is averaged
             over every prompt position.
     """
+    return kl_meter(model, prompts, reference, completions)(contexts)
+
+
+def kl_meter(
+    model: HookedTransformer,
+    prompts: Sequence[str],
+    reference: Callable | None = None,
+    completions: Sequence[str] | None = None,
+) -> Callable[[Sequence[Callable]], np.ndarray]:
+    """`kl_under` with the reference forward run once, for callers that evaluate many
+    interventions one at a time (a bisection): returns ``contexts -> KL per context``.
+
+    The reference log-probabilities stay in memory (batch × positions × vocabulary, float64)
+    for as long as the returned function lives. Arguments as in `kl_under`.
+    """
     if completions is None:
         batch = tokenize(model, list(prompts))
         where = batch.mask
@@ -317,15 +332,20 @@ def kl_under(
             return positions_context(model, batch.pad, plen)
 
     kw = forward_kwargs(batch)
-    with layout(), (reference or nullcontext)():
+    # a measurement: no graph, which would otherwise live as long as the meter
+    with torch.no_grad(), layout(), (reference or nullcontext)():
         base = model(batch.tokens, **kw).double().log_softmax(-1)
-    out = []
-    for make in contexts:
-        with layout(), make():
-            lp = model(batch.tokens, **kw).double().log_softmax(-1)
-        kl = (lp.exp() * (lp - base)).sum(-1)
-        out.append(float(kl[where].mean()))
-    return np.array(out)
+
+    def measure(contexts: Sequence[Callable]) -> np.ndarray:
+        out = []
+        for make in contexts:
+            with torch.no_grad(), layout(), make():
+                lp = model(batch.tokens, **kw).double().log_softmax(-1)
+            kl = (lp.exp() * (lp - base)).sum(-1)
+            out.append(float(kl[where].mean()))
+        return np.array(out)
+
+    return measure
 
 
 def kl_from_unsteered(

@@ -18,6 +18,7 @@ from transformer_lens import HookedTransformer
 from interp_steer._io import write_json, write_text
 from interp_steer.eval import metrics
 from interp_steer.generation import format_prompts, generate
+from interp_steer.interventions import steer
 from interp_steer.runs.executor import Cell, Executor, ResultStore, run_grid
 from interp_steer.runs.provenance import code_version
 from interp_steer.units import r_of, typical_norm
@@ -357,10 +358,11 @@ def calibrate(
         if unused:  # the KL path runs no sweep: these would be silently ignored
             raise ValueError(f"target_kl calibrates by bisection and uses no {unused}")
 
-        formatted = format_prompts(model, prompts, chat)
+        # one unsteered forward for the whole bisection, not one per evaluation
+        measure = metrics.kl_meter(model, format_prompts(model, prompts, chat))
 
         def f(a: float) -> float:
-            return float(metrics.kl_from_unsteered(model, vector, [sign * a], formatted)[0])
+            return float(measure([lambda: steer(model, vector, sign * a)])[0])
 
         return sign * bisect_increasing(f, target_kl, max_alpha, tol)
     if success is None or alphas is None:
