@@ -248,3 +248,19 @@ def test_the_report_renders_in_a_real_browser(report):
     pixels = np.asarray(Image.open(shot).convert("L"), float)
     assert pixels.std() > 10, "the screenshot is blank"
     assert (pixels < 128).mean() > 0.01, "almost nothing dark (text, figures) on the page"
+
+
+def test_a_hung_browser_times_out_with_its_helpers_killed(tmp_path, monkeypatch):
+    """A Chromium that never finishes, with a helper holding its output pipe (as Chromium's
+    own helpers do): the call raises after its timeout instead of waiting on the pipe."""
+    import shutil
+    import time
+
+    fake = tmp_path / "chromium"
+    fake.write_text("#!/bin/sh\nsleep 300 &\nsleep 300\n")
+    fake.chmod(0o755)
+    monkeypatch.setattr(shutil, "which", lambda name: str(fake))
+    t0 = time.monotonic()
+    with pytest.raises(RuntimeError, match="did not finish within 1 s"):
+        dump_dom(tmp_path / "p.html", timeout=1)
+    assert time.monotonic() - t0 < 30

@@ -7,8 +7,11 @@ import base64
 import html
 import io
 import json
+import os
 import shutil
+import signal
 import subprocess
+import tempfile
 from pathlib import Path
 
 import matplotlib
@@ -223,42 +226,59 @@ def render_html(report: dict, figures: dict[str, str]) -> str:
     return "\n".join(parts)
 
 
-def screenshot(page: Path, out: Path, width: int = 1200, height: int = 5200) -> Path:
-    """A PNG of ``page`` rendered by headless Chromium (Debian's ``chromium``)."""
-    exe = shutil.which("chromium") or shutil.which("chromium-browser")
-    if exe is None:
-        raise RuntimeError("no chromium on PATH: apt-get install chromium (make install does)")
-    cmd = [
-        exe,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--hide-scrollbars",
-        f"--window-size={width},{height}",
-        f"--screenshot={out}",
-        Path(page).resolve().as_uri(),
-    ]
-    subprocess.run(cmd, capture_output=True, timeout=120, check=True)
+def screenshot(
+    page: Path, out: Path, width: int = 1200, height: int = 5200, timeout: float = 120
+) -> Path:
+    """A PNG of ``page`` rendered by headless Chromium (Debian's ``chromium``); RuntimeError
+    if it fails or takes longer than ``timeout`` seconds."""
+    _chromium(
+        [f"--window-size={width},{height}", f"--screenshot={Path(out).resolve()}", page], timeout
+    )
     return out
 
 
-def dump_dom(page: Path) -> str:
-    """The page's DOM as Chromium parsed it (what a reader's browser shows)."""
+def dump_dom(page: Path, timeout: float = 120) -> str:
+    """The page's DOM as Chromium parsed it (what a reader's browser shows); RuntimeError if
+    it fails or takes longer than ``timeout`` seconds."""
+    return _chromium(["--dump-dom", page], timeout)
+
+
+def _chromium(args: list, timeout: float) -> str:
+    """Run headless Chromium on ``args`` (a `Path` is passed as its file URI) and return its
+    stdout; raise RuntimeError naming the failure or the timeout."""
     exe = shutil.which("chromium") or shutil.which("chromium-browser")
     if exe is None:
         raise RuntimeError("no chromium on PATH: apt-get install chromium (make install does)")
-    r = subprocess.run(
-        [
+    args = [Path(a).resolve().as_uri() if isinstance(a, Path) else a for a in args]
+    # A profile of its own per call: two Chromiums sharing the default profile (two test
+    # workers, a notebook beside a test) meet at its singleton lock and one waits on the other.
+    with tempfile.TemporaryDirectory(prefix="interp_steer-chromium-") as profile:
+        cmd = [
             exe,
             "--headless",
             "--no-sandbox",
             "--disable-gpu",
-            "--dump-dom",
-            Path(page).resolve().as_uri(),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    return r.stdout
+            "--disable-dev-shm-usage",  # containers often have a tiny /dev/shm
+            "--hide-scrollbars",
+            "--no-first-run",
+            f"--user-data-dir={profile}",
+            *args,
+        ]
+        # Its own session, so a timeout kills the whole tree: Chromium's helper processes hold
+        # the output pipes, and killing only the parent would leave the read waiting forever.
+        proc = subprocess.Popen(
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        try:
+            stdout, stderr = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            raise RuntimeError(f"chromium did not finish within {timeout} s: {args}") from None
+    if proc.returncode != 0:
+        raise RuntimeError(f"chromium exited with {proc.returncode}: {stderr.strip()[-2000:]}")
+    return stdout
