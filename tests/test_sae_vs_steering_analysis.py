@@ -190,3 +190,33 @@ def test_assembles_from_cells_alone(tiny_run):
     out, cfg, model, sae, s = tiny_run
     again = run(cfg, out, model=model, sae=sae, coherence=letters, compute=False)["summary"]
     assert again["conditions"] == s["conditions"] and again["contrasts"] == s["contrasts"]
+
+
+def test_null_space_fractions_recomputed_independently(tiny_run):
+    """The null dimension and mean_diff's share in it, from the unsteered texts' activations
+    at the generation positions taken with TL's own cache and numpy's eigendecomposition."""
+    out, cfg, model, _, s = tiny_run
+    from interp_steer import chat, datasets
+
+    ns = s["null_space"]["politeness"]
+    base = _cell(out, "politeness_base.json")
+    prompts = [chat(model, p) for p in datasets.trait_prompts("politeness", cfg.n_prompts)]
+    rows = []
+    with torch.no_grad():
+        for i, c in enumerate(base["unsteered"]["texts"]):
+            p = prompts[i // cfg.n_samples]
+            t = model.to_tokens(p + c, prepend_bos=False)
+            n_prompt = model.to_tokens(p, prepend_bos=False).shape[1]
+            _, cache = model.run_with_cache(t, names_filter=HOOK)
+            rows.append(cache[HOOK][0, n_prompt - 1 :].double().numpy())
+    x = np.concatenate(rows)
+    lam, vecs = np.linalg.eigh(np.cov(x.T))
+    lam, vecs = lam[::-1].clip(0), vecs[:, ::-1]
+    signal = int((np.cumsum(lam) / lam.sum() < 0.99).sum()) + 1
+    assert ns["n_tokens"] == len(x) and ns["null_dim"] == x.shape[1] - signal
+    v = np.array(_cell(out, "politeness_selection.json")["mean_diff"])
+    share = float(((vecs[:, signal:].T @ v) ** 2).sum() / (v**2).sum())
+    assert ns["fractions"]["mean_diff"] == pytest.approx(share, abs=1e-4)
+    # a random direction's expected share is the null dimension over d
+    assert ns["random"]["mean"] == pytest.approx(ns["null_dim"] / ns["d"], abs=0.05)
+    assert ns["random"]["p2.5"] <= ns["random"]["mean"] <= ns["random"]["p97.5"]

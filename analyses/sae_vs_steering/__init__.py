@@ -256,6 +256,17 @@ def run(
             "verdicts": A.method_verdicts(con, cfg),
             "detection_auroc": A.detection(model, sae, trait, parts, cfg),
             "random_latent_control": tc["survival"],
+            "null_space": A.null_space_fractions(
+                model,
+                hook,
+                [p for p in tc["prompts"] for _ in range(cfg.n_samples)],
+                tc["base"]["unsteered"]["texts"],
+                {
+                    "mean_diff": parts["mean_diff"],
+                    "sae_feature": sae.W_dec[parts["latent"]].detach().float().cpu(),
+                },
+                cfg,
+            ),
         }
         texts += [p + c for p, c in zip(tc["prompts"], tc["completions"])]
     saes = {}
@@ -289,6 +300,7 @@ def run(
         "prompting": {r["trait"]: r for r in conditions if r["method"] == "prompting"},
         "detection_auroc": {t: e["detection_auroc"] for t, e in traits.items()},
         "random_latent_control": {t: e["random_latent_control"] for t, e in traits.items()},
+        "null_space": {t: e["null_space"] for t, e in traits.items()},
         "saes": saes,
         "traits": traits,
         "seconds": time.time() - t_start,

@@ -9,8 +9,10 @@ import torch
 
 from analyses.sae_vs_steering.config import SAE_METHODS, Config
 from interp_steer import sae as S
+from interp_steer.activations import encode
 from interp_steer.eval import stats
 from interp_steer.eval.classifiers import trait_eval_set
+from interp_steer.identifiability import null_space, prompt_activations
 from interp_steer.vectors import SteeringVector, model_fingerprint
 
 
@@ -170,4 +172,60 @@ def sae_quality(model, sae, texts: list[str]) -> dict:
         "l0": q["l0"],
         "ce_recovered": ce["ce_loss_recovered"],
         "n_tokens": int(acts.shape[0]),
+    }
+
+
+@torch.no_grad()
+def null_space_fractions(
+    model, hook: str, prompts: list[str], completions: list[str], directions: dict, cfg: Config
+) -> dict:
+    """Descriptive, added after the pre-registration (no decision rests on it): the share of
+    each direction's squared norm in the null space (rule ``energy``, 0.99, as in the
+    identifiability study) of the activations at the generation positions (last prompt token
+    and every completion token) of the unsteered texts, beside random directions.
+
+    ``prompts`` and ``completions`` are prompt-major, ``cfg.n_samples`` per prompt. The null
+    dimension is also estimated on each half of the prompts: ``converged`` says that both
+    halves are within 2% of d of the whole (the first run's estimate had not converged).
+    """
+    texts = [p + c for p, c in zip(prompts, completions)]
+    acts = prompt_activations(model, texts, hook, progress=False)  # position 0 left out
+    # row i is position i + 1, so the last prompt token (position len - 1) is row len - 2
+    gen = [a[len(encode(model, p)) - 2 :] for a, p in zip(acts, prompts)]
+    d = gen[0].shape[1]
+
+    def dim_of(rows):
+        x = torch.cat(rows)
+        return null_space(torch.cov(x.T), "energy", n_samples=len(x), energy=0.99)
+
+    whole = dim_of(gen)
+    order = np.random.default_rng(cfg.seed).permutation(len(prompts) // cfg.n_samples)
+    halves = [order[: len(order) // 2], order[len(order) // 2 :]]
+    half_dims = [
+        dim_of([g for i, g in enumerate(gen) if i // cfg.n_samples in set(h)]).dim for h in halves
+    ]
+    basis = whole.basis.float()
+
+    def share(v):
+        v = torch.as_tensor(v, dtype=torch.float32).reshape(-1)
+        return float((basis.T @ v).pow(2).sum() / v.pow(2).sum())
+
+    # numpy's stream, not torch's: a tiny test model's weights are torch draws from the same seed
+    rand = np.random.default_rng(cfg.seed).standard_normal((cfg.random_draws * 50, d))
+    shares = np.array([share(u) for u in rand])
+    return {
+        "rule": "energy 0.99",
+        "positions": "last prompt token and completion tokens of the unsteered texts",
+        "n_tokens": int(sum(len(g) for g in gen)),
+        "d": int(d),
+        "null_dim": int(whole.dim),
+        "null_dim_halves": half_dims,
+        "converged": bool(max(abs(h - whole.dim) for h in half_dims) <= 0.02 * d),
+        "fractions": {k: share(v) for k, v in directions.items()},
+        "random": {
+            "n": len(shares),
+            "mean": float(shares.mean()),
+            "p2.5": float(np.percentile(shares, 2.5)),
+            "p97.5": float(np.percentile(shares, 97.5)),
+        },
     }
