@@ -47,10 +47,10 @@ def figure(cfg: Config, summary: dict, stem: Path) -> None:
             top.axhspan(*r["success_ci"], color="k", alpha=0.06)
             bottom.axhline(r["coherent_fraction"], color="k", ls=ls, lw=1)
         verdicts = summary["traits"][t]["verdicts"]
-        short = "; ".join(
+        short = "\n".join(  # one line each: three on one line overflow a single panel
             f"{m.removeprefix('sae_')}: {v.split(' (')[0]}" for m, v in verdicts.items()
         )
-        top.set_title(f"{t} (latent {summary['traits'][t]['latent']})\n{short}", fontsize=9)
+        top.set_title(f"{t} (latent {summary['traits'][t]['latent']})\n{short}", fontsize=8.5)
         for ax in (top, bottom):
             ax.set_xscale("log")
             ax.set_xticks(cfg.target_kls, [f"{k:g}" for k in cfg.target_kls])
@@ -60,10 +60,10 @@ def figure(cfg: Config, summary: dict, stem: Path) -> None:
         bottom.set_xlabel("KL from unsteered at the generation positions (nats)")
         top.set_ylim(0, 1)
         bottom.set_ylim(0, 1.02)
-    axes[0, 0].legend(fontsize=7, loc="upper left")
+    axes[0, 0].legend(fontsize=7, loc="lower left")  # the curves start high at low KL
     fig.suptitle(
-        f"{cfg.model} [{summary['hook']}]: steering vector vs SAE interventions at equal KL "
-        f"({cfg.n_prompts} prompts × {cfg.n_samples} seed-paired samples; 95% CIs over prompts)",
+        f"{cfg.model} [{summary['hook']}]\nsteering vector vs SAE interventions at equal KL\n"
+        f"{cfg.n_prompts} prompts × {cfg.n_samples} seed-paired samples; 95% CIs over prompts",
         fontsize=10,
     )
     fig.tight_layout()
