@@ -60,12 +60,13 @@ demo: install
 # model tests at the end do not leave one core idle.
 # --max-worker-restart 0: a worker that dies (killed for memory, a crash in a kernel) ends the
 # run naming its test; replacing it can leave xdist waiting forever, past CI's limit.
+# --durations 15: the slowest tests in the log, so a run near the limit shows where it went.
 TEST_WORKERS ?= 2
 # The 0.5B Qwen parts (~0.5 GB) so that its HF-parity test runs in CI too; the 1.5B one stays
 # behind `make models` (its conversion alone would take a worker several minutes).
 test: install
 	$(PIP) install -q --no-deps $(QWEN05_PARTS)
-	$(PY) -m pytest -q -ra -n $(TEST_WORKERS) --dist worksteal --max-worker-restart 0
+	$(PY) -m pytest -q -ra -n $(TEST_WORKERS) --dist worksteal --max-worker-restart 0 --durations 15
 
 # The documentation site (docs/ -> site/); strict: a broken link or docstring fails.
 docs: install
