@@ -61,6 +61,9 @@ def _isolate_cache() -> tuple[Path, Path, bool]:
 
 
 TEST_CACHE, REAL_CACHE, _OWNS_CACHE = _isolate_cache()
+# `sae.load_default` trains for about an hour when it finds no shipped or cached SAE: in the
+# suite (and the notebooks and subprocesses it starts) that must fail at once, naming itself
+os.environ["INTERP_STEER_NO_SAE_TRAINING"] = "1"
 
 
 def pytest_unconfigure(config):

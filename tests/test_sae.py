@@ -225,6 +225,7 @@ def test_corrupt_default_sae_cache_is_rebuilt(model, trained, tmp_path, monkeypa
     sae, report = trained
     path = tmp_path / "default_sae"
     monkeypatch.setattr(sae_io, "default_path", lambda *a, **k: path)
+    monkeypatch.delenv("INTERP_STEER_NO_SAE_TRAINING")  # the suite forbids training
     S.save(sae, path, report)
     weights = next(path.glob("*.safetensors"))
     if damage == "truncate":
@@ -511,3 +512,14 @@ def test_effect_survival_counts_positions_per_prompt_in_a_padded_batch(model, tr
 
     (a1, b1), (a2, b2) = parts(short), parts(long)
     assert both == pytest.approx((a1 + a2) / (b1 + b2), rel=1e-4)
+
+
+def test_the_suite_refuses_to_train_a_default_sae(model, tmp_path, monkeypatch):
+    """Under the suite's INTERP_STEER_NO_SAE_TRAINING, a load_default that finds no SAE raises
+    naming where it looked, instead of training for an hour."""
+    import interp_steer.sae.io as sae_io
+
+    monkeypatch.setattr(sae_io, "default_path", lambda *a, **k: tmp_path / "none")
+    monkeypatch.setattr(sae_io, "train", lambda *a, **k: pytest.fail("trained"))
+    with pytest.raises(RuntimeError, match="INTERP_STEER_NO_SAE_TRAINING is set"):
+        S.load_default(model, HOOK)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import warnings
 from dataclasses import asdict
@@ -226,7 +227,8 @@ def load_default(
     corpus built with ``corpus_config``), training and caching it first if needed.
 
     A cached SAE that no longer loads (truncated weights, a missing config) is rebuilt, with a
-    warning."""
+    warning. With ``$INTERP_STEER_NO_SAE_TRAINING`` set (the test suite sets it), a call that
+    would train raises instead."""
     hook = hook or default_hook(model)
     check_hook(model, hook)
     path = default_path(model, hook, config, corpus_config)
@@ -239,6 +241,12 @@ def load_default(
         sae = _load_cached(model, path, "retraining")
     if sae is not None:
         return sae
+    if os.environ.get("INTERP_STEER_NO_SAE_TRAINING"):
+        # set by the test suite: an hour of training must fail there, not stall the run
+        raise RuntimeError(
+            f"no cached or shipped SAE for {model.cfg.model_name} at {hook} (looked in {path} "
+            f"and {shipped}), and INTERP_STEER_NO_SAE_TRAINING is set: training refused"
+        )
     print(
         f"interp_steer: no cached SAE for {model.cfg.model_name} at {hook}; training one "
         f"with sae-lens (the generic corpus's activations and training take about an hour on a 2-core CPU for SmolLM2), cached in {path}"
