@@ -263,7 +263,7 @@ def run(
                 tc["base"]["unsteered"]["texts"],
                 {
                     "mean_diff": parts["mean_diff"],
-                    "sae_feature": sae.W_dec[parts["latent"]].detach().float().cpu(),
+                    "sae_feature": S.feature_vector(sae, parts["latent"], model).vector,
                 },
                 cfg,
             ),

@@ -12,7 +12,7 @@ from interp_steer import sae as S
 from interp_steer.activations import encode
 from interp_steer.eval import stats
 from interp_steer.eval.classifiers import trait_eval_set
-from interp_steer.identifiability import null_space, prompt_activations
+from interp_steer.identifiability import covariance_of, null_space, prompt_activations
 from interp_steer.vectors import SteeringVector, model_fingerprint
 
 
@@ -195,14 +195,15 @@ def null_space_fractions(
     d = gen[0].shape[1]
 
     def dim_of(rows):
-        x = torch.cat(rows)
-        return null_space(torch.cov(x.T), "energy", n_samples=len(x), energy=0.99)
+        return null_space(
+            covariance_of(rows), "energy", n_samples=sum(len(r) for r in rows), energy=0.99
+        )
 
     whole = dim_of(gen)
     order = np.random.default_rng(cfg.seed).permutation(len(prompts) // cfg.n_samples)
-    halves = [order[: len(order) // 2], order[len(order) // 2 :]]
+    halves = [set(order[: len(order) // 2]), set(order[len(order) // 2 :])]
     half_dims = [
-        dim_of([g for i, g in enumerate(gen) if i // cfg.n_samples in set(h)]).dim for h in halves
+        dim_of([g for i, g in enumerate(gen) if i // cfg.n_samples in h]).dim for h in halves
     ]
     basis = whole.basis.float()
 

@@ -332,9 +332,9 @@ def kl_meter(
             return positions_context(model, batch.pad, plen)
 
     kw = forward_kwargs(batch)
-    # a measurement: no graph, which would otherwise live as long as the meter
-    # the distributions only where KL is read (rows are independent, so the values are those
-    # of the whole batch), which halves the float64 work and the reference's memory
+    # No graph (it would live as long as the meter), and the distributions only where KL is
+    # read: rows are independent, so the values are the whole batch's, with half the float64
+    # work and memory.
     with torch.no_grad(), layout(), (reference or nullcontext)():
         base = model(batch.tokens, **kw)[where].double().log_softmax(-1)
 
